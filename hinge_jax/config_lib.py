@@ -1,0 +1,99 @@
+"""Config checks and the numeric hyperparameters that enter the compiled step as arrays.
+
+`validate(config)` stops a run before anything is compiled, with one line naming the field
+and what it accepts. `HYPER_FIELDS` maps each config field a sweep may vary to the name it
+has inside the step; `hyper_arrays(configs)` stacks those values over members.
+"""
+
+import math
+
+import ml_collections
+import numpy as np
+
+from hinge_jax import losses, optim, regularizers
+from hinge_jax.errors import ConfigError
+
+# config field → key in the per-member hyperparameter dict (every value becomes an array).
+HYPER_FIELDS = {
+    'optimizer.learning_rate': 'learning_rate',
+    'optimizer.momentum': 'momentum',
+    'optimizer.b1': 'b1',
+    'optimizer.b2': 'b2',
+    'optimizer.eps': 'eps',
+    'optimizer.weight_decay': 'weight_decay',
+    'optimizer.decay_rate': 'decay_rate',
+    'reg.strength': 'reg_strength',
+    'reg.l1_ratio': 'l1_ratio',
+    'reg.max_norm': 'max_norm',
+    'loss.margin': 'margin',
+    'init_scale': 'init_scale',
+    'seed': 'seed',
+}
+SAMPLINGS = ('with_replacement', 'epochs')
+
+
+def get_field(config: ml_collections.ConfigDict, dotted: str):
+  """config['a.b.c'] for a dotted name (a ConfigError names the missing field)."""
+  node = config
+  for part in dotted.split('.'):
+    if not isinstance(node, (ml_collections.ConfigDict, dict)) or part not in node:
+      raise ConfigError(f'config has no field {dotted!r}')
+    node = node[part]
+  return node
+
+
+def hyper_arrays(configs) -> dict:
+  """Stacks each member's numeric hyperparameters into `(K,)` arrays (seed as uint32)."""
+  out = {}
+  for field, key in HYPER_FIELDS.items():
+    values = [get_field(c, field) for c in configs]
+    dtype = np.uint32 if key == 'seed' else np.float32
+    out[key] = np.asarray(values, dtype)
+  return out
+
+
+def _number(config, field: str, *, low=None, high=None, strict_low=False, integer=False):
+  value = get_field(config, field)
+  ok_type = isinstance(value, (int, float)) and not isinstance(value, bool)
+  if integer and ok_type:
+    ok_type = float(value) == int(value)
+  if not ok_type or not math.isfinite(value):
+    kind = 'an integer' if integer else 'a finite number'
+    raise ConfigError(f'{field}={value!r} must be {kind}')
+  if low is not None and (value <= low if strict_low else value < low):
+    bound = f'> {low}' if strict_low else f'>= {low}'
+    raise ConfigError(f'{field}={value} must be {bound}')
+  if high is not None and value > high:
+    raise ConfigError(f'{field}={value} must be <= {high}')
+  return value
+
+
+def validate(config: ml_collections.ConfigDict) -> None:
+  """Checks names and numeric ranges; raises ConfigError with one line on the first problem."""
+  losses.get(get_field(config, 'loss.name'))
+  regularizers.get(get_field(config, 'reg.name'))
+  optim.OPTIMIZERS.get(get_field(config, 'optimizer.name'))
+  optim.SCHEDULES.get(get_field(config, 'optimizer.schedule'))
+  if get_field(config, 'sampling') not in SAMPLINGS:
+    raise ConfigError(f"sampling={config.sampling!r} is not known; choose one of: "
+                      f"{', '.join(SAMPLINGS)}")
+  _number(config, 'seed', low=0, integer=True, high=2**32 - 1)
+  _number(config, 'reg.strength', low=0)
+  _number(config, 'reg.l1_ratio', low=0, high=1)
+  _number(config, 'reg.max_norm', low=0)
+  _number(config, 'loss.margin', low=0, strict_low=True)
+  _number(config, 'init_scale', low=0)
+  _number(config, 'optimizer.learning_rate', low=0, strict_low=True)
+  _number(config, 'optimizer.momentum', low=0, high=1)
+  _number(config, 'optimizer.b1', low=0, high=1)
+  _number(config, 'optimizer.b2', low=0, high=1)
+  _number(config, 'optimizer.eps', low=0)
+  _number(config, 'optimizer.weight_decay', low=0)
+  _number(config, 'optimizer.decay_rate', low=0, strict_low=True)
+  _number(config, 'optimizer.decay_steps', low=0, integer=True)
+  _number(config, 'batch_size', low=1, integer=True)
+  _number(config, 'num_steps', low=0, integer=True)
+  _number(config, 'eval_every_steps', low=1, integer=True)
+  _number(config, 'eval_batch_size', low=1, integer=True)
+  if not isinstance(get_field(config, 'loss.squared'), bool):
+    raise ConfigError(f'loss.squared={config.loss.squared!r} must be True or False')

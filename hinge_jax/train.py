@@ -1,0 +1,353 @@
+"""Training and evaluation: one compiled path for a single run and for a sweep of K members.
+
+A single run is a sweep of one member. Every array in the training state has a leading
+members axis; the numeric hyperparameters (`hp`, see `config_lib.HYPER_FIELDS`) are `(K,)`
+arrays, so one compiled program trains every member under `jax.vmap`. Steps are fused with
+`jax.lax.scan` in chunks of `eval_every_steps`; the Python loop runs once per chunk.
+
+Randomness: `jax.random.key(seed)` is split into named streams (`stream_key`); the batch at
+step t comes from `fold_in(data_stream, t)`, so it depends only on the seed and the step.
+"""
+
+import dataclasses
+import functools
+import time
+from typing import Any, Callable, Optional
+
+import flax
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+
+from hinge_jax import config_lib, losses, model, optim, regularizers
+from hinge_jax.datasets import SPLITS, Dataset, preprocess
+from hinge_jax.errors import ConfigError
+
+Array = jax.Array
+STREAMS = {'init': 0, 'data': 1, 'search': 2, 'landscape': 3}
+
+
+def stream_key(seed, name: str) -> Array:
+  """The key of one named random stream (init, data, search, landscape) of a seed."""
+  return jax.random.fold_in(jax.random.key(seed), STREAMS[name])
+
+
+@dataclasses.dataclass(frozen=True)
+class Spec:
+  """Everything static about a run: it selects code and shapes (a change recompiles)."""
+  loss: str
+  squared: bool
+  reg: str
+  regularize_bias: bool
+  bias_trick: bool
+  optimizer: str
+  schedule: str
+  num_steps: int
+  decay_steps: int
+  batch_size: int
+  sampling: str
+  num_train: int
+  num_features: int
+  num_classes: int
+  shared_data: bool  # every member has the same seed, so they share each minibatch
+  max_norm: bool  # whether any member projects onto a max-norm ball
+
+  @classmethod
+  def create(cls, config: ml_collections.ConfigDict, dataset: Dataset, hp: dict) -> 'Spec':
+    steps_per_epoch = max(dataset.size('train') // config.batch_size, 1)
+    return cls(
+        loss=config.loss.name, squared=bool(config.loss.squared), reg=config.reg.name,
+        regularize_bias=bool(config.reg.regularize_bias), bias_trick=dataset.bias_trick,
+        optimizer=config.optimizer.name, schedule=config.optimizer.schedule,
+        num_steps=int(config.num_steps),
+        decay_steps=int(config.optimizer.decay_steps) or steps_per_epoch,
+        batch_size=int(config.batch_size), sampling=config.sampling,
+        num_train=dataset.size('train'), num_features=dataset.num_features,
+        num_classes=dataset.num_classes,
+        shared_data=bool(np.all(hp['seed'] == hp['seed'][0])),
+        max_norm=bool(np.any(hp['max_norm'] > 0)))
+
+
+@flax.struct.dataclass
+class TrainState:
+  """Training state of K members; every leaf has a leading members axis."""
+  params: Any
+  opt_state: Any
+  diverged: Array  # (K,) bool: frozen since its loss became NaN/inf
+  diverged_step: Array  # (K,) int32: the step it diverged at, -1 if it did not
+
+
+@flax.struct.dataclass
+class DeviceData:
+  """The splits on the device as stored (uint8 stays uint8), padded to whole eval chunks."""
+  x: dict  # split → (N_padded, D_raw)
+  y: dict  # split → (N_padded,)
+  mean: Array  # (D_raw,)
+  scale: Array  # ()
+  bias_trick: bool = flax.struct.field(pytree_node=False)
+  sizes: tuple = flax.struct.field(pytree_node=False)  # true N per split, in SPLITS order
+  chunk: int = flax.struct.field(pytree_node=False)
+
+  @classmethod
+  def create(cls, dataset: Dataset, eval_batch_size: int) -> 'DeviceData':
+    largest = max(dataset.size(s) for s in SPLITS)
+    chunk = int(min(eval_batch_size, -(-largest // 128) * 128))
+    xs, ys = {}, {}
+    for split in SPLITS:
+      n = dataset.size(split)
+      pad = -(-max(n, 1) // chunk) * chunk - n
+      xs[split] = jnp.asarray(np.pad(dataset.x[split], ((0, pad), (0, 0))))
+      ys[split] = jnp.asarray(np.pad(dataset.y[split], (0, pad)))
+    return cls(x=xs, y=ys, mean=jnp.asarray(dataset.mean), scale=jnp.float32(dataset.scale),
+               bias_trick=dataset.bias_trick, sizes=tuple(dataset.size(s) for s in SPLITS),
+               chunk=chunk)
+
+  def size(self, split: str) -> int:
+    return self.sizes[SPLITS.index(split)]
+
+  def features(self, x_raw: Array) -> Array:
+    return preprocess(x_raw, self.mean, self.scale, bias_trick=self.bias_trick)
+
+
+# ----------------------------------------------------------------------------- the math
+
+
+def objective(params, x: Array, y: Array, hp: dict, *, spec: Spec) -> Array:
+  """One member's training objective: mean data loss + λ·R(params)."""
+  s = model.scores(params, x)
+  data_loss = jnp.mean(losses.get(spec.loss)(s, y, margin=hp['margin'], squared=spec.squared))
+  penalty = regularizers.penalty(params, spec.reg, regularize_bias=spec.regularize_bias,
+                                 bias_row=spec.bias_trick, l1_ratio=hp['l1_ratio'])
+  return data_loss + hp['reg_strength'] * penalty
+
+
+def batch_indices(seed: Array, step: Array, *, spec: Spec) -> Array:
+  """The minibatch at `step` for `seed`: `(B,)` training indices.
+
+  With replacement (the assignment's way), or as shuffled epochs: one permutation per epoch
+  (the remainder of an epoch that does not fill a batch is skipped).
+  """
+  data_key = stream_key(seed, 'data')
+  if spec.sampling == 'with_replacement':
+    return jax.random.randint(jax.random.fold_in(data_key, step), (spec.batch_size,), 0,
+                              spec.num_train)
+  per_epoch = spec.num_train // spec.batch_size
+  epoch, within = step // per_epoch, step % per_epoch
+  order = jax.random.permutation(jax.random.fold_in(data_key, epoch), spec.num_train)
+  return jax.lax.dynamic_slice(order, (within * spec.batch_size,), (spec.batch_size,))
+
+
+def _member_update(params, opt_state, hp, x, y, step, *, spec: Spec):
+  loss, grads = jax.value_and_grad(objective)(params, x, y, hp, spec=spec)
+  lr = optim.learning_rate(spec.schedule, step, hp, num_steps=spec.num_steps,
+                           decay_steps=spec.decay_steps)
+  opt_state = optim.with_learning_rate(opt_state, lr)
+  updates, opt_state = optim.make(spec.optimizer).update(grads, opt_state, params)
+  params = optax.apply_updates(params, updates)
+  if spec.max_norm:
+    params = regularizers.project_max_norm(params, hp['max_norm'], bias_row=spec.bias_trick)
+  return params, opt_state, loss
+
+
+def _all_finite(tree) -> Array:
+  leaves = [jnp.all(jnp.isfinite(leaf), axis=tuple(range(1, leaf.ndim)))
+            for leaf in jax.tree.leaves(tree) if jnp.issubdtype(leaf.dtype, jnp.floating)]
+  return functools.reduce(jnp.logical_and, leaves)
+
+
+def _where_members(keep_old: Array, old, new):
+  def pick(o, n):
+    return jnp.where(keep_old.reshape((-1,) + (1,) * (n.ndim - 1)), o, n)
+  return jax.tree.map(pick, old, new)
+
+
+def train_step(state: TrainState, step: Array, data: DeviceData, hp: dict, *,
+               spec: Spec) -> tuple[TrainState, Array]:
+  """One minibatch step for every member; a member whose loss turns NaN/inf is frozen."""
+  update = functools.partial(_member_update, spec=spec)
+  if spec.shared_data:  # one gather and one conversion serve all members
+    idx = batch_indices(hp['seed'][0], step, spec=spec)
+    x, y = data.features(data.x['train'][idx]), data.y['train'][idx]
+    update = jax.vmap(update, in_axes=(0, 0, 0, None, None, None))
+  else:
+    idx = jax.vmap(lambda s: batch_indices(s, step, spec=spec))(hp['seed'])
+    x, y = data.features(data.x['train'][idx]), data.y['train'][idx]
+    update = jax.vmap(update, in_axes=(0, 0, 0, 0, 0, None))
+  params, opt_state, loss = update(state.params, state.opt_state, hp, x, y, step)
+  ok = jnp.isfinite(loss) & _all_finite(params)
+  newly = ~ok & ~state.diverged
+  keep_old = state.diverged | ~ok
+  return TrainState(
+      params=_where_members(keep_old, state.params, params),
+      opt_state=_where_members(keep_old, state.opt_state, opt_state),
+      diverged=keep_old,
+      diverged_step=jnp.where(newly, step, state.diverged_step)), loss
+
+
+def train_chunk(state: TrainState, start: Array, data: DeviceData, hp: dict, *, spec: Spec,
+                length: int) -> tuple[TrainState, Array]:
+  """`length` steps from step `start`, fused with `lax.scan`; returns `(length, K)` losses."""
+  def body(carry, i):
+    return train_step(carry, start + i, data, hp, spec=spec)
+  return jax.lax.scan(body, state, jnp.arange(length, dtype=jnp.int32))
+
+
+def init_state(hp: dict, *, spec: Spec) -> TrainState:
+  """W0 = init_scale·randn from each member's init stream; optimizer state holds its hp."""
+  def one(member_hp):
+    params = model.init_params(stream_key(member_hp['seed'], 'init'), spec.num_features,
+                               spec.num_classes, scale=member_hp['init_scale'],
+                               use_bias=not spec.bias_trick)
+    return params, optim.init(spec.optimizer, member_hp, params)
+  params, opt_state = jax.vmap(one)(hp)
+  k = hp['seed'].shape[0]
+  return TrainState(params=params, opt_state=opt_state, diverged=jnp.zeros((k,), bool),
+                    diverged_step=jnp.full((k,), -1, jnp.int32))
+
+
+def eval_chunk(params, x_raw: Array, y: Array, valid: Array, data: DeviceData, hp: dict, *,
+               spec: Spec) -> dict:
+  """Sums over one chunk of a split, for every member: loss, correct count, confusion."""
+  x = data.features(x_raw)
+
+  def one(p, member_hp):
+    s = model.scores(p, x)
+    loss = losses.get(spec.loss)(s, y, margin=member_hp['margin'], squared=spec.squared)
+    pred = jnp.argmax(s, axis=-1)
+    conf = jnp.zeros((spec.num_classes, spec.num_classes), jnp.int32).at[y, pred].add(
+        valid.astype(jnp.int32))
+    return {'loss_sum': jnp.sum(jnp.where(valid, loss, 0.0)), 'confusion': conf}
+  return jax.vmap(one)(params, hp)
+
+
+def penalty_values(params, hp: dict, *, spec: Spec) -> Array:
+  """λ·R(params) for every member."""
+  def one(p, member_hp):
+    return member_hp['reg_strength'] * regularizers.penalty(
+        p, spec.reg, regularize_bias=spec.regularize_bias, bias_row=spec.bias_trick,
+        l1_ratio=member_hp['l1_ratio'])
+  return jax.vmap(one)(params, hp)
+
+
+# ----------------------------------------------------------------------------- the loop
+
+
+@dataclasses.dataclass
+class Trainer:
+  """Compiled functions for one (config, dataset, members) setting, and the loop that uses them.
+
+  Attributes:
+    spec: the static part of the run.
+    data: the splits on the device.
+    hp: `(K,)` hyperparameter arrays.
+    compile_time_s: seconds spent compiling (reported apart from training time).
+  """
+  spec: Spec
+  data: DeviceData
+  hp: dict
+  eval_every: int
+  compile_time_s: float = 0.0
+  _chunks: dict = dataclasses.field(default_factory=dict)
+  _eval: Optional[Callable] = None
+  _penalty: Optional[Callable] = None
+
+  @classmethod
+  def create(cls, config: ml_collections.ConfigDict, dataset: Dataset,
+             member_configs: list) -> 'Trainer':
+    hp_np = config_lib.hyper_arrays(member_configs)
+    spec = Spec.create(config, dataset, hp_np)
+    data = DeviceData.create(dataset, int(config.eval_batch_size))
+    hp = {k: jnp.asarray(v) for k, v in hp_np.items()}
+    return cls(spec=spec, data=data, hp=hp, eval_every=int(config.eval_every_steps))
+
+  @property
+  def num_members(self) -> int:
+    return int(self.hp['seed'].shape[0])
+
+  def init(self) -> TrainState:
+    return jax.jit(functools.partial(init_state, spec=self.spec))(self.hp)
+
+  def _compiled_chunk(self, state: TrainState, length: int):
+    if length not in self._chunks:
+      t0 = time.perf_counter()
+      fn = jax.jit(functools.partial(train_chunk, spec=self.spec, length=length),
+                   donate_argnums=0)
+      self._chunks[length] = fn.lower(state, jnp.int32(0), self.data, self.hp).compile()
+      self.compile_time_s += time.perf_counter() - t0
+    return self._chunks[length]
+
+  def run_chunk(self, state: TrainState, start: int, length: int) -> tuple[TrainState, Array]:
+    return self._compiled_chunk(state, length)(state, jnp.int32(start), self.data, self.hp)
+
+  def evaluate(self, params, split: str) -> dict:
+    """Per-member `loss` (data loss + λR), `accuracy` and `confusion` on a split (numpy)."""
+    n = self.data.size(split)
+    if self._eval is None:
+      t0 = time.perf_counter()
+      chunk = self.data.chunk
+      self._eval = jax.jit(functools.partial(eval_chunk, spec=self.spec)).lower(
+          params, self.data.x[split][:chunk], self.data.y[split][:chunk],
+          jnp.ones((chunk,), bool), self.data, self.hp).compile()
+      self._penalty = jax.jit(functools.partial(penalty_values, spec=self.spec)).lower(
+          params, self.hp).compile()
+      self.compile_time_s += time.perf_counter() - t0
+    chunk, total = self.data.chunk, None
+    for start in range(0, max(n, 1), chunk):
+      valid = jnp.arange(start, start + chunk) < n
+      part = self._eval(params, self.data.x[split][start:start + chunk],
+                        self.data.y[split][start:start + chunk], valid, self.data, self.hp)
+      total = part if total is None else jax.tree.map(jnp.add, total, part)
+    total = jax.tree.map(np.asarray, total)
+    penalty = np.asarray(self._penalty(params, self.hp))
+    conf = total['confusion']
+    with np.errstate(invalid='ignore', divide='ignore'):
+      acc = np.trace(conf, axis1=1, axis2=2) / n if n else np.full(self.num_members, np.nan)
+      data_loss = total['loss_sum'] / n if n else np.full(self.num_members, np.nan)
+    return {'loss': data_loss + penalty, 'data_loss': data_loss, 'accuracy': acc,
+            'confusion': conf}
+
+  def fit(self, state: TrainState, *, start_step: int = 0,
+          on_eval: Optional[Callable[[int, TrainState, dict], bool]] = None) -> TrainState:
+    """Trains from `start_step` to `spec.num_steps`, evaluating every `eval_every` steps.
+
+    `on_eval(step, state, row)` receives each evaluation (`row` holds `(K,)` arrays); it
+    returns False to stop early. Training also stops once every member has diverged.
+    """
+    step = start_step
+    while step < self.spec.num_steps:
+      length = min(self.eval_every - step % self.eval_every, self.spec.num_steps - step)
+      state, batch_losses = self.run_chunk(state, step, length)
+      step += length
+      train, val = self.evaluate(state.params, 'train'), self.evaluate(state.params, 'val')
+      row = {'step': step, 'loss': train['loss'], 'train_accuracy': train['accuracy'],
+             'val_accuracy': val['accuracy'], 'val_loss': val['loss'],
+             'batch_loss': _finite_mean(np.asarray(batch_losses)),
+             'learning_rate': np.asarray(jax.vmap(functools.partial(
+                 optim.learning_rate, self.spec.schedule, step - 1,
+                 num_steps=self.spec.num_steps, decay_steps=self.spec.decay_steps))(self.hp)),
+             'diverged': np.asarray(state.diverged)}
+      if on_eval is not None and on_eval(step, state, row) is False:
+        break
+      if bool(np.all(row['diverged'])):
+        break
+    return state
+
+
+def _finite_mean(values: np.ndarray) -> np.ndarray:
+  """Mean over steps of each member's finite batch losses (NaN if it had none)."""
+  finite = np.isfinite(values)
+  total = np.where(finite, values, 0.0).sum(axis=0)
+  count = finite.sum(axis=0)
+  return np.where(count > 0, total / np.maximum(count, 1), np.nan)
+
+
+def check_fits(config: ml_collections.ConfigDict, dataset: Dataset) -> None:
+  """Config values that depend on the data: batch size against the training set."""
+  n = dataset.size('train')
+  if config.batch_size > n:
+    raise ConfigError(f'batch_size={config.batch_size} is larger than the training set '
+                      f'({n} examples); use batch_size <= {n}')
+  if config.sampling == 'epochs' and n // config.batch_size < 1:
+    raise ConfigError(f'sampling=epochs needs batch_size <= {n}')

@@ -1,0 +1,27 @@
+"""Test settings: strict dtype and rank promotion (silent broadcasting bugs fail loudly)."""
+
+import os
+import sys
+
+os.environ.setdefault('XLA_FLAGS', '--xla_force_host_platform_device_count=8')
+
+import jax  # noqa: E402
+import pytest  # noqa: E402
+
+sys.path.insert(0, os.path.dirname(__file__))  # tests/reference.py
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
+
+jax.config.update('jax_numpy_rank_promotion', 'raise')
+
+
+@pytest.fixture
+def x64():
+  """Runs a test with float64 enabled (numerical references need it)."""
+  with jax.enable_x64(True):
+    yield
+
+
+@pytest.fixture
+def repo():
+  return REPO

@@ -1,0 +1,159 @@
+"""The training loop: the lecture's sanity checks, schedules, sampling, members, divergence."""
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from hinge_jax import datasets, losses, optim
+from hinge_jax.train import Spec, Trainer, batch_indices, objective
+from helpers import array_dataset, default_config
+
+
+@pytest.fixture(scope='module')
+def digits():
+  return datasets.load(default_config().dataset)
+
+
+@pytest.mark.parametrize('loss', ['multiclass_svm', 'softmax_cross_entropy', 'one_vs_all'])
+def test_initial_loss_matches_the_lecture(digits, loss):
+  config = default_config(**{'loss.name': loss, 'reg.strength': 0.0})
+  trainer = Trainer.create(config, digits, [config])
+  state = trainer.init()
+  got = float(trainer.evaluate(state.params, 'train')['data_loss'][0])
+  want = losses.expected_initial_loss(loss, 10)
+  assert got == pytest.approx(want, rel=0.01)  # (C − 1)·Δ = 9, ln 10 = 2.303, C·Δ = 10
+
+
+def test_raising_lambda_raises_the_loss(digits):
+  configs = [default_config(**{'reg.strength': lam}) for lam in (0.0, 1e-2, 1.0)]
+  trainer = Trainer.create(configs[0], digits, configs)
+  state = trainer.init()
+  loss = trainer.evaluate(state.params, 'train')['loss']
+  assert loss[0] < loss[1] < loss[2]
+
+
+@pytest.mark.parametrize('loss', ['multiclass_svm', 'softmax_cross_entropy'])
+def test_twenty_examples_without_regularization_are_fit_exactly(digits, loss):
+  tiny = array_dataset(digits.x['train'][:20], digits.y['train'][:20], 10, scale=1 / 16)
+  config = default_config(**{'loss.name': loss, 'reg.strength': 0.0, 'batch_size': 20,
+                             'num_steps': 300, 'eval_every_steps': 300,
+                             'optimizer.learning_rate': 0.1})
+  trainer = Trainer.create(config, tiny, [config])
+  state = trainer.fit(trainer.init())
+  ev = trainer.evaluate(state.params, 'train')
+  assert ev['accuracy'][0] == 1.0
+  if loss == 'multiclass_svm':
+    assert ev['data_loss'][0] == 0.0
+
+
+def test_training_decreases_the_loss_and_beats_chance(digits):
+  config = default_config(**{'num_steps': 200, 'eval_every_steps': 100})
+  trainer = Trainer.create(config, digits, [config])
+  state = trainer.init()
+  before = trainer.evaluate(state.params, 'val')
+  rows = []
+  state = trainer.fit(state, on_eval=lambda step, st, row: rows.append(row))
+  after = trainer.evaluate(state.params, 'val')
+  assert [r['step'] for r in rows] == [100, 200]
+  assert after['loss'][0] < before['loss'][0] / 5
+  assert after['accuracy'][0] > 0.9
+
+
+@pytest.mark.parametrize('name', ['constant', 'step', 'exponential', 'cosine'])
+def test_schedules(name):
+  hp = {'learning_rate': jnp.float32(0.1), 'decay_rate': jnp.float32(0.5)}
+  lr = [float(optim.learning_rate(name, t, hp, num_steps=100, decay_steps=10))
+        for t in (0, 10, 25, 100)]
+  want = {'constant': [0.1] * 4, 'step': [0.1, 0.05, 0.025, 0.1 * 0.5**10],
+          'exponential': [0.1, 0.05, 0.1 * 0.5**2.5, 0.1 * 0.5**10],
+          'cosine': [0.1, 0.1 * 0.5 * (1 + math.cos(math.pi * 0.1)),
+                     0.1 * 0.5 * (1 + math.cos(math.pi * 0.25)), 0.0]}[name]
+  np.testing.assert_allclose(lr, want, rtol=1e-5, atol=1e-9)
+
+
+@pytest.mark.parametrize('name', ['sgd', 'momentum', 'nesterov', 'adagrad', 'rmsprop', 'adam',
+                                  'adamw'])
+def test_every_optimizer_trains(digits, name):
+  lr = {'adagrad': 0.05, 'rmsprop': 0.003, 'adam': 0.003, 'adamw': 0.003}.get(name, 0.05)
+  config = default_config(**{'optimizer.name': name, 'optimizer.learning_rate': lr,
+                             'num_steps': 150, 'eval_every_steps': 150})
+  trainer = Trainer.create(config, digits, [config])
+  state = trainer.fit(trainer.init())
+  assert trainer.evaluate(state.params, 'val')['accuracy'][0] > 0.85
+
+
+def test_optimizer_update_matches_plain_optax(digits):
+  """The injected-hyperparameter optimizer takes the same step as optax's own adam."""
+  import optax
+  config = default_config(**{'optimizer.name': 'adam', 'optimizer.learning_rate': 0.01})
+  hp = {k: jnp.float32(v) for k, v in dict(learning_rate=0.01, momentum=0.9, b1=0.9, b2=0.999,
+                                            eps=1e-8, weight_decay=0.0).items()}
+  params = {'W': jnp.ones((3, 2))}
+  grads = {'W': jnp.arange(6.0).reshape(3, 2)}
+  ours = optim.make('adam').update(grads, optim.init('adam', hp, params), params)[0]
+  ref = optax.adam(0.01).update(grads, optax.adam(0.01).init(params), params)[0]
+  # float32 hyperparameter arrays against optax's Python floats: equal to float32 rounding
+  np.testing.assert_allclose(np.asarray(ours['W']), np.asarray(ref['W']), rtol=2e-5)
+  del config
+
+
+def test_sampling_with_replacement_and_epochs(digits):
+  for sampling in ('with_replacement', 'epochs'):
+    config = default_config(sampling=sampling)
+    spec = Spec.create(config, digits, {'seed': np.zeros(1, np.uint32),
+                                        'max_norm': np.zeros(1)})
+    f = jax.jit(lambda s, t: batch_indices(s, t, spec=spec))
+    a, b = np.asarray(f(jnp.uint32(0), 0)), np.asarray(f(jnp.uint32(0), 1))
+    assert a.shape == (200,) and a.min() >= 0 and a.max() < spec.num_train
+    np.testing.assert_array_equal(a, np.asarray(f(jnp.uint32(0), 0)))  # seed + step decide
+    assert not np.array_equal(a, np.asarray(f(jnp.uint32(1), 0)))  # another seed, another batch
+    if sampling == 'epochs':  # one epoch: distinct examples
+      per_epoch = spec.num_train // spec.batch_size
+      epoch = np.concatenate([np.asarray(f(jnp.uint32(0), t)) for t in range(per_epoch)])
+      assert len(np.unique(epoch)) == len(epoch)
+
+
+def test_a_member_of_many_equals_its_single_run(digits):
+  lrs, regs, seeds = (0.05, 0.01, 0.2), (1e-3, 0.0, 1e-2), (0, 0, 0)
+  configs = [default_config(**{'optimizer.learning_rate': lr, 'reg.strength': r, 'seed': s,
+                               'num_steps': 60, 'eval_every_steps': 30})
+             for lr, r, s in zip(lrs, regs, seeds)]
+  many = Trainer.create(configs[0], digits, configs)
+  state = many.fit(many.init())
+  for k, config in enumerate(configs):
+    one = Trainer.create(config, digits, [config])
+    single = one.fit(one.init())
+    np.testing.assert_allclose(np.asarray(state.params['W'][k]),
+                               np.asarray(single.params['W'][0]), rtol=1e-6, atol=1e-7)
+
+
+def test_divergence_freezes_only_that_member(digits):
+  configs = [default_config(**{'optimizer.learning_rate': lr, 'optimizer.name': 'sgd',
+                               'loss.name': 'softmax_cross_entropy', 'reg.strength': 0.0,
+                               'num_steps': 40, 'eval_every_steps': 20})
+             for lr in (0.05, 1e38)]
+  many = Trainer.create(configs[0], digits, configs)
+  state = many.fit(many.init())
+  diverged, step = np.asarray(state.diverged), np.asarray(state.diverged_step)
+  assert diverged.tolist() == [False, True]
+  assert step[0] == -1 and 0 <= step[1] < 40
+  assert np.all(np.isfinite(np.asarray(state.params['W'][1])))  # frozen at its last finite value
+  one = Trainer.create(configs[0], digits, [configs[0]])
+  single = one.fit(one.init())
+  np.testing.assert_allclose(np.asarray(state.params['W'][0]), np.asarray(single.params['W'][0]),
+                             rtol=1e-6, atol=1e-7)
+
+
+def test_objective_is_mean_loss_plus_lambda_times_penalty():
+  spec = Spec(loss='multiclass_svm', squared=False, reg='l2', regularize_bias=True,
+              bias_trick=True, optimizer='sgd', schedule='constant', num_steps=1, decay_steps=1,
+              batch_size=3, sampling='with_replacement', num_train=3, num_features=3,
+              num_classes=3, shared_data=True, max_norm=False)
+  params = {'W': jnp.eye(3)}
+  x = jnp.array([[3.2, 5.1, -1.7], [1.3, 4.9, 2.0], [2.2, 2.5, -3.1]])
+  hp = {'margin': jnp.float32(1.0), 'reg_strength': jnp.float32(0.5), 'l1_ratio': jnp.float32(0)}
+  got = float(objective(params, x, jnp.array([0, 1, 2]), hp, spec=spec))
+  assert got == pytest.approx((2.9 + 0 + 12.9) / 3 + 0.5 * 3, rel=1e-5)
