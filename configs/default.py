@@ -58,7 +58,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.optimizer.decay_rate = 0.95
   c.optimizer.decay_steps = 0  # 0: one epoch (training-set size / batch size)
 
-  c.batch_size = 200
+  c.strategy = 'sgd'  # mini-batch SGD with the optimizer below
+  c.batch_size = 200  # 0: the whole training set every step (full-batch gradient descent)
   c.sampling = 'with_replacement'  # or 'epochs': shuffled passes
   c.num_steps = 1000
   c.eval_every_steps = 250

@@ -10,7 +10,7 @@ import math
 import ml_collections
 import numpy as np
 
-from hinge_jax import losses, optim, regularizers
+from hinge_jax import losses, optim, regularizers, strategies
 from hinge_jax.errors import ConfigError
 
 # config field → key in the per-member hyperparameter dict (every value becomes an array).
@@ -70,6 +70,7 @@ def _number(config, field: str, *, low=None, high=None, strict_low=False, intege
 
 def validate(config: ml_collections.ConfigDict) -> None:
   """Checks names and numeric ranges; raises ConfigError with one line on the first problem."""
+  strategies.get(config.get('strategy', 'sgd'))
   losses.get(get_field(config, 'loss.name'))
   regularizers.get(get_field(config, 'reg.name'))
   optim.OPTIMIZERS.get(get_field(config, 'optimizer.name'))
@@ -91,7 +92,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
   _number(config, 'optimizer.weight_decay', low=0)
   _number(config, 'optimizer.decay_rate', low=0, strict_low=True)
   _number(config, 'optimizer.decay_steps', low=0, integer=True)
-  _number(config, 'batch_size', low=1, integer=True)
+  _number(config, 'batch_size', low=0, integer=True)  # 0: the whole training set
   _number(config, 'num_steps', low=0, integer=True)
   _number(config, 'eval_every_steps', low=1, integer=True)
   _number(config, 'eval_batch_size', low=1, integer=True)

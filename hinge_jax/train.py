@@ -21,7 +21,7 @@ import ml_collections
 import numpy as np
 import optax
 
-from hinge_jax import config_lib, losses, model, optim, regularizers
+from hinge_jax import config_lib, losses, model, optim, regularizers, strategies
 from hinge_jax.datasets import SPLITS, Dataset, preprocess
 from hinge_jax.errors import ConfigError
 
@@ -37,6 +37,7 @@ def stream_key(seed, name: str) -> Array:
 @dataclasses.dataclass(frozen=True)
 class Spec:
   """Everything static about a run: it selects code and shapes (a change recompiles)."""
+  strategy: str
   loss: str
   squared: bool
   reg: str
@@ -51,21 +52,22 @@ class Spec:
   num_train: int
   num_features: int
   num_classes: int
+  full_batch: bool  # batch_size=0: every step sees the whole training set
   shared_data: bool  # every member has the same seed, so they share each minibatch
   max_norm: bool  # whether any member projects onto a max-norm ball
 
   @classmethod
   def create(cls, config: ml_collections.ConfigDict, dataset: Dataset, hp: dict) -> 'Spec':
-    steps_per_epoch = max(dataset.size('train') // config.batch_size, 1)
+    steps_per_epoch = max(dataset.size('train') // max(int(config.batch_size), 1), 1)
     return cls(
-        loss=config.loss.name, squared=bool(config.loss.squared), reg=config.reg.name,
+        strategy=config.get('strategy', 'sgd'), loss=config.loss.name, squared=bool(config.loss.squared), reg=config.reg.name,
         regularize_bias=bool(config.reg.regularize_bias), bias_trick=dataset.bias_trick,
         optimizer=config.optimizer.name, schedule=config.optimizer.schedule,
         num_steps=int(config.num_steps),
         decay_steps=int(config.optimizer.decay_steps) or steps_per_epoch,
-        batch_size=int(config.batch_size), sampling=config.sampling,
+        batch_size=int(config.batch_size) or dataset.size('train'), sampling=config.sampling,
         num_train=dataset.size('train'), num_features=dataset.num_features,
-        num_classes=dataset.num_classes,
+        num_classes=dataset.num_classes, full_batch=int(config.batch_size) == 0,
         shared_data=bool(np.all(hp['seed'] == hp['seed'][0])),
         max_norm=bool(np.any(hp['max_norm'] > 0)))
 
@@ -74,7 +76,7 @@ class Spec:
 class TrainState:
   """Training state of K members; every leaf has a leading members axis."""
   params: Any
-  opt_state: Any
+  opt_state: Any  # the strategy's state (for sgd: the optax optimizer state)
   diverged: Array  # (K,) bool: frozen since its loss became NaN/inf
   diverged_step: Array  # (K,) int32: the step it diverged at, -1 if it did not
 
@@ -139,18 +141,6 @@ def batch_indices(seed: Array, step: Array, *, spec: Spec) -> Array:
   return jax.lax.dynamic_slice(order, (within * spec.batch_size,), (spec.batch_size,))
 
 
-def _member_update(params, opt_state, hp, x, y, step, *, spec: Spec):
-  loss, grads = jax.value_and_grad(objective)(params, x, y, hp, spec=spec)
-  lr = optim.learning_rate(spec.schedule, step, hp, num_steps=spec.num_steps,
-                           decay_steps=spec.decay_steps)
-  opt_state = optim.with_learning_rate(opt_state, lr)
-  updates, opt_state = optim.make(spec.optimizer).update(grads, opt_state, params)
-  params = optax.apply_updates(params, updates)
-  if spec.max_norm:
-    params = regularizers.project_max_norm(params, hp['max_norm'], bias_row=spec.bias_trick)
-  return params, opt_state, loss
-
-
 def _all_finite(tree) -> Array:
   leaves = [jnp.all(jnp.isfinite(leaf), axis=tuple(range(1, leaf.ndim)))
             for leaf in jax.tree.leaves(tree) if jnp.issubdtype(leaf.dtype, jnp.floating)]
@@ -165,9 +155,14 @@ def _where_members(keep_old: Array, old, new):
 
 def train_step(state: TrainState, step: Array, data: DeviceData, hp: dict, *,
                spec: Spec) -> tuple[TrainState, Array]:
-  """One minibatch step for every member; a member whose loss turns NaN/inf is frozen."""
-  update = functools.partial(_member_update, spec=spec)
-  if spec.shared_data:  # one gather and one conversion serve all members
+  """One step of the configured strategy for every member; NaN/inf members are frozen."""
+  update = functools.partial(strategies.get(spec.strategy).update, spec=spec,
+                             objective=functools.partial(objective, spec=spec))
+  if spec.full_batch:  # gradient descent proper: the whole training set every step
+    n = spec.num_train
+    x, y = data.features(data.x['train'][:n]), data.y['train'][:n]
+    update = jax.vmap(update, in_axes=(0, 0, 0, None, None, None))
+  elif spec.shared_data:  # one gather and one conversion serve all members
     idx = batch_indices(hp['seed'][0], step, spec=spec)
     x, y = data.features(data.x['train'][idx]), data.y['train'][idx]
     update = jax.vmap(update, in_axes=(0, 0, 0, None, None, None))
@@ -200,7 +195,7 @@ def init_state(hp: dict, *, spec: Spec) -> TrainState:
     params = model.init_params(stream_key(member_hp['seed'], 'init'), spec.num_features,
                                spec.num_classes, scale=member_hp['init_scale'],
                                use_bias=not spec.bias_trick)
-    return params, optim.init(spec.optimizer, member_hp, params)
+    return params, strategies.get(spec.strategy).init(params, member_hp, spec=spec)
   params, opt_state = jax.vmap(one)(hp)
   k = hp['seed'].shape[0]
   return TrainState(params=params, opt_state=opt_state, diverged=jnp.zeros((k,), bool),
@@ -346,8 +341,9 @@ def _finite_mean(values: np.ndarray) -> np.ndarray:
 def check_fits(config: ml_collections.ConfigDict, dataset: Dataset) -> None:
   """Config values that depend on the data: batch size against the training set."""
   n = dataset.size('train')
+  if config.batch_size == 0 and config.sampling == 'epochs':
+    raise ConfigError('batch_size=0 (full batch) and sampling=epochs do not mix; '
+                      'use sampling=with_replacement')
   if config.batch_size > n:
     raise ConfigError(f'batch_size={config.batch_size} is larger than the training set '
                       f'({n} examples); use batch_size <= {n}')
-  if config.sampling == 'epochs' and n // config.batch_size < 1:
-    raise ConfigError(f'sampling=epochs needs batch_size <= {n}')

@@ -148,12 +148,22 @@ def test_divergence_freezes_only_that_member(digits):
 
 
 def test_objective_is_mean_loss_plus_lambda_times_penalty():
-  spec = Spec(loss='multiclass_svm', squared=False, reg='l2', regularize_bias=True,
+  spec = Spec(strategy='sgd', loss='multiclass_svm', squared=False, reg='l2', regularize_bias=True,
               bias_trick=True, optimizer='sgd', schedule='constant', num_steps=1, decay_steps=1,
               batch_size=3, sampling='with_replacement', num_train=3, num_features=3,
-              num_classes=3, shared_data=True, max_norm=False)
+              num_classes=3, full_batch=True, shared_data=True, max_norm=False)
   params = {'W': jnp.eye(3)}
   x = jnp.array([[3.2, 5.1, -1.7], [1.3, 4.9, 2.0], [2.2, 2.5, -3.1]])
   hp = {'margin': jnp.float32(1.0), 'reg_strength': jnp.float32(0.5), 'l1_ratio': jnp.float32(0)}
   got = float(objective(params, x, jnp.array([0, 1, 2]), hp, spec=spec))
   assert got == pytest.approx((2.9 + 0 + 12.9) / 3 + 0.5 * 3, rel=1e-5)
+
+
+def test_full_batch_gradient_descent_decreases_the_loss_every_step(digits):
+  config = default_config(**{'batch_size': 0, 'optimizer.name': 'sgd', 'num_steps': 20,
+                             'eval_every_steps': 1, 'optimizer.learning_rate': 0.05})
+  trainer = Trainer.create(config, digits, [config])
+  losses_seen = []
+  trainer.fit(trainer.init(), on_eval=lambda step, st, row: losses_seen.append(row['loss'][0]))
+  assert len(losses_seen) == 20
+  assert all(b < a for a, b in zip(losses_seen, losses_seen[1:]))
