@@ -64,4 +64,17 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.num_steps = 1000
   c.eval_every_steps = 250
   c.eval_batch_size = 8192
+
+  # A vmapped sweep over numeric fields (see hinge_jax/sweep.py); empty: a single run.
+  c.sweep = ml_collections.ConfigDict()
+  c.sweep.grid = ''  # 'optimizer.learning_rate=1e-2,1e-1; reg.strength=0,1e-3': product
+  c.sweep.zip = ''  # fields varied together (same number of values), × grid
+  c.sweep.random = ''  # 'optimizer.learning_rate=loguniform(1e-3,1); reg.strength=uniform(0,1e-2)'
+  c.sweep.num_samples = 0  # random points
+  c.sweep.seed = 0  # the random sweep's draws
+  c.sweep.max_members = 4096  # larger sweeps need sweep.confirm=True
+  c.sweep.confirm = False
+  c.sweep.members_per_program = 0  # 0: as many as fit in device memory
+  c.sweep.memory_budget_bytes = 0  # 0: measured from the device
+  c.sweep.devices = 0  # shard the members over the first N local devices (0: all)
   return c

@@ -23,10 +23,14 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
   logging.getLogger('jax._src.xla_bridge').setLevel(logging.WARNING)  # no TPU-probe noise
-  from hinge_jax import experiment  # imports jax: after flags are parsed
+  from hinge_jax import experiment, sweep  # imports jax: after flags are parsed
   from hinge_jax.errors import DivergedError, UserError
+  config, workdir = _CONFIG.value, _WORKDIR.value or ''
   try:
-    experiment.train_and_evaluate(_CONFIG.value, _WORKDIR.value or '')
+    if sweep.is_sweep(config):  # many members in one compiled program
+      sweep.run(config, workdir)
+    else:
+      experiment.train_and_evaluate(config, workdir)
   except UserError as e:
     print(f'error: {e}', file=sys.stderr)
     sys.exit(2)

@@ -93,16 +93,18 @@ class DeviceData:
   chunk: int = flax.struct.field(pytree_node=False)
 
   @classmethod
-  def create(cls, dataset: Dataset, eval_batch_size: int) -> 'DeviceData':
+  def create(cls, dataset: Dataset, eval_batch_size: int, sharding=None) -> 'DeviceData':
+    """Puts the splits on the device (replicated over `sharding`'s mesh when given)."""
     largest = max(dataset.size(s) for s in SPLITS)
     chunk = int(min(eval_batch_size, -(-largest // 128) * 128))
     xs, ys = {}, {}
     for split in SPLITS:
       n = dataset.size(split)
       pad = -(-max(n, 1) // chunk) * chunk - n
-      xs[split] = jnp.asarray(np.pad(dataset.x[split], ((0, pad), (0, 0))))
-      ys[split] = jnp.asarray(np.pad(dataset.y[split], (0, pad)))
-    return cls(x=xs, y=ys, mean=jnp.asarray(dataset.mean), scale=jnp.float32(dataset.scale),
+      xs[split] = jax.device_put(np.pad(dataset.x[split], ((0, pad), (0, 0))), sharding)
+      ys[split] = jax.device_put(np.pad(dataset.y[split], (0, pad)), sharding)
+    return cls(x=xs, y=ys, mean=jax.device_put(dataset.mean, sharding),
+               scale=jax.device_put(np.float32(dataset.scale), sharding),
                bias_trick=dataset.bias_trick, sizes=tuple(dataset.size(s) for s in SPLITS),
                chunk=chunk)
 
@@ -238,40 +240,66 @@ class Trainer:
     data: the splits on the device.
     hp: `(K,)` hyperparameter arrays.
     compile_time_s: seconds spent compiling (reported apart from training time).
+    member_sharding: how the members axis is laid over devices (None: one device).
   """
   spec: Spec
   data: DeviceData
   hp: dict
   eval_every: int
   compile_time_s: float = 0.0
-  _chunks: dict = dataclasses.field(default_factory=dict)
-  _eval: Optional[Callable] = None
-  _penalty: Optional[Callable] = None
+  member_sharding: Any = None
+  _compiled: dict = dataclasses.field(default_factory=dict)  # shared by with_hyper copies
 
   @classmethod
-  def create(cls, config: ml_collections.ConfigDict, dataset: Dataset,
-             member_configs: list) -> 'Trainer':
+  def create(cls, config: ml_collections.ConfigDict, dataset: Dataset, member_configs: list,
+             *, devices=None, spec: Optional[Spec] = None) -> 'Trainer':
+    """Puts data and the members' hyperparameters on the device(s).
+
+    With several `devices` (default: all local devices) and a number of members divisible by
+    their count, the members axis is sharded over a 1-D mesh ('members') and the data are
+    replicated: each device trains its own share of the members, with no communication.
+    `spec` overrides the static settings (a sweep cut into programs shares one spec).
+    """
     hp_np = config_lib.hyper_arrays(member_configs)
-    spec = Spec.create(config, dataset, hp_np)
-    data = DeviceData.create(dataset, int(config.eval_batch_size))
-    hp = {k: jnp.asarray(v) for k, v in hp_np.items()}
-    return cls(spec=spec, data=data, hp=hp, eval_every=int(config.eval_every_steps))
+    spec = spec or Spec.create(config, dataset, hp_np)
+    devices = list(jax.local_devices() if devices is None else devices)
+    member_sharding = replicated = None
+    k = len(member_configs)
+    if len(devices) > 1 and k > 1 and k % len(devices) == 0:
+      mesh = jax.sharding.Mesh(np.asarray(devices), ('members',))
+      member_sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec('members'))
+      replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+    else:
+      replicated = member_sharding = jax.sharding.SingleDeviceSharding(devices[0])
+    data = DeviceData.create(dataset, int(config.eval_batch_size), replicated)
+    trainer = cls(spec=spec, data=data, hp={}, eval_every=int(config.eval_every_steps),
+                  member_sharding=member_sharding)
+    return trainer.with_hyper(hp_np)
+
+  def with_hyper(self, hp_np: dict) -> 'Trainer':
+    """The same compiled programs and data for another set of members of the same count."""
+    hp = {k: jax.device_put(np.asarray(v), self.member_sharding) for k, v in hp_np.items()}
+    if self.hp and hp['seed'].shape != self.hp['seed'].shape:
+      raise ValueError('with_hyper needs the same number of members')
+    return dataclasses.replace(self, hp=hp)
 
   @property
   def num_members(self) -> int:
     return int(self.hp['seed'].shape[0])
 
   def init(self) -> TrainState:
-    return jax.jit(functools.partial(init_state, spec=self.spec))(self.hp)
+    return jax.jit(functools.partial(init_state, spec=self.spec),
+                   out_shardings=self.member_sharding)(self.hp)
 
   def _compiled_chunk(self, state: TrainState, length: int):
-    if length not in self._chunks:
+    key = ('chunk', length)
+    if key not in self._compiled:
       t0 = time.perf_counter()
       fn = jax.jit(functools.partial(train_chunk, spec=self.spec, length=length),
                    donate_argnums=0)
-      self._chunks[length] = fn.lower(state, jnp.int32(0), self.data, self.hp).compile()
+      self._compiled[key] = fn.lower(state, jnp.int32(0), self.data, self.hp).compile()
       self.compile_time_s += time.perf_counter() - t0
-    return self._chunks[length]
+    return self._compiled[key]
 
   def run_chunk(self, state: TrainState, start: int, length: int) -> tuple[TrainState, Array]:
     return self._compiled_chunk(state, length)(state, jnp.int32(start), self.data, self.hp)
@@ -279,23 +307,23 @@ class Trainer:
   def evaluate(self, params, split: str) -> dict:
     """Per-member `loss` (data loss + λR), `accuracy` and `confusion` on a split (numpy)."""
     n = self.data.size(split)
-    if self._eval is None:
+    chunk, total = self.data.chunk, None
+    if 'eval' not in self._compiled:
       t0 = time.perf_counter()
-      chunk = self.data.chunk
-      self._eval = jax.jit(functools.partial(eval_chunk, spec=self.spec)).lower(
+      self._compiled['eval'] = jax.jit(functools.partial(eval_chunk, spec=self.spec)).lower(
           params, self.data.x[split][:chunk], self.data.y[split][:chunk],
           jnp.ones((chunk,), bool), self.data, self.hp).compile()
-      self._penalty = jax.jit(functools.partial(penalty_values, spec=self.spec)).lower(
-          params, self.hp).compile()
+      self._compiled['penalty'] = jax.jit(functools.partial(penalty_values, spec=self.spec)
+                                          ).lower(params, self.hp).compile()
       self.compile_time_s += time.perf_counter() - t0
-    chunk, total = self.data.chunk, None
     for start in range(0, max(n, 1), chunk):
       valid = jnp.arange(start, start + chunk) < n
-      part = self._eval(params, self.data.x[split][start:start + chunk],
-                        self.data.y[split][start:start + chunk], valid, self.data, self.hp)
+      part = self._compiled['eval'](params, self.data.x[split][start:start + chunk],
+                                    self.data.y[split][start:start + chunk], valid, self.data,
+                                    self.hp)
       total = part if total is None else jax.tree.map(jnp.add, total, part)
     total = jax.tree.map(np.asarray, total)
-    penalty = np.asarray(self._penalty(params, self.hp))
+    penalty = np.asarray(self._compiled['penalty'](params, self.hp))
     conf = total['confusion']
     with np.errstate(invalid='ignore', divide='ignore'):
       acc = np.trace(conf, axis1=1, axis2=2) / n if n else np.full(self.num_members, np.nan)

@@ -1,0 +1,181 @@
+"""Vmapped sweeps: declaration, equivalence with single runs, divergence, sharding, chunking."""
+
+import json
+
+import jax
+import numpy as np
+import pytest
+
+from hinge_jax import datasets, sweep
+from hinge_jax.errors import ConfigError
+from hinge_jax.train import Trainer
+from helpers import default_config, run_main
+
+BASE = {'num_steps': 40, 'eval_every_steps': 20}
+
+
+@pytest.fixture(scope='module')
+def digits():
+  return datasets.load(default_config().dataset)
+
+
+def _single(config, dataset):
+  trainer = Trainer.create(config, dataset, [config], devices=jax.local_devices()[:1])
+  state = trainer.fit(trainer.init())
+  return np.asarray(state.params['W'][0]), trainer.evaluate(state.params, 'val')['accuracy'][0]
+
+
+def _run_sweep(tmp_path, dataset_config=None, **fields):
+  config = default_config(**{**BASE, **fields})
+  summary = sweep.run(config, str(tmp_path), log=lambda *a: None)
+  params = {}
+  return config, summary, params
+
+
+def test_grid_zip_and_random_expansion():
+  config = default_config(**{'sweep.grid': 'optimizer.learning_rate=0.1,0.2; reg.strength=0,1',
+                             'sweep.zip': 'loss.margin=1,2; seed=3,4'})
+  points = sweep.expand(config)
+  assert len(points) == 8
+  assert points[0] == {'loss.margin': 1, 'seed': 3, 'optimizer.learning_rate': 0.1,
+                       'reg.strength': 0}
+  assert {(p['loss.margin'], p['seed']) for p in points} == {(1, 3), (2, 4)}
+  config = default_config(**{'sweep.random': 'optimizer.learning_rate=loguniform(1e-4,1e-1); '
+                                             'reg.strength=uniform(0,2)',
+                             'sweep.num_samples': 50, 'sweep.seed': 7})
+  points = sweep.expand(config)
+  lr = np.array([p['optimizer.learning_rate'] for p in points])
+  assert len(points) == 50 and lr.min() >= 1e-4 and lr.max() <= 1e-1
+  assert np.std(np.log10(lr)) > 0.5  # spread over decades: log-uniform, not uniform
+  assert points == sweep.expand(config)  # seeded
+  config.sweep.seed = 8
+  assert points != sweep.expand(config)
+
+
+@pytest.mark.parametrize('fields,needle', [
+    ({'sweep.grid': 'optimizer.lr=0.1,0.2'}, "no field 'optimizer.lr'"),
+    ({'sweep.grid': 'loss.name=1,2'}, 'structural sweep with launch/'),
+    ({'sweep.grid': 'batch_size=100,200'}, 'structural sweep'),
+    ({'sweep.grid': 'optimizer.learning_rate='}, 'has no values'),
+    ({'sweep.grid': 'optimizer.learning_rate=fast'}, 'is not a number'),
+    ({'sweep.random': 'reg.strength=uniform(2,1)', 'sweep.num_samples': 3}, 'low > high'),
+    ({'sweep.random': 'reg.strength=loguniform(0,1)', 'sweep.num_samples': 3}, 'positive bounds'),
+    ({'sweep.random': 'reg.strength=loguniform(1,2)'}, 'num_samples'),
+    ({'sweep.zip': 'seed=1,2; loss.margin=1,2,3'}, 'same number of values'),
+    ({'sweep.grid': 'seed=1,2,3', 'sweep.max_members': 2}, 'sweep.confirm=True'),
+    ({'sweep.grid': 'seed=1,2', 'sweep.zip': 'seed=3,4'}, 'swept twice'),
+])
+def test_bad_sweeps_are_refused_in_one_line(fields, needle):
+  with pytest.raises(ConfigError, match='.*') as err:
+    sweep.expand(default_config(**fields))
+  assert needle in str(err.value) and '\n' not in str(err.value)
+
+
+def test_empty_sweep_is_refused():
+  with pytest.raises(ConfigError, match='empty'):
+    sweep.expand(default_config(**{'sweep.grid': ' ; '}))
+
+
+def _member_params(summary_dir):
+  return np.load(summary_dir / 'params.npz')['W']
+
+
+def test_each_member_equals_its_single_run_and_seeds_draw_their_own_batches(tmp_path, digits):
+  fields = {'sweep.grid': 'optimizer.learning_rate=0.02,0.2; seed=0,1', 'sweep.devices': 1,
+            'reg.strength': 1e-3}
+  config = default_config(**{**BASE, **fields})
+  summary = sweep.run(config, str(tmp_path), log=lambda *a: None)
+  rows = summary['members']
+  assert len(rows) == 4
+  for row in rows:
+    single = default_config(**{**BASE, 'optimizer.learning_rate': row['optimizer.learning_rate'],
+                               'seed': int(row['seed']), 'reg.strength': 1e-3})
+    _, val_acc = _single(single, digits)
+    assert row['val_accuracy'] == val_acc
+  best = summary['best_member']
+  best_single = default_config(**{**BASE, 'optimizer.learning_rate':
+                                  rows[best]['optimizer.learning_rate'],
+                                  'seed': int(rows[best]['seed']), 'reg.strength': 1e-3})
+  w, _ = _single(best_single, digits)
+  # Not bitwise: XLA folds the K members' matmuls into one (B, D) @ (D, K·C) product whose
+  # reduction blocking depends on K·C, so members agree with single runs to float32 rounding.
+  np.testing.assert_allclose(_member_params(tmp_path), w, rtol=1e-5, atol=1e-6)
+  results = json.loads((tmp_path / 'results.json').read_text())
+  assert results['sweep_member'] == best and results['val_accuracy'] == rows[best]['val_accuracy']
+
+
+def test_divergence_is_isolated(tmp_path, digits):
+  common = {**BASE, 'sweep.devices': 1, 'loss.name': 'softmax_cross_entropy',
+            'optimizer.name': 'sgd'}
+  with_bad = sweep.run(default_config(**common, **{
+      'sweep.grid': 'optimizer.learning_rate=0.05,1e38,0.2'}), str(tmp_path / 'a'),
+                       log=lambda *a: None)['members']
+  without = sweep.run(default_config(**common, **{
+      'sweep.grid': 'optimizer.learning_rate=0.05,0.2'}), str(tmp_path / 'b'),
+                      log=lambda *a: None)['members']
+  assert [r['diverged'] for r in with_bad] == [False, True, False]
+  assert with_bad[1]['diverged_step'] is not None
+  for a, b in zip([with_bad[0], with_bad[2]], without):
+    for key in ('train_accuracy', 'val_accuracy', 'test_accuracy'):
+      assert a[key] == b[key]
+    assert a['final_loss'] == pytest.approx(b['final_loss'], rel=1e-5)
+    assert not a['diverged']
+
+
+def _rows(tmp_path, name, **fields):
+  config = default_config(**{**BASE, 'sweep.grid': 'optimizer.learning_rate=0.01,0.03,0.1; '
+                                                   'reg.strength=0,1e-3,1e-2', **fields})
+  summary = sweep.run(config, str(tmp_path / name), log=lambda *a: None)
+  return summary
+
+
+def _same_rows(rows_a, rows_b):
+  """Same members, same accuracies; losses equal to float32 rounding (see above)."""
+  assert len(rows_a) == len(rows_b)
+  for a, b in zip(rows_a, rows_b):
+    for key in a:
+      if key == 'final_loss':
+        assert a[key] == pytest.approx(b[key], rel=1e-5)
+      else:
+        assert a[key] == b[key], key
+
+
+def test_sharding_over_8_devices_equals_one_device(tmp_path):
+  assert len(jax.local_devices()) == 8  # tests/conftest.py simulates 8 CPU devices
+  one = _rows(tmp_path, 'one', **{'sweep.devices': 1})
+  eight = _rows(tmp_path, 'eight', **{'sweep.devices': 8})
+  assert eight['devices'] == 8 and eight['members_per_program'] == 16  # 9 padded to 16
+  _same_rows(one['members'], eight['members'])
+
+
+def test_chunked_programs_equal_one_program(tmp_path):
+  whole = _rows(tmp_path, 'whole', **{'sweep.devices': 1})
+  chunked = _rows(tmp_path, 'chunked', **{'sweep.devices': 1, 'sweep.members_per_program': 2})
+  assert chunked['programs'] == 5 and whole['programs'] == 1
+  _same_rows(whole['members'], chunked['members'])
+
+
+def test_memory_estimate_splits_a_sweep_that_does_not_fit(tmp_path):
+  budget = 200_000  # bytes: the digits data take ~120 kB; each member ~25 kB
+  summary = _rows(tmp_path, 'small', **{'sweep.devices': 1, 'sweep.memory_budget_bytes': budget})
+  assert summary['programs'] > 1 and summary['members_per_program'] < 9
+  whole = _rows(tmp_path, 'whole', **{'sweep.devices': 1})
+  _same_rows(whole['members'], summary['members'])
+
+
+def test_sweep_from_the_command_line(tmp_path):
+  proc = run_main(f'--workdir={tmp_path}', '--config.num_steps=100',
+                  '--config.eval_every_steps=50',
+                  '--config.sweep.grid=optimizer.learning_rate=0.01,0.1; reg.strength=0,1e-2')
+  assert proc.returncode == 0, proc.stderr
+  assert 'best member' in proc.stdout
+  header = (tmp_path / 'sweep.csv').read_text().splitlines()[0]
+  assert header.startswith('member,optimizer.learning_rate,reg.strength,train_accuracy')
+  assert len((tmp_path / 'sweep.csv').read_text().splitlines()) == 5
+  assert (tmp_path / 'plots' / 'sweep.png').stat().st_size > 1000
+  assert json.loads((tmp_path / 'results.json').read_text())['test_accuracy'] > 0.9
+
+
+def test_bad_sweep_from_the_command_line(tmp_path):
+  proc = run_main(f'--workdir={tmp_path}', '--config.sweep.grid=loss.name=a,b')
+  assert proc.returncode == 2 and proc.stderr.startswith('error: sweep field')
