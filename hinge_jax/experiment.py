@@ -37,18 +37,19 @@ def _progress_line(step: int, num_steps: int, row: dict, elapsed: float) -> str:
           f'({elapsed:.1f} s)')
 
 
+def split_summary(ev: dict, k: int, size: int) -> dict:
+  """Member k's accuracy, loss, per-class accuracy and confusion from `Trainer.evaluate`."""
+  conf = ev['confusion'][k]
+  with np.errstate(invalid='ignore', divide='ignore'):
+    per_class = np.diag(conf) / conf.sum(axis=1)
+  return {'accuracy': ev['accuracy'][k], 'loss': ev['loss'][k], 'per_class_accuracy': per_class,
+          'confusion_matrix': conf, 'size': size}
+
+
 def summarize(trainer: Trainer, params, k: int = 0) -> dict:
   """Final metrics of member k on every split: accuracy, loss, per-class accuracy, confusion."""
-  out = {}
-  for split in datasets.SPLITS:
-    ev = trainer.evaluate(params, split)
-    conf = ev['confusion'][k]
-    with np.errstate(invalid='ignore', divide='ignore'):
-      per_class = np.diag(conf) / conf.sum(axis=1)
-    out[split] = {'accuracy': ev['accuracy'][k], 'loss': ev['loss'][k],
-                  'per_class_accuracy': per_class, 'confusion_matrix': conf,
-                  'size': trainer.data.size(split)}
-  return out
+  return {split: split_summary(trainer.evaluate(params, split), k, trainer.data.size(split))
+          for split in datasets.SPLITS}
 
 
 def save_params(path: str, params, k: int = 0) -> None:

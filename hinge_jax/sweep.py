@@ -263,7 +263,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, log=print) -> dict:
   padded = members + [members[-1]] * (programs * per_program - k_total)
 
   trainer = None
-  rows, histories, params_of = [], [[] for _ in range(k_total)], {}
+  rows, histories, params_of, finals_of = [], [[] for _ in range(k_total)], {}, {}
   compile_s = 0.0
   for p in range(programs):
     chunk_members = padded[p * per_program:(p + 1) * per_program]
@@ -288,8 +288,9 @@ def run(config: ml_collections.ConfigDict, workdir: str, log=print) -> dict:
       k = offset + j
       if k >= k_total:
         break
-      final = {s: {'accuracy': finals[s]['accuracy'][j], 'loss': finals[s]['loss'][j]}
+      final = {s: experiment.split_summary(finals[s], j, trainer.data.size(s))
                for s in datasets.SPLITS}
+      finals_of[k] = final
       rows.append(_row(points[k], k, final, bool(diverged[j]), int(dsteps[j])))
       params_of[k] = jax.tree.map(lambda a, j=j: np.asarray(a[j]), state.params)
     compile_s = trainer.compile_time_s
@@ -303,7 +304,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, log=print) -> dict:
              'metadata': metadata.run_metadata(), 'config': config.to_dict()}
   io_utils.write_json(os.path.join(workdir, 'sweep.json'), summary)
   _write_best(config, workdir, dataset, members[best], best, rows[best], params_of[best],
-              histories[best], summary)
+              finals_of[best], histories[best], summary)
   _plot(workdir, rows, list(points[0]))
   log(f'sweep done in {summary["wall_time_s"]:.1f} s (compile {compile_s:.1f} s): best member '
       f'{best} ' + ' '.join(f'{f}={points[best][f]:g}' for f in points[best]) +
@@ -315,13 +316,12 @@ def run(config: ml_collections.ConfigDict, workdir: str, log=print) -> dict:
   return summary
 
 
-def _write_best(config, workdir, dataset, best_config, best, row, params, history, summary):
+def _write_best(config, workdir, dataset, best_config, best, row, params, final, history,
+                summary):
   """The best member as a normal run's outputs: results.json, params.npz, metrics.jsonl."""
   from hinge_jax import experiment
-  trainer = Trainer.create(best_config, dataset, [best_config])
-  batched = jax.tree.map(lambda a: np.asarray(a)[None], params)
-  final = experiment.summarize(trainer, jax.tree.map(jax.numpy.asarray, batched))
-  experiment.save_params(os.path.join(workdir, 'params.npz'), batched)
+  experiment.save_params(os.path.join(workdir, 'params.npz'),
+                         jax.tree.map(lambda a: np.asarray(a)[None], params))
   metrics_path = os.path.join(workdir, 'metrics.jsonl')
   io_utils.write_atomic(metrics_path, ''.join(
       json.dumps(io_utils.to_jsonable(r), sort_keys=True) + '\n' for r in history))

@@ -288,8 +288,13 @@ class Trainer:
     return int(self.hp['seed'].shape[0])
 
   def init(self) -> TrainState:
-    return jax.jit(functools.partial(init_state, spec=self.spec),
-                   out_shardings=self.member_sharding)(self.hp)
+    """The members' initial state (compiled once, shared by `with_hyper` copies)."""
+    if 'init' not in self._compiled:
+      t0 = time.perf_counter()
+      self._compiled['init'] = jax.jit(functools.partial(init_state, spec=self.spec),
+                                       out_shardings=self.member_sharding).lower(self.hp).compile()
+      self.compile_time_s += time.perf_counter() - t0
+    return self._compiled['init'](self.hp)
 
   def _compiled_chunk(self, state: TrainState, length: int):
     key = ('chunk', length)
