@@ -77,4 +77,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.sweep.members_per_program = 0  # 0: as many as fit in device memory
   c.sweep.memory_budget_bytes = 0  # 0: measured from the device
   c.sweep.devices = 0  # shard the members over the first N local devices (0: all)
+  # Choices that change shapes or code, as separate runs: python -m launch.run (launch/).
+  c.sweep.structural = ''  # 'loss.name=multiclass_svm,softmax_cross_entropy; batch_size=100,200'
   return c

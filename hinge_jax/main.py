@@ -27,6 +27,9 @@ def main(argv):
   from hinge_jax.errors import DivergedError, UserError
   config, workdir = _CONFIG.value, _WORKDIR.value or ''
   try:
+    if config.get('sweep', {}).get('structural'):
+      raise UserError(f'sweep.structural={config.sweep.structural!r} declares separate runs; '
+                      f'launch them with python -m launch.run --config=... --workdir=...')
     if sweep.is_sweep(config):  # many members in one compiled program
       sweep.run(config, workdir)
     else:

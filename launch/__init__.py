@@ -1,0 +1,1 @@
+"""Launchers: structural sweeps as separate runs, locally or on Slurm through submitit."""

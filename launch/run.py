@@ -1,0 +1,129 @@
+"""Launches a structural sweep: `python -m launch.run --config=configs/x.py --workdir=BASE`.
+
+Each combination of `sweep.structural` runs `python -m hinge_jax.main` in BASE/<name>, either
+here (`--executor=local`, `--parallel` processes at a time), as a Slurm job array through
+submitit (`--executor=slurm`), or through submitit's local executor (`--executor=submitit_local`,
+the same code path as Slurm, for testing). `--dry_run` prints the commands and runs nothing.
+Afterwards `python -m launch.collect --workdir=BASE` gathers every run's rows into one table.
+`--config.*` overrides are applied to the expansion and passed to every run.
+"""
+
+import concurrent.futures
+import json
+import os
+import subprocess
+import sys
+
+from absl import app, flags
+from ml_collections import config_flags
+
+from hinge_jax import io_utils
+from hinge_jax.errors import UserError
+from launch import structural
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+EXECUTORS = ('local', 'slurm', 'submitit_local')
+
+_WORKDIR = flags.DEFINE_string('workdir', None, 'Base directory; each run gets a subdirectory.')
+_EXECUTOR = flags.DEFINE_enum('executor', 'local', EXECUTORS, 'Where the runs execute.')
+_PARALLEL = flags.DEFINE_integer('parallel', 1, 'Runs at a time (local; Slurm array parallelism).')
+_DRY_RUN = flags.DEFINE_bool('dry_run', False, 'Print the commands, run nothing.')
+_WAIT = flags.DEFINE_bool('wait', True, 'Wait for submitit jobs to finish (slurm/submitit_local).')
+_TIMEOUT = flags.DEFINE_integer('timeout_min', 60, 'Slurm time limit per run, minutes.')
+_PARTITION = flags.DEFINE_string('slurm_partition', None, 'Slurm partition.')
+_GPUS = flags.DEFINE_integer('gpus_per_node', 0, 'GPUs per Slurm job.')
+_CPUS = flags.DEFINE_integer('cpus_per_task', 2, 'CPUs per Slurm job.')
+
+
+def run_command(command: list) -> int:
+  """Runs one training command in the repository (what every executor calls)."""
+  return subprocess.run(list(command), cwd=REPO, check=False).returncode
+
+
+def _local(runs, parallel: int) -> list[int]:
+  def one(run):
+    os.makedirs(run.workdir, exist_ok=True)
+    with open(os.path.join(run.workdir, 'launch.log'), 'w') as log:
+      return subprocess.run(list(run.command), cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
+                            check=False).returncode
+  with concurrent.futures.ThreadPoolExecutor(max_workers=max(parallel, 1)) as pool:
+    return list(pool.map(one, runs))
+
+
+def _submitit(runs, base: str, cluster: str) -> list:
+  import submitit  # lazy: only the submitit executors need it
+  executor = submitit.AutoExecutor(folder=os.path.join(base, 'submitit', '%j'), cluster=cluster)
+  params = dict(timeout_min=_TIMEOUT.value, name='hinge_jax', cpus_per_task=_CPUS.value)
+  if cluster == 'slurm':
+    params.update(slurm_array_parallelism=_PARALLEL.value)
+    if _PARTITION.value:
+      params['slurm_partition'] = _PARTITION.value
+    if _GPUS.value:
+      params['gpus_per_node'] = _GPUS.value
+  executor.update_parameters(**params)
+  jobs = executor.map_array(run_command, [list(r.command) for r in runs])
+  print(f'submitted {len(jobs)} job(s): {", ".join(j.job_id for j in jobs)}')
+  return jobs
+
+
+def launch(config, config_arg: str, base: str, overrides=()) -> list:
+  """Expands, records `BASE/launch.json`, and starts the runs with the chosen executor."""
+  runs = structural.expand(config, config_arg, base, tuple(overrides))
+  if _DRY_RUN.value:
+    for run in runs:
+      print(run.shell())
+    return []
+  os.makedirs(base, exist_ok=True)
+  io_utils.write_json(os.path.join(base, 'launch.json'), {
+      'config': config_arg, 'executor': _EXECUTOR.value, 'overrides': list(overrides),
+      'runs': [{'name': r.name, 'values': r.values, 'workdir': r.workdir,
+                'command': list(r.command)} for r in runs]})
+  if _EXECUTOR.value == 'local':
+    codes = _local(runs, _PARALLEL.value)
+  else:
+    jobs = _submitit(runs, base, 'slurm' if _EXECUTOR.value == 'slurm' else 'local')
+    if not _WAIT.value:
+      return []
+    codes = [job.result() for job in jobs]
+  for run, code in zip(runs, codes):
+    print(f'{"ok  " if code == 0 else f"rc={code}"}  {run.name}  ({run.workdir})')
+  return codes
+
+
+def _raw_flags(argv: list) -> tuple[str, list]:
+  """The `--config=` value and the `--config.*` overrides exactly as typed (for the runs)."""
+  config_arg, overrides = '', []
+  for i, arg in enumerate(argv):
+    if arg.startswith('--config='):
+      config_arg = arg.split('=', 1)[1]
+    elif arg == '--config' and i + 1 < len(argv):
+      config_arg = argv[i + 1]
+    elif arg.startswith('--config.') and not arg.startswith('--config.sweep.structural'):
+      overrides.append(arg)  # the structural declaration itself is expanded, not passed on
+  return config_arg, overrides
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
+  config_arg, overrides = _raw_flags(sys.argv[1:])
+  try:
+    if not _WORKDIR.value:
+      raise UserError('--workdir is required: the base directory for the runs')
+    if _CONFIG.value is None:
+      raise UserError('--config is required: the config whose sweep.structural to launch')
+    codes = launch(_CONFIG.value, config_arg, _WORKDIR.value, overrides)
+  except UserError as e:
+    print(f'error: {e}', file=sys.stderr)
+    sys.exit(2)
+  if any(codes):
+    print(f'error: {sum(1 for c in codes if c)} of {len(codes)} run(s) failed; see their '
+          f'launch.log / submitit logs', file=sys.stderr)
+    sys.exit(1)
+
+
+_CONFIG = config_flags.DEFINE_config_file('config', None, 'The config whose sweep.structural '
+                                          'to launch.', lock_config=False)
+
+if __name__ == '__main__':
+  app.run(main)
