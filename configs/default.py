@@ -20,7 +20,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
   c.dataset = ml_collections.ConfigDict()
   c.dataset.name = 'digits'
-  c.dataset.data_dir = ''  # image sets: cifar-10-batches-py's parent or a TFDS data dir ('' = TFDS's)
+  c.dataset.data_dir = ''  # image sets: holds cifar-10-batches-py or TFDS data ('': TFDS's)
   c.dataset.split_seed = 0  # the train/val/test permutation, independent of `seed`
   c.dataset.val_fraction = 0.15
   c.dataset.test_fraction = 0.15

@@ -1,4 +1,4 @@
-"""Prepares a TFDS dataset for training: `python -m hinge_jax.prepare --dataset=cifar10 --data_dir=DIR`.
+"""Prepares a TFDS dataset: `python -m hinge_jax.prepare --dataset=cifar10 --data_dir=DIR`.
 
 Downloading and preparing a TFDS dataset needs TensorFlow and a network, which training
 does not: install them apart with `pip install -r requirements-prepare.txt`, run this once

@@ -3,6 +3,8 @@
 import json
 import os
 import pickle
+import pickletools
+import struct
 
 import numpy as np
 import pytest
@@ -20,7 +22,28 @@ def channel_major_rows(images: np.ndarray) -> np.ndarray:
   return np.stack([np.concatenate([img[:, :, c].ravel() for c in range(3)]) for img in images])
 
 
-def write_folder(root, seed=0, per_batch=PER_BATCH, num_test=NUM_TEST):
+class Py2Pickler(pickle._Pickler):
+  """Protocol 2 with bytes as Python 2 `str` opcodes, as the original archive was written."""
+  dispatch = dict(pickle._Pickler.dispatch)
+
+  def save_py2_str(self, obj):
+    if len(obj) < 256:
+      self.write(pickle.SHORT_BINSTRING + bytes([len(obj)]) + obj)
+    else:
+      self.write(pickle.BINSTRING + struct.pack('<i', len(obj)) + obj)
+    self.memoize(obj)
+
+  dispatch[bytes] = save_py2_str
+
+
+def dump(obj, f, style):
+  if style == 'py2':
+    Py2Pickler(f, protocol=2).dump(obj)
+  else:  # Python 3 at protocol 2 writes bytes through _codecs.encode
+    pickle.dump(obj, f, protocol=2)
+
+
+def write_folder(root, seed=0, per_batch=PER_BATCH, num_test=NUM_TEST, style='py2'):
   """A small cifar-10-batches-py folder in the real format; returns the HWC images written."""
   rng = np.random.default_rng(seed)
   folder = os.path.join(root, 'cifar-10-batches-py')
@@ -33,7 +56,7 @@ def write_folder(root, seed=0, per_batch=PER_BATCH, num_test=NUM_TEST):
     batch = {b'batch_label': name.encode(), b'labels': labels,
              b'data': channel_major_rows(images), b'filenames': [b'x.png'] * n}
     with open(os.path.join(folder, name), 'wb') as f:
-      pickle.dump(batch, f, protocol=2)
+      dump(batch, f, style)
     if name == 'test_batch':
       written['test_images'], written['test_labels'] = images, np.array(labels)
     else:
@@ -44,7 +67,7 @@ def write_folder(root, seed=0, per_batch=PER_BATCH, num_test=NUM_TEST):
   names = [b'plane', b'car', b'bird', b'cat', b'deer', b'dog', b'frog', b'horse', b'ship',
            b'truck']
   with open(os.path.join(folder, 'batches.meta'), 'wb') as f:
-    pickle.dump({b'label_names': names, b'num_vis': 3072}, f, protocol=2)
+    dump({b'label_names': names, b'num_vis': 3072}, f, style)
   return folder, written
 
 
@@ -104,8 +127,9 @@ def test_codecs_encode_is_limited_to_latin1(tmp_path):
 # ----------------------------------------------------------------------- the files
 
 
-def test_folder_reads_back_exactly_with_hwc_layout(tmp_path):
-  folder, written = write_folder(tmp_path)
+@pytest.mark.parametrize('style', ['py2', 'py3'])
+def test_folder_reads_back_exactly_with_hwc_layout(tmp_path, style):
+  folder, written = write_folder(tmp_path, style=style)
   arrays, info = cifar.read_folder(folder)
   for key in written:
     np.testing.assert_array_equal(arrays[key], written[key])
@@ -115,6 +139,9 @@ def test_folder_reads_back_exactly_with_hwc_layout(tmp_path):
   row = channel_major_rows(written['test_images'][:1])[0]
   assert arrays['test_images'][0, 5, 7, 2] == row[2 * 1024 + 5 * 32 + 7]
   assert info['class_names'][:2] == ['plane', 'car'] and info['image_shape'] == [32, 32, 3]
+  with open(os.path.join(folder, 'test_batch'), 'rb') as f:
+    ops = {(op.name, arg) for op, arg, _ in pickletools.genops(f.read())}
+  assert (('BINSTRING' in {o for o, _ in ops}) == (style == 'py2'))  # as Python 2 wrote it
 
 
 def test_truncated_batch_file_gives_one_line(tmp_path):
