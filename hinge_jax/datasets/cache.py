@@ -40,7 +40,7 @@ def write(cache_dir: str, arrays: dict, info: dict, source: dict) -> None:
   entries = {}
   for name, array in arrays.items():
     path = os.path.join(cache_dir, f'{name}.npy')
-    tmp = path + '.tmp.npy'
+    tmp = f'{path}.{os.getpid()}.tmp.npy'  # concurrent writers never share a temp file
     np.save(tmp, array, allow_pickle=False)
     os.replace(tmp, path)
     entries[name] = {'file': f'{name}.npy', 'shape': list(array.shape), 'dtype': array.dtype.str,
