@@ -289,8 +289,8 @@ def test_protocol_cut_with_no_test_split():
 
 
 @pytest.mark.parametrize('field, value, message', [
-    ('dataset.num_train', 200, 'need more than the 150 training images'),
-    ('dataset.num_val', 151, 'need more than the 150 training images'),
+    ('dataset.num_train', 200, 'ask for more than the 150 training images'),
+    ('dataset.num_val', 151, 'ask for more than the 150 training images'),
     ('dataset.num_test', 21, 'num_test=21 is more than the 20 test images'),
     ('dataset.num_dev', 101, 'num_dev=101 is more than the 100 training'),
     ('dataset.order', 'random', "dataset.order='random' is not known"),

@@ -72,9 +72,10 @@ def cut(train_x: np.ndarray, train_y: np.ndarray, test_x: Optional[np.ndarray],
       test_x, test_y = test_x[perm], test_y[perm]
   n_train = num_train or n - num_val - reserve
   if n_train <= 0 or n_train + num_val + reserve > n:
-    raise DataError(f'{name}: dataset.num_train={num_train} + dataset.num_val={num_val}'
-                    + (f' + dataset.num_test={num_test}' if reserve else '')
-                    + f' need more than the {n} training images; lower them')
+    parts = [f'dataset.num_train={num_train or "0 (the rest)"}', f'dataset.num_val={num_val}']
+    parts += [f'dataset.num_test={num_test}'] if reserve else []
+    raise DataError(f'{name}: {" + ".join(parts)} ask for more than the {n} training images; '
+                    f'lower them')
   x = {'train': train_x[:n_train], 'val': train_x[n_train:n_train + num_val]}
   y = {'train': train_y[:n_train], 'val': train_y[n_train:n_train + num_val]}
   if test_x is None:
