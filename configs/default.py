@@ -20,7 +20,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
   c.dataset = ml_collections.ConfigDict()
   c.dataset.name = 'digits'
-  c.dataset.data_dir = ''
+  c.dataset.data_dir = ''  # image sets: holds cifar-10-batches-py or TFDS data ('': TFDS's)
   c.dataset.split_seed = 0  # the train/val/test permutation, independent of `seed`
   c.dataset.val_fraction = 0.15
   c.dataset.test_fraction = 0.15
@@ -33,6 +33,13 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.dataset.num_features = 32  # synthetic only
   c.dataset.separation = 1.0  # synthetic only: spread of the class centres
   c.dataset.dtype = 'float32'  # synthetic only: or 'uint8' (pixel-like data)
+  # Image sets with an official train/test split (cifar10, TFDS sets): datasets/protocol.py.
+  c.dataset.num_train = 0  # the first N training images (0: all but val)
+  c.dataset.num_val = 1000  # the next N training images
+  c.dataset.num_test = 0  # the first N test images (0: all)
+  c.dataset.num_dev = 0  # N random training images kept on the host (Dataset.x['dev'])
+  c.dataset.order = 'canonical'  # the original files' order, or 'shuffled' (by split_seed)
+  c.dataset.cache = True  # decoded arrays cached as .npy next to the data
 
   c.loss = ml_collections.ConfigDict()
   c.loss.name = 'multiclass_svm'

@@ -1,18 +1,23 @@
 """Datasets by name: `load(config.dataset)` returns a checked, preprocessed `Dataset`.
 
 Built in: `digits` (scikit-learn's 8×8 digits, shipped in the package: the embedded default),
-`synthetic` (seeded Gaussian class clusters) and `npz` (your own arrays). A loader is a
-function `(dataset_config) -> Dataset`, registered by name in `LOADERS`.
+`synthetic` (seeded Gaussian class clusters), `npz` (your own arrays) and `cifar10` (the
+original python files when `dataset.data_dir` holds `cifar-10-batches-py`, else TFDS). Any
+other name is looked up in TFDS (`tfds_data`): cifar100, mnist, fashion_mnist, svhn_cropped,
+any image set with `image` and `label` features. A loader is a function
+`(dataset_config) -> Dataset`, registered by name in `LOADERS`.
 """
 
 import os
+import re
 from typing import Callable
 
 import ml_collections
 import numpy as np
 
+from hinge_jax.datasets import cifar, protocol, tfds_data
 from hinge_jax.datasets.base import SPLITS, Dataset, finalize, preprocess, split_by_fractions
-from hinge_jax.errors import DataError
+from hinge_jax.errors import ConfigError, DataError
 from hinge_jax.registry import Registry
 
 LOADERS: Registry[Callable[[ml_collections.ConfigDict], Dataset]] = Registry('dataset.name')
@@ -101,9 +106,42 @@ def load_npz(cfg) -> Dataset:
   return finalize('npz', x, y, num_classes=num_classes, image_shape=image_shape, **_common(cfg))
 
 
+@LOADERS.register('cifar10')
+def load_cifar10(cfg) -> Dataset:
+  """CIFAR-10 by the assignment's protocol (`protocol`): 50,000 + 10,000 32×32×3 images.
+
+  Read from `dataset.data_dir/cifar-10-batches-py` (the original python files) when that
+  folder exists, else from TFDS's prepared `cifar10` in `dataset.data_dir`.
+  """
+  data_dir = tfds_data.resolve_data_dir(cfg)
+  folder = cifar.find_folder(data_dir)
+  if folder is None:
+    return load_tfds(cfg)
+  arrays, info = cifar.load_arrays(folder, use_cache=bool(cfg.get('cache', True)))
+  return protocol.make_dataset(cfg, 'cifar10', arrays, info)
+
+
+def load_tfds(cfg) -> Dataset:
+  """Any TFDS image-classification set by the protocol; see `tfds_data` and `protocol`."""
+  name = cfg.name
+  if not isinstance(name, str) or not re.fullmatch(r'[A-Za-z0-9_]+(/[A-Za-z0-9_.]+)*(:[\w.*]+)?',
+                                                   name):
+    raise ConfigError(f'dataset.name={name!r} is not known; built in: '
+                      f'{", ".join(LOADERS.names)}, or a TFDS image set such as '
+                      f'{tfds_data.EXAMPLES}')
+  data_dir = tfds_data.resolve_data_dir(cfg)
+  arrays, info = tfds_data.load_arrays(name, data_dir, use_cache=bool(cfg.get('cache', True)))
+  return protocol.make_dataset(cfg, name, arrays, info)
+
+
 def load(cfg: ml_collections.ConfigDict) -> Dataset:
-  """Loads the dataset named by `cfg.name` (a ConfigError lists the known names)."""
-  return LOADERS.get(cfg.name)(cfg)
+  """Loads the dataset named by `cfg.name`: a built-in loader, else TFDS.
+
+  A name that is neither gets one line listing the built-in names.
+  """
+  if cfg.name in LOADERS:
+    return LOADERS.get(cfg.name)(cfg)
+  return load_tfds(cfg)
 
 
 __all__ = ['Dataset', 'LOADERS', 'load', 'preprocess', 'SPLITS']
