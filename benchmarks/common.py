@@ -1,0 +1,98 @@
+"""Shared pieces of the benchmarks: the machine record, repeated timing, tables, JSON.
+
+Every benchmark measures its subject and its baselines in the same process (or back to
+back), repeats each measurement, reports the median with the min–max, and compares only
+ratios from one run: these machines are shared and noisy.
+"""
+
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from typing import Callable
+
+import numpy as np
+
+CIFAR_SHAPE = dict(num_train=49_000, num_val=1_000, num_test=1_000, dim=3072, classes=10)
+
+
+def machine() -> dict:
+  """What the numbers were measured on: CPU, cores, devices, library versions, BLAS, threads."""
+  import jax
+  info = {'python': sys.version.split()[0], 'platform': platform.platform(),
+          'processor': platform.processor() or platform.machine(), 'cpu_count': os.cpu_count(),
+          'jax_backend': jax.default_backend(),
+          'devices': [f'{d.device_kind}' for d in jax.local_devices()],
+          'threads_env': {k: os.environ.get(k) for k in (
+              'OMP_NUM_THREADS', 'OPENBLAS_NUM_THREADS', 'MKL_NUM_THREADS', 'XLA_FLAGS',
+              'OPENBLAS_CORETYPE')}}
+  try:
+    with open('/proc/cpuinfo') as f:
+      models = [l.split(':', 1)[1].strip() for l in f if l.startswith('model name')]
+    info['cpu_model'] = models[0] if models else None
+  except OSError:
+    pass
+  from importlib import metadata
+  info['versions'] = {}
+  for package in ('jax', 'jaxlib', 'optax', 'flax', 'numpy', 'scikit-learn', 'torch'):
+    try:
+      info['versions'][package] = metadata.version(package)
+    except metadata.PackageNotFoundError:
+      pass
+  try:
+    import threadpoolctl
+    info['blas'] = [{k: p.get(k) for k in ('internal_api', 'version', 'num_threads',
+                                           'architecture')}
+                    for p in threadpoolctl.threadpool_info()]
+  except ImportError:
+    info['blas'] = None
+  return info
+
+
+def repeat(fn: Callable[[], object], repeats: int, warmup: int = 1) -> dict:
+  """Times `fn()` `repeats` times after `warmup` calls; seconds as median, min, max, all."""
+  for _ in range(warmup):
+    fn()
+  times = []
+  for _ in range(repeats):
+    t0 = time.perf_counter()
+    fn()
+    times.append(time.perf_counter() - t0)
+  return {'median': statistics.median(times), 'min': min(times), 'max': max(times),
+          'times': times}
+
+
+def cifar_like_uint8(seed: int = 0, num_train: int = CIFAR_SHAPE['num_train']):
+  """CIFAR-shaped synthetic data as CIFAR stores it: uint8 pixels, 10 class clusters."""
+  rng = np.random.default_rng(seed)
+  n = num_train + CIFAR_SHAPE['num_val'] + CIFAR_SHAPE['num_test']
+  d, c = CIFAR_SHAPE['dim'], CIFAR_SHAPE['classes']
+  y = rng.integers(0, c, n).astype(np.int32)
+  centres = rng.integers(64, 192, (c, d)).astype(np.int16)
+  x = np.clip(centres[y] + rng.integers(-48, 49, (n, d), dtype=np.int16), 0, 255).astype(np.uint8)
+  cut1, cut2 = num_train, num_train + CIFAR_SHAPE['num_val']
+  return ({'train': x[:cut1], 'val': x[cut1:cut2], 'test': x[cut2:]},
+          {'train': y[:cut1], 'val': y[cut1:cut2], 'test': y[cut2:]})
+
+
+def print_table(title: str, header: list[str], rows: list[list]) -> None:
+  widths = [max(len(str(h)), *(len(str(r[i])) for r in rows)) for i, h in enumerate(header)]
+  print(f'\n{title}')
+  print('  '.join(str(h).rjust(w) for h, w in zip(header, widths)))
+  for r in rows:
+    print('  '.join(str(v).rjust(w) for v, w in zip(r, widths)))
+
+
+def fmt(t: dict, unit: float = 1e3, digits: int = 1) -> str:
+  """'median (min–max)' in ms by default."""
+  return f'{t["median"] * unit:.{digits}f} ({t["min"] * unit:.{digits}f}–{t["max"] * unit:.{digits}f})'
+
+
+def write_json(path: str, payload: dict) -> None:
+  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+  with open(path + '.tmp', 'w') as f:
+    json.dump(payload, f, indent=2, default=float)
+  os.replace(path + '.tmp', path)
+  print(f'\nwrote {path}')

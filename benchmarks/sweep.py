@@ -1,0 +1,93 @@
+"""Sweep scaling: K members trained in one vmapped program against K sequential single runs.
+
+  python benchmarks/sweep.py [--quick] [--ks=1,4,16,64] [--steps=100] [--out=FILE.json]
+
+CIFAR-shaped synthetic data (49,000 × 3,072 uint8 pixels + the bias feature, 10 classes),
+batch 200, the WW SVM, shared seed (members share their minibatches), SGD. Both sides use
+hinge_jax's real training path (`Trainer.run_chunk`: the compiled `lax.scan` of the training
+step); compile time is excluded (one warm-up call). A single run is a sweep of one member,
+so K sequential runs cost K × the single run's time, measured here as the median of repeated
+single runs in the same process. Target (2-core CPU): K = 64 at most 0.15× of 64 sequential.
+On a GPU, `--ks` up to 1024 also reports model-epochs per second.
+"""
+
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from absl import app, flags
+
+_QUICK = flags.DEFINE_bool('quick', False, 'Fewer steps and repeats (a smoke run).')
+_KS = flags.DEFINE_list('ks', None, 'Member counts (default 1,4,16,64 on CPU; to 1024 on GPU).')
+_STEPS = flags.DEFINE_integer('steps', 100, 'Steps per timed call.')
+_REPEATS = flags.DEFINE_integer('repeats', 5, 'Timed repeats per K.')
+_LOSS = flags.DEFINE_string('loss', 'multiclass_svm', 'Loss to train.')
+_OUT = flags.DEFINE_string('out', 'benchmarks/results/sweep.json', 'Where to write the table.')
+
+
+def make_trainer(k: int, steps: int, loss: str, dataset):
+  import numpy as np
+  from hinge_jax import sweep
+  from hinge_jax.train import Trainer
+  from configs import default
+  config = default.get_config()
+  config.loss.name = loss
+  config.optimizer.name = 'sgd'
+  config.reg.strength = 2.5e4
+  config.reg.regularize_bias = True
+  config.num_steps = steps
+  config.eval_every_steps = steps
+  config.batch_size = 200
+  lrs = np.logspace(-8, -6, k)
+  members = [sweep.member_config(config, {'optimizer.learning_rate': lr}) for lr in lrs]
+  return Trainer.create(config, dataset, members)
+
+
+def main(argv):
+  del argv
+  import jax
+  from benchmarks import common
+  from hinge_jax.datasets.base import finalize
+  on_gpu = jax.default_backend() != 'cpu'
+  ks = [int(k) for k in (_KS.value or ([1, 4, 16, 64, 256, 1024] if on_gpu else [1, 4, 16, 64]))]
+  steps = 20 if _QUICK.value else _STEPS.value
+  repeats = 2 if _QUICK.value else _REPEATS.value
+  x, y = common.cifar_like_uint8()
+  dataset = finalize('cifar_like', x, y, num_classes=10, center=True, scale=1.0,
+                     bias_trick=True)
+  rows, table = [], []
+  single = None
+  for k in ks:
+    trainer = make_trainer(k, steps, _LOSS.value, dataset)
+    state = trainer.init()
+    holder = {'state': state}
+
+    def call():
+      holder['state'], losses = trainer.run_chunk(holder['state'], 0, steps)
+      jax.block_until_ready(losses)
+    t = common.repeat(call, repeats)
+    if k == 1:
+      single = t
+    seq = k * single['median']
+    ratio = t['median'] / seq
+    epochs = k * steps * 200 / dataset.size('train') / t['median']
+    rows.append({'k': k, 'vmapped_s': t, 'sequential_s': seq, 'ratio': ratio,
+                 'per_step_ms': t['median'] / steps * 1e3, 'model_epochs_per_s': epochs})
+    table.append([k, common.fmt(t), f'{seq * 1e3:.1f}', f'{ratio:.3f}',
+                  f'{t["median"] / steps * 1e3:.2f}', f'{epochs:.1f}'])
+  common.print_table(
+      f'sweep scaling: {steps} steps, batch 200, {_LOSS.value}, uint8 CIFAR-shaped data, '
+      f'{jax.default_backend()} ({jax.local_devices()[0].device_kind})',
+      ['K', 'vmapped ms median (min–max)', f'K × single ms', 'ratio', 'ms/step',
+       'model-epochs/s'], table)
+  target = next((r for r in rows if r['k'] == 64), None)
+  if target and not on_gpu:
+    print(f'\nK = 64: {target["ratio"]:.3f}× of 64 sequential runs (target ≤ 0.15): '
+          f'{"met" if target["ratio"] <= 0.15 else "NOT met"}')
+  common.write_json(_OUT.value, {'benchmark': 'sweep', 'steps': steps, 'repeats': repeats,
+                                 'loss': _LOSS.value, 'rows': rows, 'machine': common.machine()})
+
+
+if __name__ == '__main__':
+  app.run(main)
