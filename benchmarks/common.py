@@ -15,6 +15,37 @@ from typing import Callable
 
 import numpy as np
 
+# The assignment's SVM settings: batch 200, lr 1e-7, reg 2.5e4.
+BATCH, LR, REG = 200, 1e-7, 2.5e4
+
+
+def hinge_jax_trainer(dataset, loss: str, steps: int, batch: int = BATCH, learning_rates=(LR,)):
+  """hinge_jax's Trainer on `dataset`: SGD, reg on W and bias, one member per learning rate."""
+  from configs import default
+  from hinge_jax import sweep
+  from hinge_jax.train import Trainer
+  c = default.get_config()
+  c.loss.name, c.optimizer.name, c.optimizer.learning_rate = loss, 'sgd', LR
+  c.reg.strength, c.reg.regularize_bias = REG, True
+  c.batch_size, c.num_steps, c.eval_every_steps = batch, steps, steps
+  members = [sweep.member_config(c, {'optimizer.learning_rate': lr}) for lr in learning_rates]
+  return Trainer.create(c, dataset, members)
+
+
+def peak_gflops(repeats: int) -> float:
+  """This machine's float32 matmul throughput (NumPy/BLAS, 2048², best of repeats)."""
+  import time
+  import numpy as np
+  a = np.random.default_rng(0).standard_normal((2048, 2048), dtype=np.float32)
+  best = float('inf')
+  for _ in range(repeats):
+    t0 = time.perf_counter()
+    a @ a
+    best = min(best, time.perf_counter() - t0)
+  return 2 * 2048**3 / best / 1e9
+
+
+
 CIFAR_SHAPE = dict(num_train=49_000, num_val=1_000, num_test=1_000, dim=3072, classes=10)
 
 

@@ -26,27 +26,10 @@ _LOSS = flags.DEFINE_string('loss', 'multiclass_svm', 'Loss to train.')
 _OUT = flags.DEFINE_string('out', 'benchmarks/results/sweep.json', 'Where to write the table.')
 
 
-def make_trainer(k: int, steps: int, loss: str, dataset):
-  import numpy as np
-  from hinge_jax import sweep
-  from hinge_jax.train import Trainer
-  from configs import default
-  config = default.get_config()
-  config.loss.name = loss
-  config.optimizer.name = 'sgd'
-  config.reg.strength = 2.5e4
-  config.reg.regularize_bias = True
-  config.num_steps = steps
-  config.eval_every_steps = steps
-  config.batch_size = 200
-  lrs = np.logspace(-8, -6, k)
-  members = [sweep.member_config(config, {'optimizer.learning_rate': lr}) for lr in lrs]
-  return Trainer.create(config, dataset, members)
-
-
 def main(argv):
   del argv
   import jax
+  import numpy as np
   from benchmarks import common
   from hinge_jax.datasets.base import finalize
   on_gpu = jax.default_backend() != 'cpu'
@@ -59,7 +42,8 @@ def main(argv):
   rows, table = [], []
   single = None
   for k in ks:
-    trainer = make_trainer(k, steps, _LOSS.value, dataset)
+    trainer = common.hinge_jax_trainer(dataset, _LOSS.value, steps,
+                                       learning_rates=np.logspace(-8, -6, k))
     state = trainer.init()
     holder = {'state': state}
 
