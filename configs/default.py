@@ -33,6 +33,13 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.dataset.num_features = 32  # synthetic only
   c.dataset.separation = 1.0  # synthetic only: spread of the class centres
   c.dataset.dtype = 'float32'  # synthetic only: or 'uint8' (pixel-like data)
+  # Image features instead of raw pixels (hinge_jax/features.py), e.g. ('hog', 'hue_hist'):
+  # computed once, standardized with the training split's mean and std; () = raw pixels.
+  c.dataset.features = ()
+  c.dataset.hog_cell = 8  # HOG cell side in pixels; must divide the image height and width
+  c.dataset.hog_bins = 9  # HOG orientation bins over [0°, 180°)
+  c.dataset.hue_bins = 10  # hue histogram bins
+  c.dataset.feature_cache_dir = ''  # '': <data_dir>/features if data_dir is set, else no cache
 
   c.loss = ml_collections.ConfigDict()
   c.loss.name = 'multiclass_svm'

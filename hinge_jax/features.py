@@ -18,7 +18,7 @@ shape, refuses what it cannot handle with one line, and returns an `Extractor`; 
 import dataclasses
 import functools
 import math
-from typing import Callable, Sequence
+from typing import Callable, Optional, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -160,6 +160,11 @@ class Extractor:
   settings: dict
   dim: int
 
+  @functools.cached_property
+  def batched(self) -> Callable[[Array], Array]:
+    """`jit(vmap(fn))`: `(B, ...)` images → `(B, dim)`; compiled once per batch shape."""
+    return jax.jit(jax.vmap(self.fn))
+
 
 EXTRACTORS: Registry[Callable[[tuple, object], Extractor]] = Registry('dataset.features')
 
@@ -261,16 +266,18 @@ def _normalize_shape(image_shape: tuple) -> tuple:
   return image_shape
 
 
-def extract(images: np.ndarray, extractor: Extractor, *, batch_size: int = 2048) -> np.ndarray:
+def extract(images: np.ndarray, extractor: Extractor, *,
+            batch_size: Optional[int] = None) -> np.ndarray:
   """Applies `extractor.fn` to every image, on the device, in fixed-size batches.
 
   Every batch has `batch_size` images (the last one padded), so one compiled
-  `jit(vmap(fn))` serves them all; the data stay uint8 until they are on the device.
+  `jit(vmap(fn))` serves them all (and every later call with the same batch size: pass the
+  same `batch_size` for every split); the data stay uint8 until they are on the device.
 
   Args:
     images: `(N, ...)` images, each reshapable to the extractor's image shape (flat is fine).
     extractor: from `combine`.
-    batch_size: images per compiled call.
+    batch_size: images per compiled call; None: min(N, 2048).
 
   Returns:
     `(N, extractor.dim)` float32 NumPy array.
@@ -279,8 +286,8 @@ def extract(images: np.ndarray, extractor: Extractor, *, batch_size: int = 2048)
   out = np.empty((n, extractor.dim), np.float32)
   if n == 0:
     return out
-  batch_size = min(batch_size, n)
-  step = jax.jit(jax.vmap(extractor.fn))
+  batch_size = batch_size or min(n, 2048)
+  step = extractor.batched
   pending = []
   for start in range(0, n, batch_size):
     batch = images[start:start + batch_size]

@@ -2,7 +2,9 @@
 
 Built in: `digits` (scikit-learn's 8×8 digits, shipped in the package: the embedded default),
 `synthetic` (seeded Gaussian class clusters) and `npz` (your own arrays). A loader is a
-function `(dataset_config) -> Dataset`, registered by name in `LOADERS`.
+function `(dataset_config) -> Dataset`, registered by name in `LOADERS`. With
+`dataset.features` set, `load` replaces the loader's images by standardized image features
+(`featurize.py`, `hinge_jax/features.py`).
 """
 
 import os
@@ -11,6 +13,7 @@ from typing import Callable
 import ml_collections
 import numpy as np
 
+from hinge_jax.datasets import featurize
 from hinge_jax.datasets.base import SPLITS, Dataset, finalize, preprocess, split_by_fractions
 from hinge_jax.errors import DataError
 from hinge_jax.registry import Registry
@@ -102,8 +105,16 @@ def load_npz(cfg) -> Dataset:
 
 
 def load(cfg: ml_collections.ConfigDict) -> Dataset:
-  """Loads the dataset named by `cfg.name` (a ConfigError lists the known names)."""
-  return LOADERS.get(cfg.name)(cfg)
+  """Loads the dataset named by `cfg.name` (a ConfigError lists the known names).
 
+  With `cfg.features` (e.g. `('hog', 'hue_hist')`), the images become standardized features;
+  the extractor names are checked before any data are read.
+  """
+  loader = LOADERS.get(cfg.name)
+  featurize.feature_names(cfg)
+  return featurize.apply(loader(cfg), cfg)
+
+
+from hinge_jax.datasets import synthetic_images  # noqa: E402,F401  (registers its loader)
 
 __all__ = ['Dataset', 'LOADERS', 'load', 'preprocess', 'SPLITS']
