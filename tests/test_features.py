@@ -106,6 +106,20 @@ def test_hog_matches_a_plain_loop_implementation(shape, cell, bins):
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * np.abs(want).max())
 
 
+@pytest.mark.parametrize('bins', [9, 4, 1])
+def test_orientation_bins_match_atan2(bins):
+  rng = np.random.default_rng(8)
+  g = [rng.normal(size=(3000, 2)), [[1, 0], [-1, 0], [0, 1], [0, -1], [0, 0], [-2, -0.0]]]
+  if bins == 9:  # small integer gradients (uint8 gray images) hit no 20° edge exactly; with
+    g.append(rng.integers(-3, 4, (500, 2)))  # 4 bins, (1, 1) sits on the 45° edge: a tie
+  g = np.concatenate(g).astype(np.float32)
+  got = np.asarray(jax.jit(features.orientation_bins, static_argnums=2)(g[:, 0], g[:, 1], bins))
+  want = [min(int((math.degrees(math.atan2(gy, gx)) % 180) / (180 / bins)), bins - 1)
+          for gx, gy in g.astype(np.float64)]
+  nonzero = np.any(g != 0, axis=1)  # the zero vector has no orientation (and no weight)
+  np.testing.assert_array_equal(got[nonzero], np.asarray(want)[nonzero])
+
+
 @pytest.mark.parametrize('shape,cell,bins', [((32, 32, 3), 8, 9), ((32, 32), 8, 9),
                                              ((8, 8), 4, 9), ((24, 16, 3), 8, 6)])
 def test_hog_output_size(shape, cell, bins):

@@ -29,7 +29,6 @@ from hinge_jax.datasets.base import SPLITS, Dataset, finalize
 from hinge_jax.errors import DataError
 
 CACHE_VERSION = 1  # bump when an extractor's output changes for the same settings
-BATCH_SIZE = 2048  # images per compiled extraction call
 _SAMPLED_ROWS = 512  # rows of each split that enter the data fingerprint
 _LOG = logging.getLogger(__name__)
 
@@ -116,7 +115,7 @@ def raw_features(dataset: Dataset, names: tuple, cfg: ml_collections.ConfigDict)
       _LOG.info('features %s (%d) read from %s', '+'.join(names), extractor.dim, directory)
       return cached
   # One batch size for every split, so the extractor compiles once.
-  batch_size = min(BATCH_SIZE, max(dataset.size(s) for s in SPLITS))
+  batch_size = min(features.default_batch_size(), max(dataset.size(s) for s in SPLITS))
   out = {s: features.extract(dataset.x[s], extractor, batch_size=batch_size) for s in SPLITS}
   if paths is not None:
     try:
