@@ -33,8 +33,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.dataset.num_features = 32  # synthetic only
   c.dataset.separation = 1.0  # synthetic only: spread of the class centres
   c.dataset.dtype = 'float32'  # synthetic only: or 'uint8' (pixel-like data)
-  # Image features instead of raw pixels (hinge_jax/features.py), e.g. ('hog', 'hue_hist'):
-  # computed once, standardized with the training split's mean and std; () = raw pixels.
+  # Image features instead of raw pixels (hinge_jax/features.py): 'hog', 'hue_hist', 'pixels',
+  # e.g. ('hog', 'hue_hist'); () = raw pixels. Features are standardized with the training
+  # split's mean and std (center/scale above are then not used; bias_trick still is).
   c.dataset.features = ()
   c.dataset.hog_cell = 8  # HOG cell side in pixels; must divide the image height and width
   c.dataset.hog_bins = 9  # HOG orientation bins over [0°, 180°)
