@@ -26,7 +26,8 @@ def main(argv):
   cfg = ml_collections.ConfigDict({'hog_cell': 8, 'hog_bins': 9, 'hue_bins': 10})
   batch = _BATCH.value or features.default_batch_size()
   images = np.random.default_rng(0).integers(0, 256, (_NUM.value, 32, 32, 3), dtype=np.uint8)
-  print(f'{len(images)} random uint8 32×32×3 images, batches of {batch}, on {jax.default_backend()}')
+  print(f'{len(images)} random uint8 32×32×3 images, batches of {batch}, '
+        f'on {jax.default_backend()}')
   for names in (('hog',), ('hue_hist',), ('hog', 'hue_hist')):
     extractor = features.combine(names, (32, 32, 3), cfg)
     features.extract(images[:batch], extractor, batch_size=batch)  # compile

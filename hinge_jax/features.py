@@ -17,7 +17,6 @@ shape, refuses what it cannot handle with one line, and returns an `Extractor`; 
 
 import dataclasses
 import functools
-import math
 from typing import Callable, Optional, Sequence
 
 import jax
@@ -347,6 +346,6 @@ def _collect(out: np.ndarray, start: int, features: Array) -> None:
   out[start:stop] = np.asarray(features)[:stop - start]
 
 
-__all__ = ['EXTRACTORS', 'Extractor', 'GRAY_WEIGHTS', 'check_names', 'combine', 'default_batch_size',
-           'extract',
-           'gradients', 'hog', 'orientation_bins', 'hue', 'hue_histogram', 'rgb_to_hsv', 'to_gray']
+__all__ = ['EXTRACTORS', 'Extractor', 'GRAY_WEIGHTS', 'check_names', 'combine',
+           'default_batch_size', 'extract', 'gradients', 'hog', 'hue', 'hue_histogram',
+           'orientation_bins', 'rgb_to_hsv', 'to_gray']
