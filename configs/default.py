@@ -40,6 +40,14 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.dataset.num_dev = 0  # N random training images kept on the host (Dataset.x['dev'])
   c.dataset.order = 'canonical'  # the original files' order, or 'shuffled' (by split_seed)
   c.dataset.cache = True  # decoded arrays cached as .npy next to the data
+  # Image features instead of raw pixels (hinge_jax/features.py): 'hog', 'hue_hist', 'pixels',
+  # e.g. ('hog', 'hue_hist'); () = raw pixels. Features are standardized with the training
+  # split's mean and std (center/scale above are then not used; bias_trick still is).
+  c.dataset.features = ()
+  c.dataset.hog_cell = 8  # HOG cell side in pixels; must divide the image height and width
+  c.dataset.hog_bins = 9  # HOG orientation bins over [0°, 180°)
+  c.dataset.hue_bins = 10  # hue histogram bins
+  c.dataset.feature_cache_dir = ''  # '': <data_dir>/features if data_dir is set, else no cache
 
   c.loss = ml_collections.ConfigDict()
   c.loss.name = 'multiclass_svm'

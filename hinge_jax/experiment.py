@@ -26,6 +26,15 @@ def prepare_workdir(workdir: str) -> None:
     raise UserError(f'--workdir={workdir} is not writable; choose another path')
 
 
+def describe(config: ml_collections.ConfigDict, dataset) -> str:
+  """One line: the data, the objective, the optimizer, the device."""
+  return (f'{dataset.name}: {dataset.size("train")} train / {dataset.size("val")} val / '
+          f'{dataset.size("test")} test, D={dataset.num_features}, C={dataset.num_classes}; '
+          f'{config.loss.name} + {config.reg.strength:g}·{config.reg.name}, '
+          f'{config.optimizer.name} lr={config.optimizer.learning_rate:g}, '
+          f'{config.num_steps} steps of {config.batch_size} on {jax.default_backend()}')
+
+
 def member_row(row: dict, k: int = 0) -> dict:
   """Member k's values of an evaluation row whose entries are `(K,)` arrays."""
   return {key: (v[k] if isinstance(v, np.ndarray) and v.ndim else v) for key, v in row.items()}
@@ -74,11 +83,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   check_fits(config, dataset)
   io_utils.write_json(os.path.join(workdir, 'config.json'), config.to_dict())
   trainer = Trainer.create(config, dataset, [config])
-  log(f'{dataset.name}: {dataset.size("train")} train / {dataset.size("val")} val / '
-      f'{dataset.size("test")} test, D={dataset.num_features}, C={dataset.num_classes}; '
-      f'{config.loss.name} + {config.reg.strength:g}·{config.reg.name}, '
-      f'{config.optimizer.name} lr={config.optimizer.learning_rate:g}, '
-      f'{config.num_steps} steps of {config.batch_size} on {jax.default_backend()}')
+  log(describe(config, dataset))
 
   metrics_path = os.path.join(workdir, 'metrics.jsonl')
   if os.path.exists(metrics_path):

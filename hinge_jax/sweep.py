@@ -258,6 +258,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, log=print) -> dict:
   if per_program > 1 and per_program % n_dev:
     per_program = -(-per_program // n_dev) * n_dev  # pad so the members shard evenly
   programs = -(-k_total // per_program)
+  log(experiment.describe(config, dataset))
   log(f'sweep: {k_total} members, {programs} program(s) of {per_program} on {n_dev} '
       f'{jax.default_backend()} device(s); swept: {", ".join(points[0])}')
   padded = members + [members[-1]] * (programs * per_program - k_total)

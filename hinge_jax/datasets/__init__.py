@@ -6,6 +6,8 @@ original python files when `dataset.data_dir` holds `cifar-10-batches-py`, else 
 other name is looked up in TFDS (`tfds_data`): cifar100, mnist, fashion_mnist, svhn_cropped,
 any image set with `image` and `label` features. A loader is a function
 `(dataset_config) -> Dataset`, registered by name in `LOADERS`.
+With `dataset.features` set, `load` replaces the loader's images by standardized image
+features (`featurize.py`, `hinge_jax/features.py`).
 """
 
 import os
@@ -15,7 +17,7 @@ from typing import Callable
 import ml_collections
 import numpy as np
 
-from hinge_jax.datasets import cifar, protocol, tfds_data
+from hinge_jax.datasets import cifar, featurize, protocol, tfds_data
 from hinge_jax.datasets.base import SPLITS, Dataset, finalize, preprocess, split_by_fractions
 from hinge_jax.errors import ConfigError, DataError
 from hinge_jax.registry import Registry
@@ -137,11 +139,15 @@ def load_tfds(cfg) -> Dataset:
 def load(cfg: ml_collections.ConfigDict) -> Dataset:
   """Loads the dataset named by `cfg.name`: a built-in loader, else TFDS.
 
-  A name that is neither gets one line listing the built-in names.
+  A name that is neither gets one line listing the built-in names. With `cfg.features` (e.g.
+  `('hog', 'hue_hist')`), the images become standardized features; the extractor names are
+  checked before any data are read.
   """
-  if cfg.name in LOADERS:
-    return LOADERS.get(cfg.name)(cfg)
-  return load_tfds(cfg)
+  featurize.feature_names(cfg)
+  loader = LOADERS.get(cfg.name) if cfg.name in LOADERS else load_tfds
+  return featurize.apply(loader(cfg), cfg)
 
+
+from hinge_jax.datasets import synthetic_images  # noqa: E402,F401  (registers its loader)
 
 __all__ = ['Dataset', 'LOADERS', 'load', 'preprocess', 'SPLITS']
