@@ -58,6 +58,12 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.optimizer.decay_rate = 0.95
   c.optimizer.decay_steps = 0  # 0: one epoch (training-set size / batch size)
 
+  # the lecture's sanity checks at the start of every run (hinge_jax/sanity.py)
+  c.sanity = ml_collections.ConfigDict()
+  c.sanity.enabled = True
+  c.sanity.overfit_examples = 20  # train on this many examples with λ = 0 ...
+  c.sanity.overfit_steps = 200  # ... for this many full-batch steps: 100% train accuracy?
+
   c.strategy = 'sgd'  # mini-batch SGD with the optimizer below; see hinge_jax/strategies.py
   # random_search / random_local_search (they ignore optimizer.*; see strategies.py)
   c.search = ml_collections.ConfigDict()
