@@ -133,7 +133,7 @@ def _random_local_search_update(params, state, hp, x, y, step, *, spec, objectiv
   """Strategy 2: propose W + step·randn (`spec.num_proposals` at once); keep if the loss drops."""
   key = jax.random.fold_in(stream_key(hp['seed'], 'search'), step)
   loss = objective(params, x, y, hp)
-  candidates = jax.tree.map(lambda p, z: p + hp['search_step'].astype(z.dtype) * z, params,
+  candidates = jax.tree.map(lambda p, z: p[None] + hp['search_step'].astype(z.dtype) * z, params,
                             _normal_like(key, params, spec.num_proposals))
   params, accept = _keep_best(params, loss, candidates, x, y, hp, objective)
   return params, {'accepted': state['accepted'] + accept.astype(jnp.int32)}, loss
