@@ -157,3 +157,24 @@ def test_a_rung_writes_the_same_results_files(tmp_path):
     assert (tmp_path / name).exists(), name
   results = json.loads((tmp_path / 'results.json').read_text())
   assert results['config']['strategy'] == 'random_search' and results['steps'] == 2
+
+
+@pytest.mark.parametrize('name', ['digits_random_search', 'digits_random_local_search',
+                                  'digits_numerical_gradient', 'digits_gradient_descent',
+                                  'digits_sgd', 'cifar10_random_search',
+                                  'cifar10_random_local_search', 'cifar10_numerical_gradient',
+                                  'cifar10_gradient_descent', 'cifar10_sgd'])
+def test_every_rung_config_is_valid_and_quiet(name):
+  config = importlib.import_module(f'configs.{name}').get_config()
+  config_lib.validate(config)
+  assert strategies.ignored_settings(config) == []
+  assert config.strategy in name.replace('digits_', '').replace('cifar10_', '')
+  if name.startswith('cifar10_'):
+    assert config.dataset.name == 'cifar10' and config.dataset.bias_trick
+  if 'search' in name:
+    assert config.batch_size == 0  # compared on the training set, as in the notes
+    assert config.search.scale == 1e-4 and config.search.step_size == 1e-4
+  if name.endswith('random_search'):
+    assert config.num_steps * config.search.num_candidates == 1000
+  if name.endswith('random_local_search'):
+    assert config.num_steps == 1000 and config.search.num_proposals == 1
