@@ -73,7 +73,25 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.optimizer.decay_rate = 0.95
   c.optimizer.decay_steps = 0  # 0: one epoch (training-set size / batch size)
 
-  c.strategy = 'sgd'  # mini-batch SGD with the optimizer below
+  # the lecture's sanity checks at the start of every run (hinge_jax/sanity.py)
+  c.sanity = ml_collections.ConfigDict()
+  c.sanity.enabled = True
+  c.sanity.overfit_examples = 20  # train on this many examples with λ = 0 ...
+  c.sanity.overfit_steps = 200  # ... for this many full-batch steps: 100% train accuracy?
+
+  c.strategy = 'sgd'  # mini-batch SGD with the optimizer below; see hinge_jax/strategies.py
+  # random_search / random_local_search (they ignore optimizer.*; see strategies.py)
+  c.search = ml_collections.ConfigDict()
+  c.search.scale = 1e-4  # random_search: candidate W = scale·randn (the notes' 1e-4)
+  c.search.step_size = 1e-4  # random_local_search: proposal W + step_size·randn
+  c.search.num_candidates = 100  # random_search: candidates evaluated together per step
+  c.search.num_proposals = 1  # random_local_search: proposals per step (the best one is tried)
+  # numerical_gradient: centered differences, then the optimizer's step
+  c.numerical = ml_collections.ConfigDict()
+  c.numerical.h = 1e-3  # float32 training: 1e-5 (the notes', in float64) is lost to rounding
+  c.numerical.max_evals_per_step = 20000  # refuse a problem needing more (2 per parameter)
+  c.numerical.chunk = 256  # coordinates evaluated together under vmap
+
   c.batch_size = 200  # 0: the whole training set every step (full-batch gradient descent)
   c.sampling = 'with_replacement'  # or 'epochs': shuffled passes
   c.num_steps = 1000

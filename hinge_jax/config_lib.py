@@ -9,6 +9,7 @@ import math
 
 import ml_collections
 import numpy as np
+from absl import logging
 
 from hinge_jax import losses, optim, regularizers, strategies
 from hinge_jax.errors import ConfigError
@@ -27,6 +28,9 @@ HYPER_FIELDS = {
     'reg.max_norm': 'max_norm',
     'loss.margin': 'margin',
     'init_scale': 'init_scale',
+    'search.scale': 'search_scale',
+    'search.step_size': 'search_step',
+    'numerical.h': 'fd_h',
     'seed': 'seed',
 }
 SAMPLINGS = ('with_replacement', 'epochs')
@@ -98,3 +102,12 @@ def validate(config: ml_collections.ConfigDict) -> None:
   _number(config, 'eval_batch_size', low=1, integer=True)
   if not isinstance(get_field(config, 'loss.squared'), bool):
     raise ConfigError(f'loss.squared={config.loss.squared!r} must be True or False')
+  _number(config, 'search.scale', low=0, strict_low=True)
+  _number(config, 'search.step_size', low=0, strict_low=True)
+  _number(config, 'search.num_candidates', low=1, integer=True)
+  _number(config, 'search.num_proposals', low=1, integer=True)
+  _number(config, 'numerical.h', low=0, strict_low=True)
+  _number(config, 'numerical.max_evals_per_step', low=1, integer=True)
+  _number(config, 'numerical.chunk', low=1, integer=True)
+  for message in strategies.ignored_settings(config):  # once per run: validate runs once
+    logging.warning(message)

@@ -7,7 +7,7 @@ import jax
 import ml_collections
 import numpy as np
 
-from hinge_jax import config_lib, datasets, io_utils, metadata
+from hinge_jax import config_lib, datasets, io_utils, metadata, sanity
 from hinge_jax.errors import DivergedError, UserError
 from hinge_jax.train import Trainer, check_fits
 
@@ -85,6 +85,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   trainer = Trainer.create(config, dataset, [config])
   log(describe(config, dataset))
 
+  sanity.at_start(config, dataset, workdir, log=log)  # the lecture's checks; sanity.json
   metrics_path = os.path.join(workdir, 'metrics.jsonl')
   if os.path.exists(metrics_path):
     os.remove(metrics_path)

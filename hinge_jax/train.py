@@ -24,14 +24,9 @@ import optax
 from hinge_jax import config_lib, losses, model, optim, regularizers, strategies
 from hinge_jax.datasets import SPLITS, Dataset, preprocess
 from hinge_jax.errors import ConfigError
+from hinge_jax.streams import STREAMS, stream_key  # noqa: F401 - re-exported
 
 Array = jax.Array
-STREAMS = {'init': 0, 'data': 1, 'search': 2, 'landscape': 3}
-
-
-def stream_key(seed, name: str) -> Array:
-  """The key of one named random stream (init, data, search, landscape) of a seed."""
-  return jax.random.fold_in(jax.random.key(seed), STREAMS[name])
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,21 +50,30 @@ class Spec:
   full_batch: bool  # batch_size=0: every step sees the whole training set
   shared_data: bool  # every member has the same seed, so they share each minibatch
   max_norm: bool  # whether any member projects onto a max-norm ball
+  num_candidates: int = 1  # random_search: candidates per step
+  num_proposals: int = 1  # random_local_search: proposals per step
+  fd_chunk: int = 256  # numerical_gradient: coordinates per vmapped batch
 
   @classmethod
   def create(cls, config: ml_collections.ConfigDict, dataset: Dataset, hp: dict) -> 'Spec':
     steps_per_epoch = max(dataset.size('train') // max(int(config.batch_size), 1), 1)
+    strategy = config.get('strategy', 'sgd')
+    full_batch = int(config.batch_size) == 0 or strategies.get(strategy).full_batch
     return cls(
-        strategy=config.get('strategy', 'sgd'), loss=config.loss.name, squared=bool(config.loss.squared), reg=config.reg.name,
+        strategy=strategy, loss=config.loss.name, squared=bool(config.loss.squared), reg=config.reg.name,
         regularize_bias=bool(config.reg.regularize_bias), bias_trick=dataset.bias_trick,
         optimizer=config.optimizer.name, schedule=config.optimizer.schedule,
         num_steps=int(config.num_steps),
         decay_steps=int(config.optimizer.decay_steps) or steps_per_epoch,
-        batch_size=int(config.batch_size) or dataset.size('train'), sampling=config.sampling,
+        batch_size=dataset.size('train') if full_batch else int(config.batch_size),
+        sampling=config.sampling,
         num_train=dataset.size('train'), num_features=dataset.num_features,
-        num_classes=dataset.num_classes, full_batch=int(config.batch_size) == 0,
+        num_classes=dataset.num_classes, full_batch=full_batch,
         shared_data=bool(np.all(hp['seed'] == hp['seed'][0])),
-        max_norm=bool(np.any(hp['max_norm'] > 0)))
+        max_norm=bool(np.any(hp['max_norm'] > 0)),
+        num_candidates=int(config.get('search', {}).get('num_candidates', 1)),
+        num_proposals=int(config.get('search', {}).get('num_proposals', 1)),
+        fd_chunk=int(config.get('numerical', {}).get('chunk', 256)))
 
 
 @flax.struct.dataclass
@@ -377,6 +381,8 @@ def check_fits(config: ml_collections.ConfigDict, dataset: Dataset) -> None:
   if config.batch_size == 0 and config.sampling == 'epochs':
     raise ConfigError('batch_size=0 (full batch) and sampling=epochs do not mix; '
                       'use sampling=with_replacement')
-  if config.batch_size > n:
+  if config.batch_size > n and not strategies.get(config.strategy).full_batch:
     raise ConfigError(f'batch_size={config.batch_size} is larger than the training set '
                       f'({n} examples); use batch_size <= {n}')
+  strategies.check_budget(config, dataset.num_features * dataset.num_classes
+                          + (0 if dataset.bias_trick else dataset.num_classes))

@@ -1,0 +1,180 @@
+"""The lecture's ladder of strategies through the shared loop, and their bad inputs."""
+
+import importlib
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from hinge_jax import config_lib, datasets, strategies
+from hinge_jax.errors import ConfigError
+from hinge_jax.train import Spec, Trainer, check_fits
+from helpers import array_dataset, default_config, run_main
+
+
+@pytest.fixture(scope='module')
+def digits():
+  return datasets.load(default_config().dataset)
+
+
+def rung(name: str, **overrides):
+  """configs/digits_<name>.py with dotted overrides."""
+  config = importlib.import_module(f'configs.digits_{name}').get_config()
+  for dotted, value in overrides.items():
+    *parents, leaf = dotted.split('.')
+    node = config
+    for part in parents:
+      node = node[part]
+    node[leaf] = value
+  return config
+
+
+def fit(config, dataset, on_eval=None):
+  config_lib.validate(config)
+  check_fits(config, dataset)
+  trainer = Trainer.create(config, dataset, [config])
+  state = trainer.fit(trainer.init(), on_eval=on_eval)
+  return trainer, state
+
+
+def test_the_ladder_on_digits_with_one_seed(digits):
+  """Random search beats chance, local search beats it, SGD beats both (seed 0, test split)."""
+  acc = {}
+  for name in ('random_search', 'random_local_search', 'sgd'):
+    config = rung(name, eval_every_steps=rung(name).num_steps, **{'sanity.enabled': False})
+    trainer, state = fit(config, digits)
+    acc[name] = float(trainer.evaluate(state.params, 'test')['accuracy'][0])
+  assert acc['random_search'] > 0.15  # chance is 0.10 (ten balanced classes)
+  assert acc['random_local_search'] > acc['random_search'] + 0.1
+  assert acc['sgd'] > acc['random_local_search'] + 0.1
+  assert acc['sgd'] > 0.9
+
+
+@pytest.mark.parametrize('name', ['random_search', 'random_local_search'])
+def test_searches_never_raise_the_training_loss(digits, name):
+  """Full batch: a search keeps W unless a candidate has a lower training objective."""
+  config = rung(name, num_steps=8, eval_every_steps=1, **{'search.num_candidates': 4,
+                                                           'search.num_proposals': 2,
+                                                           'search.step_size': 1e-3})
+  seen = []
+  trainer, state = fit(config, digits, on_eval=lambda s, st, row: seen.append(row['loss'][0]))
+  assert len(seen) == 8
+  assert all(b <= a for a, b in zip(seen, seen[1:]))
+  accepted = int(np.asarray(state.opt_state['accepted'])[0])
+  assert 1 <= accepted <= 8
+  assert seen[-1] < seen[0] or name == 'random_search'
+
+
+def test_random_search_candidates_follow_the_seed_and_scale(digits):
+  """Each accepted W is a draw of scale·randn; the seed alone decides the draws."""
+  configs = [rung('random_search', num_steps=2, eval_every_steps=2, seed=seed,
+                  **{'search.scale': 0.37, 'search.num_candidates': 8}) for seed in (0, 0, 1)]
+  trainer = Trainer.create(configs[0], digits, configs)  # three members, one program
+  w = np.asarray(trainer.fit(trainer.init()).params['W'])
+  np.testing.assert_array_equal(w[0], w[1])  # same seed, same search
+  assert not np.array_equal(w[0], w[2])
+  assert np.std(w[0]) == pytest.approx(0.37, rel=0.1)  # a candidate, not W0 (std 1e-3)
+
+
+def test_numerical_gradient_takes_the_same_steps_as_jax_grad(digits):
+  ng = rung('numerical_gradient', num_steps=5, eval_every_steps=5)
+  gd = rung('gradient_descent', num_steps=5, eval_every_steps=5)
+  _, a = fit(ng, digits)
+  _, b = fit(gd, digits)
+  np.testing.assert_allclose(np.asarray(a.params['W']), np.asarray(b.params['W']), rtol=0,
+                             atol=2e-3 * float(np.max(np.abs(np.asarray(b.params['W'])))))
+
+
+def test_full_batch_gradient_descent_decreases_the_loss_monotonically(digits):
+  config = rung('gradient_descent', num_steps=25, eval_every_steps=1,
+                **{'optimizer.learning_rate': 0.01})
+  seen = []
+  fit(config, digits, on_eval=lambda s, st, row: seen.append(row['loss'][0]))
+  assert len(seen) == 25
+  assert all(b < a for a, b in zip(seen, seen[1:]))
+
+
+def test_gradient_descent_uses_the_whole_training_set(digits):
+  config = rung('gradient_descent', batch_size=200)
+  hp = config_lib.hyper_arrays([config])
+  spec = Spec.create(config, digits, hp)
+  assert spec.full_batch and spec.batch_size == digits.size('train')
+  [warning] = strategies.ignored_settings(config)
+  assert 'batch_size=200 is ignored' in warning
+
+
+def test_a_search_with_adam_settings_is_ignored_with_one_warning():
+  config = rung('random_search', **{'optimizer.name': 'adam', 'optimizer.schedule': 'cosine'})
+  [warning] = strategies.ignored_settings(config)
+  assert "optimizer.name='adam'" in warning and "optimizer.schedule='cosine'" in warning
+  assert strategies.ignored_settings(rung('random_search')) == []  # the config is quiet
+  assert strategies.ignored_settings(rung('sgd')) == []
+
+
+def test_numerical_gradient_refuses_a_problem_over_its_budget(digits):
+  config = rung('numerical_gradient', **{'numerical.max_evals_per_step': 1000})
+  with pytest.raises(ConfigError, match=r'2·650 = 1300 loss evaluations.*max_evals_per_step=1000'):
+    check_fits(config, digits)
+  cifar_like = array_dataset(np.zeros((4, 3072), np.uint8), np.arange(4) % 2, 10,
+                             bias_trick=True)
+  with pytest.raises(ConfigError, match='30730'):  # the lecture's CIFAR-10 count (D·C)
+    check_fits(rung('numerical_gradient'), cifar_like)
+
+
+def _one_line_error(proc, *needles):
+  assert proc.returncode == 2, (proc.returncode, proc.stderr)
+  lines = [l for l in proc.stderr.strip().splitlines() if l.startswith('error:')]
+  assert len(lines) == 1 and 'Traceback' not in proc.stderr, proc.stderr
+  for needle in needles:
+    assert needle in lines[0], lines[0]
+
+
+@pytest.mark.parametrize('args,needles', [
+    (['--config.strategy=hill_climbing'], ("strategy='hill_climbing'", 'random_search',
+                                           'numerical_gradient', 'gradient_descent')),
+    (['--config.search.scale=0'], ('search.scale=0', '> 0')),
+    (['--config.numerical.h=-1e-5'], ('numerical.h=-1e-05', '> 0')),
+    (['--config=configs/digits_numerical_gradient.py',
+      '--config.numerical.max_evals_per_step=100'], ('numerical_gradient', '1300', '100')),
+])
+def test_bad_strategy_input_is_one_line(tmp_path, args, needles):
+  proc = run_main(f'--workdir={tmp_path}', *args)
+  _one_line_error(proc, *needles)
+  assert not (tmp_path / 'results.json').exists()
+
+
+def test_a_rung_writes_the_same_results_files(tmp_path):
+  proc = run_main('--config=configs/digits_random_search.py', f'--workdir={tmp_path}',
+                  '--config.num_steps=2', '--config.eval_every_steps=2',
+                  '--config.sanity.overfit_steps=5',
+                  '--config.optimizer.name=adam')
+  assert proc.returncode == 0, proc.stderr
+  assert "optimizer.name='adam'" in proc.stderr  # the warning, once
+  assert proc.stderr.count('follows no gradient') == 1
+  for name in ('config.json', 'metrics.jsonl', 'results.json', 'params.npz', 'sanity.json'):
+    assert (tmp_path / name).exists(), name
+  results = json.loads((tmp_path / 'results.json').read_text())
+  assert results['config']['strategy'] == 'random_search' and results['steps'] == 2
+
+
+@pytest.mark.parametrize('name', ['digits_random_search', 'digits_random_local_search',
+                                  'digits_numerical_gradient', 'digits_gradient_descent',
+                                  'digits_sgd', 'cifar10_random_search',
+                                  'cifar10_random_local_search', 'cifar10_numerical_gradient',
+                                  'cifar10_gradient_descent', 'cifar10_sgd'])
+def test_every_rung_config_is_valid_and_quiet(name):
+  config = importlib.import_module(f'configs.{name}').get_config()
+  config_lib.validate(config)
+  assert strategies.ignored_settings(config) == []
+  assert config.strategy in name.replace('digits_', '').replace('cifar10_', '')
+  if name.startswith('cifar10_'):
+    assert config.dataset.name == 'cifar10' and config.dataset.bias_trick
+  if 'search' in name:
+    assert config.batch_size == 0  # compared on the training set, as in the notes
+    assert config.search.scale == 1e-4 and config.search.step_size == 1e-4
+  if name.endswith('random_search'):
+    assert config.num_steps * config.search.num_candidates == 1000
+  if name.endswith('random_local_search'):
+    assert config.num_steps == 1000 and config.search.num_proposals == 1
