@@ -21,7 +21,7 @@ import ml_collections
 import numpy as np
 import optax
 
-from hinge_jax import config_lib, losses, model, optim, regularizers, strategies
+from hinge_jax import config_lib, fullbatch, losses, model, optim, regularizers, strategies
 from hinge_jax.datasets import SPLITS, Dataset, preprocess
 from hinge_jax.errors import ConfigError
 from hinge_jax.streams import STREAMS, stream_key  # noqa: F401 - re-exported
@@ -100,7 +100,7 @@ class DeviceData:
   def create(cls, dataset: Dataset, eval_batch_size: int, sharding=None) -> 'DeviceData':
     """Puts the splits on the device (replicated over `sharding`'s mesh when given)."""
     largest = max(dataset.size(s) for s in SPLITS)
-    chunk = int(min(eval_batch_size, -(-largest // 128) * 128))
+    chunk = -(-min(eval_batch_size, largest) // 128) * 128  # a multiple of 128 rows
     xs, ys = {}, {}
     for split in SPLITS:
       n = dataset.size(split)
@@ -164,9 +164,10 @@ def train_step(state: TrainState, step: Array, data: DeviceData, hp: dict, *,
   """One step of the configured strategy for every member; NaN/inf members are frozen."""
   update = functools.partial(strategies.get(spec.strategy).update, spec=spec,
                              objective=functools.partial(objective, spec=spec))
-  if spec.full_batch:  # gradient descent proper: the whole training set every step
-    n = spec.num_train
-    x, y = data.features(data.x['train'][:n]), data.y['train'][:n]
+  if spec.full_batch:  # the whole training set every step, in one blocked pass (fullbatch.py)
+    x, y = fullbatch.blocks(data, spec.num_train)
+    update = functools.partial(strategies.get(spec.strategy).update, spec=spec,
+                               objective=fullbatch.make_objective(spec=spec))
     update = jax.vmap(update, in_axes=(0, 0, 0, None, None, None))
   elif spec.shared_data:  # one gather and one conversion serve all members
     idx = batch_indices(hp['seed'][0], step, spec=spec)
