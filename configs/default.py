@@ -64,4 +64,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.num_steps = 1000
   c.eval_every_steps = 250
   c.eval_batch_size = 8192
+  c.checkpoint_every_steps = 500  # also at the end and on SIGINT/SIGTERM; 0: only those
+  c.checkpoint_keep = 3  # the newest checkpoints kept in workdir/checkpoints/
   return c
