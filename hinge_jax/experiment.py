@@ -274,6 +274,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
                           f'in {ckpt.directory}; rerun the same command to resume')
       if not done:
         save(stopped['step'], state, pending=None, done=True)
+  except BaseException:
+    tb.close()  # flush what this session logged; a resumed run purges past its checkpoint
+    raise
   finally:
     progress.close()
     ckpt.close()

@@ -10,7 +10,10 @@ from typing import Optional
 
 import ml_collections
 
-SCALARS = ('loss', 'val_loss', 'batch_loss', 'train_accuracy', 'val_accuracy', 'learning_rate')
+# metrics.jsonl key → TensorBoard tag
+SCALARS = {'loss': 'train/loss', 'batch_loss': 'train/batch_loss',
+           'train_accuracy': 'train/accuracy', 'val_loss': 'val/loss',
+           'val_accuracy': 'val/accuracy', 'learning_rate': 'learning_rate'}
 
 
 def flat_hparams(config: ml_collections.ConfigDict | dict) -> dict:
@@ -41,11 +44,10 @@ class SummaryLog:
     self._writer.file_writer.add_summary(start)
 
   def scalars(self, step: int, row: dict) -> None:
-    for key in SCALARS:
+    for key, tag in SCALARS.items():
       value = row.get(key)
       if value is not None and math.isfinite(float(value)):
-        self._writer.add_scalar(f'train/{key}' if key != 'learning_rate' else key,
-                                float(value), step)
+        self._writer.add_scalar(tag, float(value), step)
 
   def final(self, step: int, metrics: dict) -> None:
     """The final metrics (`final/test_accuracy`, ...) and the end of the hparams session."""
