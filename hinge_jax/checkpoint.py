@@ -48,8 +48,15 @@ def _encode(tree):
 
 
 def _decode(restored, like):
-  """Wraps key data back into typed keys wherever `like` has a key leaf."""
+  """Wraps key data back into typed keys wherever `like` has a key leaf.
+
+  orbax returns arrays committed to a device; where `like`'s leaf is uncommitted (a fresh
+  `init`), the restored one is made uncommitted too, so the compiled step sees the same
+  input signature as a fresh run and the persistent compilation cache is hit on resume.
+  """
   def one(r, ref):
+    if not getattr(ref, 'committed', True) and getattr(r, 'committed', False):
+      r = jax.device_put(np.asarray(r))
     return jax.random.wrap_key_data(r, impl=jax.random.key_impl(ref)) if _is_key(ref) else r
   return jax.tree.map(one, restored, like)
 
