@@ -45,7 +45,8 @@ def prepare_workdir(workdir: str) -> None:
     raise UserError(f'--workdir={workdir} is not writable; choose another path')
 
 
-def _member(row: dict, k: int = 0) -> dict:
+def member_row(row: dict, k: int = 0) -> dict:
+  """Member k's values of an evaluation row whose entries are `(K,)` arrays."""
   return {key: (v[k] if isinstance(v, np.ndarray) and v.ndim else v) for key, v in row.items()}
 
 
@@ -243,7 +244,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
       ckpt.save(step, state, seeds=seeds, config_fingerprint=config_id, extra=extra)
 
   def on_eval(step, state, row):
-    row = _member(row)
+    row = member_row(row)
     with disk_errors(workdir, rerun):
       io_utils.append_jsonl(metrics_path, row)
     tb.scalars(step, row)
