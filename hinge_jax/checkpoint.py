@@ -13,12 +13,16 @@ before it is used. A checkpoint written for other shapes, seeds or another confi
 with one `UserError` line instead of being restored into the wrong run.
 """
 
+import contextlib
 import dataclasses
 import errno
 import hashlib
+import io
 import json
 import os
+import re
 import shutil
+import sys
 import time
 from typing import Any, Callable, Optional
 
@@ -78,6 +82,58 @@ def is_disk_error(exc: BaseException) -> Optional[OSError]:
       return OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
     exc, seen = exc.__cause__ or exc.__context__, seen + 1
   return None
+
+
+class _DropClosedLoopTracebacks(io.TextIOBase):
+  """A stderr that holds back tracebacks ending in 'Event loop is closed'.
+
+  When one array of a corrupt checkpoint fails to load, orbax closes its event loop while
+  tensorstore still completes the other reads; their callbacks then print such tracebacks
+  from other threads. They say nothing the one-line warning does not, so they are dropped.
+  """
+
+  def __init__(self, stream):
+    super().__init__()
+    self._stream = stream
+    self._partial = ''  # an incomplete last line
+    self._block: list[str] = []  # the lines of a traceback being printed
+
+  def write(self, text: str) -> int:
+    *lines, self._partial = (self._partial + text).split('\n')
+    for line in lines:
+      self._line(line + '\n')
+    return len(text)
+
+  def _line(self, line: str) -> None:
+    if not self._block and not line.startswith('Traceback (most recent call last):'):
+      self._stream.write(line)
+      return
+    self._block.append(line)
+    if re.match(r'\w[\w.]*(Error|Exception)\b', line):  # a traceback's last line
+      block, self._block = ''.join(self._block), []
+      if 'Event loop is closed' not in line:
+        self._stream.write(block)
+
+  def flush(self) -> None:
+    self._stream.flush()
+
+  def release(self) -> None:
+    self._stream.write(''.join(self._block) + self._partial)
+    self._block, self._partial = [], ''
+
+
+@contextlib.contextmanager
+def _quiet_closed_loop_errors(failed: Callable[[], bool], settle_s: float = 0.3):
+  """Filters stderr while restoring; after a failed read, waits for the late callbacks."""
+  stream = _DropClosedLoopTracebacks(sys.stderr)
+  previous, sys.stderr = sys.stderr, stream
+  try:
+    yield
+  finally:
+    if failed():
+      time.sleep(settle_s)
+    sys.stderr = previous
+    stream.release()
 
 
 @dataclasses.dataclass
@@ -163,7 +219,12 @@ class Checkpointer:
     """Moves an unreadable step out of orbax's sight (kept for inspection, not deleted)."""
     target_dir = self.directory + '-corrupt'
     os.makedirs(target_dir, exist_ok=True)
-    target = os.path.join(target_dir, f'{step}-{int(time.time())}')
+    stamp = time.strftime('%Y%m%d-%H%M%S')
+    target = os.path.join(target_dir, f'{step}-{stamp}')
+    n = 1
+    while os.path.lexists(target):
+      n += 1
+      target = os.path.join(target_dir, f'{step}-{stamp}-{n}')
     shutil.move(os.path.join(self.directory, str(step)), target)
     self._manager.reload()
     return target
@@ -175,6 +236,11 @@ class Checkpointer:
     and the previous one used (one line says so); a checkpoint of another config, other
     seeds or shapes raises `UserError`.
     """
+    self._failures = 0
+    with _quiet_closed_loop_errors(lambda: self._failures > 0):
+      return self._restore_latest(like, seeds=seeds, config_fingerprint=config_fingerprint)
+
+  def _restore_latest(self, like, *, seeds, config_fingerprint: str) -> Optional[Restored]:
     steps = self.steps()
     for i, step in enumerate(reversed(steps)):
       try:
@@ -194,6 +260,7 @@ class Checkpointer:
     return None
 
   def _fall_back(self, step: int, earlier: list, error: Exception) -> None:
+    self._failures += 1
     reason = str(error).strip().splitlines()[0][:160] if str(error).strip() else ''
     moved = self._set_aside(step)
     then = f'falling back to step {earlier[-1]}' if earlier else 'no earlier checkpoint; starting from step 0'

@@ -131,3 +131,16 @@ def test_full_disk_on_save_is_one_line_and_keeps_earlier_checkpoints(tmp_path, m
     ckpt.save(2, {'w': jnp.ones((1, 3))}, seeds=[0])
   assert ckpt.steps() == [1]
   assert checkpoint.is_disk_error(ValueError('x')) is None
+
+
+def test_closed_event_loop_tracebacks_are_dropped_and_others_kept():
+  import io
+  out = io.StringIO()
+  stream = checkpoint._DropClosedLoopTracebacks(out)
+  noise = ('Traceback (most recent call last):\n  File "x.py", line 1, in f\n'
+           "    raise RuntimeError('Event loop is closed')\nRuntimeError: Event loop is closed\n")
+  real = 'Traceback (most recent call last):\n  File "y.py", line 2\nKeyError: \'W\'\n'
+  for piece in ('before\n', noise[:30], noise[30:], real[:40], real[40:], 'after\n'):
+    stream.write(piece)
+  stream.release()
+  assert out.getvalue() == 'before\n' + real + 'after\n'

@@ -163,6 +163,7 @@ def test_torn_metrics_line_and_corrupt_latest_checkpoint(tmp_path, reference, ca
   assert proc.returncode == 0, proc.stderr
   warning = [l for l in proc.stdout.splitlines() if l.startswith('warning: the checkpoint of step 250')]
   assert len(warning) == 1 and 'falling back to step 200' in warning[0], proc.stdout
+  assert 'Traceback' not in proc.stderr, proc.stderr
   assert 'resuming from the checkpoint of step 200' in proc.stdout
   assert os.listdir(tmp_path / 'checkpoints-corrupt')  # set aside, not deleted
   _assert_same(_outputs(tmp_path), _outputs(reference))
