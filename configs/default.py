@@ -112,4 +112,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.sweep.devices = 0  # shard the members over the first N local devices (0: all)
   # Choices that change shapes or code, as separate runs: python -m launch.run (launch/).
   c.sweep.structural = ''  # 'loss.name=multiclass_svm,softmax_cross_entropy; batch_size=100,200'
+  c.checkpoint_every_steps = 500  # also at the end and on SIGINT/SIGTERM; 0: only those
+  c.checkpoint_keep = 3  # the newest checkpoints kept in workdir/checkpoints/
   return c

@@ -100,6 +100,8 @@ def validate(config: ml_collections.ConfigDict) -> None:
   _number(config, 'num_steps', low=0, integer=True)
   _number(config, 'eval_every_steps', low=1, integer=True)
   _number(config, 'eval_batch_size', low=1, integer=True)
+  _number(config, 'checkpoint_every_steps', low=0, integer=True)
+  _number(config, 'checkpoint_keep', low=1, integer=True)
   if not isinstance(get_field(config, 'loss.squared'), bool):
     raise ConfigError(f'loss.squared={config.loss.squared!r} must be True or False')
   _number(config, 'search.scale', low=0, strict_low=True)

@@ -19,3 +19,12 @@ class DivergedError(RuntimeError):
   def __init__(self, step: int, message: str):
     super().__init__(message)
     self.step = step
+
+
+class Interrupted(RuntimeError):
+  """SIGINT/SIGTERM stopped training after a checkpoint was saved (exit code 128 + signal)."""
+
+  def __init__(self, signum: int, step: int, message: str):
+    super().__init__(message)
+    self.signum = signum
+    self.step = step

@@ -237,8 +237,13 @@ def best_member(rows: list[dict]) -> int:
   return max(range(len(rows)), key=lambda i: key(rows[i]))
 
 
-def run(config: ml_collections.ConfigDict, workdir: str, log=print) -> dict:
-  """Trains every member of the declared sweep and writes sweep.csv/json and the best run."""
+def run(config: ml_collections.ConfigDict, workdir: str, log=print, overwrite: bool = False
+        ) -> dict:
+  """Trains every member of the declared sweep and writes sweep.csv/json and the best run.
+
+  A sweep is not checkpointed: rerunning it retrains every member (a workdir holding another
+  config is refused unless `overwrite`).
+  """
   from hinge_jax import experiment  # the single-run writers; imported here to avoid a cycle
   wall_start = time.perf_counter()
   config_lib.validate(config)
@@ -246,6 +251,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, log=print) -> dict:
   experiment.prepare_workdir(workdir)
   dataset = datasets.load(config.dataset)
   check_fits(config, dataset)
+  experiment.check_previous_run(workdir, config, overwrite=overwrite, log=log)
   io_utils.write_json(os.path.join(workdir, 'config.json'), config.to_dict())
   members = [member_config(config, p) for p in points]
   spec = Spec.create(config, dataset, config_lib.hyper_arrays(members))

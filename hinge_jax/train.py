@@ -3,7 +3,8 @@
 A single run is a sweep of one member. Every array in the training state has a leading
 members axis; the numeric hyperparameters (`hp`, see `config_lib.HYPER_FIELDS`) are `(K,)`
 arrays, so one compiled program trains every member under `jax.vmap`. Steps are fused with
-`jax.lax.scan` in chunks of `eval_every_steps`; the Python loop runs once per chunk.
+`jax.lax.scan` in chunks of `eval_every_steps` (shorter where a checkpoint is due); the
+Python loop runs once per chunk.
 
 Randomness: `jax.random.key(seed)` is split into named streams (`stream_key`); the batch at
 step t comes from `fold_in(data_stream, t)`, so it depends only on the seed and the step.
@@ -342,38 +343,61 @@ class Trainer:
             'confusion': conf}
 
   def fit(self, state: TrainState, *, start_step: int = 0,
-          on_eval: Optional[Callable[[int, TrainState, dict], bool]] = None) -> TrainState:
+          on_eval: Optional[Callable[[int, TrainState, dict], bool]] = None,
+          chunk_every: int = 0,
+          on_chunk: Optional[Callable[[int, TrainState, dict], bool]] = None,
+          pending: Optional[dict] = None) -> TrainState:
     """Trains from `start_step` to `spec.num_steps`, evaluating every `eval_every` steps.
 
     `on_eval(step, state, row)` receives each evaluation (`row` holds `(K,)` arrays); it
     returns False to stop early. Training also stops once every member has diverged.
+
+    Resumable runs: `chunk_every > 0` also ends a compiled chunk every `chunk_every` steps,
+    and `on_chunk(step, state, pending)` runs after every chunk (after `on_eval`); it returns
+    False to stop (a checkpoint and a signal check go there). `pending` holds the batch-loss
+    sums of the evaluation period so far (`{'sum': [K], 'count': [K]}`, JSON-able); passing
+    it back with `start_step` resumes mid-period with the same `batch_loss` as an
+    uninterrupted run. Chunk boundaries depend only on the step, so they are the same
+    however often a run is restarted.
     """
     step = start_step
+    k = self.num_members
+    acc = {'sum': np.zeros(k), 'count': np.zeros(k, np.int64)}
+    if pending:
+      acc = {'sum': np.asarray(pending['sum'], np.float64),
+             'count': np.asarray(pending['count'], np.int64)}
     while step < self.spec.num_steps:
       length = min(self.eval_every - step % self.eval_every, self.spec.num_steps - step)
+      if chunk_every > 0:
+        length = min(length, chunk_every - step % chunk_every)
       state, batch_losses = self.run_chunk(state, step, length)
       step += length
-      train, val = self.evaluate(state.params, 'train'), self.evaluate(state.params, 'val')
-      row = {'step': step, 'loss': train['loss'], 'train_accuracy': train['accuracy'],
-             'val_accuracy': val['accuracy'], 'val_loss': val['loss'],
-             'batch_loss': _finite_mean(np.asarray(batch_losses)),
-             'learning_rate': np.asarray(jax.vmap(functools.partial(
-                 optim.learning_rate, self.spec.schedule, step - 1,
-                 num_steps=self.spec.num_steps, decay_steps=self.spec.decay_steps))(self.hp)),
-             'diverged': np.asarray(state.diverged)}
-      if on_eval is not None and on_eval(step, state, row) is False:
-        break
-      if bool(np.all(row['diverged'])):
+      values = np.asarray(batch_losses, np.float64)
+      finite = np.isfinite(values)
+      acc['sum'] = acc['sum'] + np.where(finite, values, 0.0).sum(axis=0)
+      acc['count'] = acc['count'] + finite.sum(axis=0)
+      stop = False
+      if step % self.eval_every == 0 or step == self.spec.num_steps:
+        train, val = self.evaluate(state.params, 'train'), self.evaluate(state.params, 'val')
+        row = {'step': step, 'loss': train['loss'], 'train_accuracy': train['accuracy'],
+               'val_accuracy': val['accuracy'], 'val_loss': val['loss'],
+               'batch_loss': np.where(acc['count'] > 0,
+                                      acc['sum'] / np.maximum(acc['count'], 1), np.nan),
+               'learning_rate': np.asarray(jax.vmap(functools.partial(
+                   optim.learning_rate, self.spec.schedule, step - 1,
+                   num_steps=self.spec.num_steps, decay_steps=self.spec.decay_steps))(self.hp)),
+               'diverged': np.asarray(state.diverged)}
+        acc = {'sum': np.zeros(k), 'count': np.zeros(k, np.int64)}
+        if on_eval is not None and on_eval(step, state, row) is False:
+          stop = True
+        if bool(np.all(row['diverged'])):
+          stop = True
+      if on_chunk is not None and on_chunk(step, state, {
+          'sum': acc['sum'].tolist(), 'count': acc['count'].tolist()}) is False:
+        stop = True
+      if stop:
         break
     return state
-
-
-def _finite_mean(values: np.ndarray) -> np.ndarray:
-  """Mean over steps of each member's finite batch losses (NaN if it had none)."""
-  finite = np.isfinite(values)
-  total = np.where(finite, values, 0.0).sum(axis=0)
-  count = finite.sum(axis=0)
-  return np.where(count > 0, total / np.maximum(count, 1), np.nan)
 
 
 def check_fits(config: ml_collections.ConfigDict, dataset: Dataset) -> None:

@@ -2,8 +2,12 @@
 
 import os
 import sys
+import tempfile
 
 os.environ.setdefault('XLA_FLAGS', '--xla_force_host_platform_device_count=8')
+# Runs of `hinge_jax.main` in subprocesses share a compilation cache outside the user's home.
+os.environ.setdefault('HINGE_JAX_CACHE_DIR',
+                      os.path.join(tempfile.gettempdir(), 'hinge_jax_test_jax_cache'))
 
 import jax  # noqa: E402
 import pytest  # noqa: E402

@@ -39,9 +39,9 @@ def array_dataset(x, y, num_classes, **kw):
   return finalize('arrays', xs, ys, num_classes=num_classes, **kw)
 
 
-def run_main(*args, env=None, timeout=300):
-  """Runs `python -m hinge_jax.main ARGS` in the repo; returns the CompletedProcess."""
+def run_main(*args, env=None, timeout=300, module='hinge_jax.main'):
+  """Runs `python -m hinge_jax.main ARGS` (or another module) in the repo; returns the CompletedProcess."""
   full_env = dict(os.environ, **(env or {}))
   full_env.pop('XLA_FLAGS', None)
-  return subprocess.run([sys.executable, '-m', 'hinge_jax.main', *args], cwd=REPO,
+  return subprocess.run([sys.executable, '-m', module, *args], cwd=REPO,
                         capture_output=True, text=True, timeout=timeout, env=full_env)

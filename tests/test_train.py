@@ -167,3 +167,29 @@ def test_full_batch_gradient_descent_decreases_the_loss_every_step(digits):
   trainer.fit(trainer.init(), on_eval=lambda step, st, row: losses_seen.append(row['loss'][0]))
   assert len(losses_seen) == 20
   assert all(b < a for a, b in zip(losses_seen, losses_seen[1:]))
+
+
+def test_chunking_and_resuming_mid_period_do_not_change_the_run(digits):
+  """Chunks cut at checkpoint steps, and a restart from one, give the uninterrupted run."""
+  config = default_config(**{'num_steps': 30, 'eval_every_steps': 10})
+  trainer = Trainer.create(config, digits, [config])
+  whole_rows, cut_rows, saved = [], [], {}
+  whole = trainer.fit(trainer.init(), on_eval=lambda s, st, row: whole_rows.append(row))
+
+  def on_chunk(step, state, pending):
+    if step == 12:  # inside the second evaluation period
+      saved.update(state=jax.tree.map(np.array, state), pending=pending)
+      return False
+  trainer.fit(trainer.init(), on_eval=lambda s, st, row: cut_rows.append(row),
+              chunk_every=4, on_chunk=on_chunk)
+  state = jax.tree.map(jnp.asarray, saved['state'])
+  resumed = trainer.fit(state, start_step=12, pending=saved['pending'], chunk_every=4,
+                        on_eval=lambda s, st, row: cut_rows.append(row))
+  for a, b in zip(jax.tree.leaves(whole), jax.tree.leaves(resumed)):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+  assert [r['step'] for r in cut_rows] == [10, 20, 30]
+  for a, b in zip(whole_rows, cut_rows):
+    for key in ('loss', 'train_accuracy', 'val_accuracy', 'val_loss'):
+      np.testing.assert_array_equal(a[key], b[key])
+    np.testing.assert_allclose(a['batch_loss'], b['batch_loss'], rtol=1e-12)
+  assert saved['pending']['count'] == [2]  # steps 10 and 11 of the second period

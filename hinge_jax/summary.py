@@ -1,0 +1,61 @@
+"""TensorBoard event files through tensorboardX (no TensorFlow): scalars and hyperparameters.
+
+`tensorboard --logdir=WORKDIR` shows a run. A resumed run opens its writer with
+`purge_step` = the step it resumed from, so TensorBoard drops the events an interrupted
+session wrote after its last checkpoint, and the curves match an uninterrupted run.
+"""
+
+import math
+from typing import Optional
+
+import ml_collections
+
+# metrics.jsonl key → TensorBoard tag
+SCALARS = {'loss': 'train/loss', 'batch_loss': 'train/batch_loss',
+           'train_accuracy': 'train/accuracy', 'val_loss': 'val/loss',
+           'val_accuracy': 'val/accuracy', 'learning_rate': 'learning_rate'}
+
+
+def flat_hparams(config: ml_collections.ConfigDict | dict) -> dict:
+  """The config's scalar fields by dotted name (`{'optimizer.learning_rate': 0.05, ...}`)."""
+  out = {}
+
+  def walk(node, prefix):
+    for key, value in node.items():
+      name = f'{prefix}{key}'
+      if isinstance(value, (dict, ml_collections.ConfigDict)):
+        walk(value, name + '.')
+      elif isinstance(value, (bool, int, float, str)):
+        out[name] = value
+  walk(config.to_dict() if hasattr(config, 'to_dict') else config, '')
+  return out
+
+
+class SummaryLog:
+  """Scalars per evaluation and the run's hyperparameters, in `logdir`'s event files."""
+
+  def __init__(self, logdir: str, *, hparams: dict, metrics: tuple = ('test_accuracy',
+               'val_accuracy'), purge_step: Optional[int] = None):
+    from tensorboardX import SummaryWriter  # lazy: a plain import of hinge_jax stays light
+    from tensorboardX.summary import hparams as hparams_summary
+    self._writer = SummaryWriter(logdir=logdir, purge_step=purge_step, flush_secs=30)
+    exp, start, self._end = hparams_summary(hparams, {f'final/{m}': 0.0 for m in metrics})
+    self._writer.file_writer.add_summary(exp)
+    self._writer.file_writer.add_summary(start)
+
+  def scalars(self, step: int, row: dict) -> None:
+    for key, tag in SCALARS.items():
+      value = row.get(key)
+      if value is not None and math.isfinite(float(value)):
+        self._writer.add_scalar(tag, float(value), step)
+
+  def final(self, step: int, metrics: dict) -> None:
+    """The final metrics (`final/test_accuracy`, ...) and the end of the hparams session."""
+    for key, value in metrics.items():
+      if value is not None and math.isfinite(float(value)):
+        self._writer.add_scalar(f'final/{key}', float(value), step)
+    self._writer.file_writer.add_summary(self._end)
+
+  def close(self) -> None:
+    self._writer.flush()
+    self._writer.close()

@@ -1,0 +1,106 @@
+"""Pictures: panel counts, pixel sizes, weight templates reshaped to the image shape."""
+
+import os
+
+import numpy as np
+import pytest
+from matplotlib import image as mpimg
+
+from hinge_jax import experiment, plots
+from helpers import default_config, run_main
+
+ROWS = [{'step': s, 'loss': 1 / s, 'val_loss': 1.2 / s, 'batch_loss': None if s == 20 else 1.1 / s,
+         'train_accuracy': 1 - 1 / s, 'val_accuracy': 1 - 1.5 / s} for s in (10, 20, 30)]
+
+
+def _png_size(path):
+  height, width = mpimg.imread(path).shape[:2]
+  return width, height
+
+
+def test_curves_have_one_panel_each_and_fixed_size(tmp_path):
+  for make, name in ((plots.loss_figure, 'loss'), (plots.accuracy_figure, 'accuracy')):
+    fig = make(ROWS)
+    assert len(fig.axes) == 1
+    lines = fig.axes[0].get_lines()
+    assert len(lines) == (3 if name == 'loss' else 2)
+    np.testing.assert_array_equal(lines[0].get_xdata(), [10, 20, 30])
+    path = plots.save(fig, str(tmp_path / f'{name}.png'))
+    assert _png_size(path) == (640, 400)
+  batch = plots.loss_figure(ROWS).axes[0].get_lines()[2].get_ydata()
+  assert np.isnan(batch[1]) and batch[0] == pytest.approx(0.11)  # None (NaN in JSON) → gap
+
+
+def test_digit_templates_are_the_weight_columns_as_8x8_images():
+  w = np.random.default_rng(0).normal(size=(64, 10))
+  images = plots.template_images(w, (8, 8), bias_row=False)
+  assert images.shape == (10, 8, 8)
+  for c in range(10):
+    np.testing.assert_array_equal(images[c], w[:, c].reshape(8, 8))
+  with_bias = np.vstack([w, np.full((1, 10), 99.0)])  # the bias trick's last row is dropped
+  np.testing.assert_array_equal(plots.template_images(with_bias, (8, 8), bias_row=True), images)
+  fig = plots.templates_figure(images, [str(i) for i in range(10)])
+  assert len(fig.axes) == 10
+  assert all(ax.images[0].get_array().shape == (8, 8) for ax in fig.axes)
+  assert [ax.get_title() for ax in fig.axes] == [str(i) for i in range(10)]
+
+
+def test_colour_templates_channels_last_and_first():
+  rng = np.random.default_rng(1)
+  w = rng.normal(size=(4 * 5 * 3, 2))
+  last = plots.template_images(w, (4, 5, 3), bias_row=False)
+  assert last.shape == (2, 4, 5, 3) and last.min() == 0.0 and last.max() == 1.0
+  ref = w.T.reshape(2, 4, 5, 3)
+  np.testing.assert_allclose(last, (ref - ref.min()) / (ref.max() - ref.min()))
+  first = plots.template_images(w, (3, 4, 5), bias_row=False)
+  np.testing.assert_allclose(first, np.moveaxis(w.T.reshape(2, 3, 4, 5), 1, -1).__sub__(
+      ref.min()) / (ref.max() - ref.min()))
+  assert plots.template_images(w, None, bias_row=False) is None  # not images
+  assert plots.template_images(w, (7, 7), bias_row=False) is None  # sizes disagree
+
+
+def test_confusion_panel_shows_the_counts():
+  conf = np.array([[5, 1], [0, 4]])
+  fig = plots.confusion_figure(conf, ['cat', 'dog'])
+  assert len(fig.axes) == 1
+  np.testing.assert_array_equal(fig.axes[0].images[0].get_array(), conf)
+  assert sorted(t.get_text() for t in fig.axes[0].texts) == ['0', '1', '4', '5']
+
+
+@pytest.fixture(scope='module')
+def digits_run(tmp_path_factory):
+  workdir = str(tmp_path_factory.mktemp('digits'))
+  config = default_config(**{'num_steps': 40, 'eval_every_steps': 10,
+                             'checkpoint_every_steps': 20})
+  experiment.train_and_evaluate(config, workdir, log=lambda line: None)
+  return workdir
+
+
+def test_a_digits_run_draws_four_pictures(digits_run):
+  paths = {f: os.path.join(digits_run, 'plots', f) for f in sorted(os.listdir(
+      os.path.join(digits_run, 'plots')))}
+  assert list(paths) == ['accuracy.png', 'confusion.png', 'loss.png', 'templates.png']
+  assert _png_size(paths['loss.png']) == (640, 400)
+  assert _png_size(paths['confusion.png']) == (600, 600)
+  assert _png_size(paths['templates.png']) == (1200, 140)  # ten 8×8 panels in one row
+
+
+def test_plot_command_redraws_from_saved_files(digits_run, tmp_path):
+  plots_dir = os.path.join(digits_run, 'plots')
+  before = {f: _png_size(os.path.join(plots_dir, f)) for f in os.listdir(plots_dir)}
+  for f in before:
+    os.remove(os.path.join(plots_dir, f))
+  proc = run_main(f'--workdir={digits_run}', module='hinge_jax.plot')
+  assert proc.returncode == 0, proc.stderr
+  assert {f: _png_size(os.path.join(plots_dir, f)) for f in os.listdir(plots_dir)} == before
+  proc = run_main(f'--workdir={tmp_path}', module='hinge_jax.plot')
+  assert proc.returncode == 2
+  assert proc.stderr.strip().splitlines()[-1].startswith('error: ') and 'results.json' in proc.stderr
+
+
+def test_non_image_data_get_no_templates(tmp_path):
+  config = default_config(**{'dataset.name': 'synthetic', 'dataset.num_examples': 300,
+                             'dataset.num_features': 6, 'dataset.num_classes': 3,
+                             'num_steps': 20, 'eval_every_steps': 10, 'batch_size': 50})
+  experiment.train_and_evaluate(config, str(tmp_path), log=lambda line: None)
+  assert sorted(os.listdir(tmp_path / 'plots')) == ['accuracy.png', 'confusion.png', 'loss.png']
