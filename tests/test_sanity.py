@@ -49,9 +49,9 @@ def test_every_run_starts_with_the_report(tmp_path, digits):
   assert r['ok'] and r['overfit']['train_accuracy'] == 1.0
   assert sum(line.startswith('sanity:') for line in logged) == 3
   config.sanity.enabled = False
-  os.remove(tmp_path / 'sanity.json')
-  experiment.train_and_evaluate(config, str(tmp_path), log=lambda *a: None)
-  assert not (tmp_path / 'sanity.json').exists()
+  experiment.train_and_evaluate(config, str(tmp_path / 'off'), log=lambda *a: None)
+  assert not (tmp_path / 'off' / 'sanity.json').exists()
+  assert (tmp_path / 'off' / 'results.json').exists()
 
 
 def test_cli_runs_on_its_own(tmp_path):
