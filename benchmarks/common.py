@@ -19,8 +19,13 @@ import numpy as np
 BATCH, LR, REG = 200, 1e-7, 2.5e4
 
 
-def hinge_jax_trainer(dataset, loss: str, steps: int, batch: int = BATCH, learning_rates=(LR,)):
-  """hinge_jax's Trainer on `dataset`: SGD, reg on W and bias, one member per learning rate."""
+def hinge_jax_trainer(dataset, loss: str, steps: int, batch: int = BATCH, learning_rates=(LR,),
+                      seeds=None, devices=None):
+  """hinge_jax's Trainer on `dataset`: SGD, reg on W and bias, one member per learning rate.
+
+  `seeds`: one per member (each then draws its own minibatches); default: all seed 0.
+  `devices`: where to train (default: all local devices).
+  """
   from configs import default
   from hinge_jax import sweep
   from hinge_jax.train import Trainer
@@ -28,8 +33,10 @@ def hinge_jax_trainer(dataset, loss: str, steps: int, batch: int = BATCH, learni
   c.loss.name, c.optimizer.name, c.optimizer.learning_rate = loss, 'sgd', LR
   c.reg.strength, c.reg.regularize_bias = REG, True
   c.batch_size, c.num_steps, c.eval_every_steps = batch, steps, steps
-  members = [sweep.member_config(c, {'optimizer.learning_rate': lr}) for lr in learning_rates]
-  return Trainer.create(c, dataset, members)
+  seeds = [0] * len(learning_rates) if seeds is None else seeds
+  members = [sweep.member_config(c, {'optimizer.learning_rate': lr, 'seed': s})
+             for lr, s in zip(learning_rates, seeds)]
+  return Trainer.create(c, dataset, members, devices=devices)
 
 
 def peak_gflops(repeats: int) -> float:

@@ -25,7 +25,12 @@ Array = jax.Array
 
 
 def block_size(num_rows: int) -> int:
-  """The largest of 512, 256, 128 that divides `num_rows` (DeviceData pads to 128s)."""
+  """Rows per block: on CPU the largest of 512, 256, 128 dividing `num_rows` (DeviceData pads
+  to 128s), a block that stays in cache; on an accelerator all rows at once (one big matmul,
+  the conversion fused into it, no loop).
+  """
+  if jax.default_backend() != 'cpu':
+    return num_rows
   for size in (512, 256, 128):
     if num_rows % size == 0:
       return size
