@@ -143,10 +143,33 @@ def main(argv):
             f'{out[loss]["tflops"]:.1f} TFLOP/s, {out[loss]["gb_per_s"]:.0f} GB/s', flush=True)
     return out
 
+  def parts():
+    """The full-batch step's pieces, timed alone (where its time goes)."""
+    import jax.numpy as jnp
+    xu = jax.device_put(x['train'])
+    mu = jax.device_put(dataset.mean)
+    xf = jax.block_until_ready((xu.astype(jnp.float32) - mu))
+    w = jnp.zeros((d - 1, c), jnp.float32)
+    ds = jnp.ones((n, c), jnp.float32)
+    out = {}
+    for name, fn, args in (
+        ('convert', lambda a: a.astype(jnp.float32) - mu, (xu,)),
+        ('fwd_float', lambda a, w: a @ w, (xf, w)),
+        ('fwd_uint8_fused', lambda a, w: (a.astype(jnp.float32) - mu) @ w, (xu, w)),
+        ('bwd_dsT_x', lambda a, g: g.T @ a, (xf, ds)),
+        ('bwd_xT_ds', lambda a, g: a.T @ g, (xf, ds)),
+        ('bwd_uint8_fused', lambda a, g: g.T @ (a.astype(jnp.float32) - mu), (xu, ds))):
+      f = jax.jit(fn)
+      t = common.repeat(lambda: jax.block_until_ready(f(*args)), repeats)
+      out[name] = t
+      print(f'  {name}: {common.fmt(t, 1e3, 3)} ms', flush=True)
+    return out
+
   section('correctness', correctness)
   section('epoch', epoch)
   section('sweep', sweep_scaling)
   section('fullbatch', full_batch)
+  section('fullbatch_parts', parts)
   report['machine'] = common.machine()
   out = _OUT.value or (os.path.join(os.environ['OUT'], 'gpu.json') if os.environ.get('OUT')
                        else 'benchmarks/results/gpu.json')

@@ -161,8 +161,12 @@ def _where_members(keep_old: Array, old, new):
 
 
 def train_step(state: TrainState, step: Array, data: DeviceData, hp: dict, *,
-               spec: Spec) -> tuple[TrainState, Array]:
-  """One step of the configured strategy for every member; NaN/inf members are frozen."""
+               spec: Spec, idx: Optional[Array] = None) -> tuple[TrainState, Array]:
+  """One step of the configured strategy for every member; NaN/inf members are frozen.
+
+  `idx`: the step's shared minibatch indices when the caller drew them already (they equal
+  `batch_indices(seed, step)`, drawn here otherwise).
+  """
   update = functools.partial(strategies.get(spec.strategy).update, spec=spec,
                              objective=functools.partial(objective, spec=spec))
   if spec.full_batch:  # the whole training set every step, in one blocked pass (fullbatch.py)
@@ -171,7 +175,8 @@ def train_step(state: TrainState, step: Array, data: DeviceData, hp: dict, *,
                                objective=fullbatch.make_objective(spec=spec))
     update = jax.vmap(update, in_axes=(0, 0, 0, None, None, None))
   elif spec.shared_data:  # one gather and one conversion serve all members
-    idx = batch_indices(hp['seed'][0], step, spec=spec)
+    if idx is None:
+      idx = batch_indices(hp['seed'][0], step, spec=spec)
     x, y = data.features(data.x['train'][idx]), data.y['train'][idx]
     update = jax.vmap(update, in_axes=(0, 0, 0, None, None, None))
   else:
@@ -191,10 +196,24 @@ def train_step(state: TrainState, step: Array, data: DeviceData, hp: dict, *,
 
 def train_chunk(state: TrainState, start: Array, data: DeviceData, hp: dict, *, spec: Spec,
                 length: int) -> tuple[TrainState, Array]:
-  """`length` steps from step `start`, fused with `lax.scan`; returns `(length, K)` losses."""
-  def body(carry, i):
-    return train_step(carry, start + i, data, hp, spec=spec)
-  return jax.lax.scan(body, state, jnp.arange(length, dtype=jnp.int32))
+  """`length` steps from step `start`, fused with `lax.scan`; returns `(length, K)` losses.
+
+  Shared minibatches are drawn for the whole chunk up front, in one vectorized call (the same
+  draws per step): the PRNG's hash is then off the per-step path. On an accelerator the loop
+  is unrolled a few steps, so that fewer iterations pay the loop's fixed cost.
+  """
+  steps = start + jnp.arange(length, dtype=jnp.int32)
+  unroll = 1 if jax.default_backend() == 'cpu' else max(1, min(length, 4))
+  if spec.shared_data and not spec.full_batch:
+    indices = jax.vmap(lambda t: batch_indices(hp['seed'][0], t, spec=spec))(steps)
+
+    def body(carry, inputs):
+      return train_step(carry, inputs[0], data, hp, spec=spec, idx=inputs[1])
+    return jax.lax.scan(body, state, (steps, indices), unroll=unroll)
+
+  def body(carry, step):
+    return train_step(carry, step, data, hp, spec=spec)
+  return jax.lax.scan(body, state, steps, unroll=unroll)
 
 
 def init_state(hp: dict, *, spec: Spec) -> TrainState:
