@@ -21,51 +21,13 @@ Expected (LECTURE.md): initial loss ≈ ln 10 + 2.5e4·ΣW0² ≈ 770, final ≈
 val accuracy ≈ 0.35 (LECTURE: > 0.35), test ≈ 0.33–0.37.
 """
 
-import importlib.util
-import os
-
 import ml_collections
 
-
-def _default():
-  """configs/default.py, loaded by path (works from any working directory)."""
-  path = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'default.py')
-  spec = importlib.util.spec_from_file_location('hinge_jax_configs_default', path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
+from configs import cifar10_svm
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  """The assignment's softmax classifier. `arg='full_test'` evaluates on all 10,000 test images."""
-  c = _default().get_config()
-  c.seed = 0
-  c.init_scale = 1e-3
-  c.dataset.name = 'cifar10'
-  c.dataset.num_train = 49000
-  c.dataset.num_val = 1000
-  c.dataset.num_test = 0 if arg == 'full_test' else 1000
-  c.dataset.num_dev = 500
-  c.dataset.order = 'canonical'
-  c.dataset.center = True
-  c.dataset.scale = 1.0
-  c.dataset.bias_trick = True
-
+  """The assignment's softmax: cifar10_svm.py with the cross-entropy loss."""
+  c = cifar10_svm.get_config(arg)
   c.loss.name = 'softmax_cross_entropy'
-  c.loss.margin = 1.0
-  c.reg.name = 'l2'
-  c.reg.strength = 2.5e4
-  c.reg.regularize_bias = True  # the assignment's reg·ΣW² covers the bias row too
-
-  c.optimizer.name = 'sgd'
-  c.optimizer.learning_rate = 1e-7
-  c.optimizer.schedule = 'constant'
-  c.optimizer.decay_rate = 0.95
-  c.optimizer.decay_steps = 0  # one epoch, when schedule=step
-  c.strategy = 'sgd'
-  c.batch_size = 200
-  c.sampling = 'with_replacement'
-  c.num_steps = 1500
-  c.eval_every_steps = 500
-  c.eval_batch_size = 8192
   return c

@@ -21,24 +21,14 @@ Expected (LECTURE.md): initial loss ≈ 9 + 2.5e4·ΣW0² ≈ 780, final loss �
 val accuracy ≈ 0.39 (0.37–0.41), test ≈ 0.37.
 """
 
-import importlib.util
-import os
-
 import ml_collections
 
-
-def _default():
-  """configs/default.py, loaded by path (works from any working directory)."""
-  path = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'default.py')
-  spec = importlib.util.spec_from_file_location('hinge_jax_configs_default', path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
+from configs import default
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   """The assignment's SVM. `arg='full_test'` evaluates on all 10,000 test images."""
-  c = _default().get_config()
+  c = default.get_config()
   c.seed = 0
   c.init_scale = 1e-3
   c.dataset.name = 'cifar10'

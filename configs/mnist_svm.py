@@ -19,24 +19,14 @@ classifiers reach on raw pixels; not measured here, as this machine has no MNIST
 initial loss ≈ 9 = (C − 1)·Δ.
 """
 
-import importlib.util
-import os
-
 import ml_collections
 
-
-def _default():
-  """configs/default.py, loaded by path (works from any working directory)."""
-  path = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'default.py')
-  spec = importlib.util.spec_from_file_location('hinge_jax_configs_default', path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
+from configs import default
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   """MNIST by default; `arg='fashion_mnist'` trains on Fashion-MNIST instead."""
-  c = _default().get_config()
+  c = default.get_config()
   c.dataset.name = arg or 'mnist'
   c.dataset.num_train = 55000
   c.dataset.num_val = 5000

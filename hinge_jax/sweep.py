@@ -35,8 +35,8 @@ from hinge_jax.train import Spec, Trainer, check_fits
 _RANDOM = re.compile(r'^(loguniform|uniform|choice)\((.*)\)$')
 
 
-def _axes(text: str, what: str) -> list[tuple[str, str]]:
-  """'a.b=1,2; c=3' → [('a.b', '1,2'), ('c', '3')]."""
+def parse_axes(text: str, what: str) -> list[tuple[str, str]]:
+  """'a.b=1,2; c=3' → [('a.b', '1,2'), ('c', '3')]: the declaration form of every sweep."""
   out = []
   for part in filter(None, (p.strip() for p in re.split(r'[;\n]', text or ''))):
     if '=' not in part:
@@ -111,8 +111,8 @@ def expand(config: ml_collections.ConfigDict) -> list[dict]:
   random samples — each random sample is combined with every grid/zip point.
   """
   s = config.sweep
-  grid = [(f, _values(config, f, v)) for f, v in _axes(s.get('grid', ''), 'grid')]
-  zipped = [(f, _values(config, f, v)) for f, v in _axes(s.get('zip', ''), 'zip')]
+  grid = [(f, _values(config, f, v)) for f, v in parse_axes(s.get('grid', ''), 'grid')]
+  zipped = [(f, _values(config, f, v)) for f, v in parse_axes(s.get('zip', ''), 'zip')]
   lengths = {len(v) for _, v in zipped}
   if len(lengths) > 1:
     raise ConfigError(f'sweep.zip: every field needs the same number of values; got '
@@ -123,7 +123,7 @@ def expand(config: ml_collections.ConfigDict) -> list[dict]:
     points = [dict(zip([f for f, _ in zipped], vals)) for vals in zip(*[v for _, v in zipped])]
   for field, values in grid:
     points = [{**p, field: v} for p in points for v in values]
-  random_axes = _axes(s.get('random', ''), 'random')
+  random_axes = parse_axes(s.get('random', ''), 'random')
   if random_axes:
     n = int(s.get('num_samples', 0))
     if n <= 0:

@@ -17,7 +17,7 @@ import sys
 
 import ml_collections
 
-from hinge_jax import config_lib
+from hinge_jax import config_lib, sweep
 from hinge_jax.errors import ConfigError
 
 
@@ -36,11 +36,7 @@ class Run:
 def parse(text: str) -> list[tuple[str, list[str]]]:
   """'a=1,2; b=x|y,z' → [('a', ['1', '2']), ('b', ['x', 'y,z'])]."""
   axes = []
-  for part in filter(None, (p.strip() for p in re.split(r'[;\n]', text or ''))):
-    if '=' not in part:
-      raise ConfigError(f"sweep.structural: {part!r} is not FIELD=VALUES; write e.g. "
-                        f"'loss.name=multiclass_svm,softmax_cross_entropy'")
-    field, values = (s.strip() for s in part.split('=', 1))
+  for field, values in sweep.parse_axes(text, 'structural'):
     sep = '|' if '|' in values else ','
     values = [v.strip() for v in values.split(sep) if v.strip()]
     if not values:
