@@ -193,3 +193,38 @@ def test_chunking_and_resuming_mid_period_do_not_change_the_run(digits):
       np.testing.assert_array_equal(a[key], b[key])
     np.testing.assert_allclose(a['batch_loss'], b['batch_loss'], rtol=1e-12)
   assert saved['pending']['count'] == [2]  # steps 10 and 11 of the second period
+
+
+@pytest.mark.parametrize('loss', ['multiclass_svm', 'softmax_cross_entropy', 'crammer_singer'])
+@pytest.mark.parametrize('bias_trick', [False, True])
+def test_blocked_full_batch_objective_equals_jax_grad_of_the_objective(digits, loss, bias_trick,
+                                                                      x64):
+  """fullbatch.py's one-pass value and gradient equal jax.value_and_grad of `objective`."""
+  from hinge_jax import fullbatch
+  from hinge_jax.datasets.base import finalize
+  ds = finalize('d', {k: v.copy() for k, v in digits.x.items()},
+                {k: v.copy() for k, v in digits.y.items()}, num_classes=10, center=True,
+                scale=1 / 16, bias_trick=bias_trick)
+  config = default_config(**{'loss.name': loss, 'batch_size': 0, 'reg.strength': 0.3,
+                             'reg.regularize_bias': True})
+  trainer = Trainer.create(config, ds, [config], devices=jax.local_devices()[:1])
+  spec, data = trainer.spec, trainer.data
+  rng = np.random.default_rng(0)
+  shape = (ds.num_features, 10)
+  params = {'W': jnp.asarray(rng.normal(size=shape) * 0.1)}
+  if not bias_trick:
+    params['b'] = jnp.asarray(rng.normal(size=10) * 0.1)
+  hp = {k: jnp.asarray(v[0], jnp.float64) for k, v in trainer.hp.items() if k != 'seed'}
+  n = spec.num_train
+  x_full = data.features(data.x['train'][:n]).astype(jnp.float64)
+  want_value, want_grad = jax.value_and_grad(objective)(params, x_full, data.y['train'][:n], hp,
+                                                        spec=spec)
+  xb, yb = fullbatch.blocks(data, n)
+  got_value, got_grad = jax.value_and_grad(fullbatch.make_objective(spec=spec))(params, xb, yb, hp)
+  np.testing.assert_allclose(float(got_value), float(want_value), rtol=1e-6)
+  for key in params:
+    np.testing.assert_allclose(np.asarray(got_grad[key]), np.asarray(want_grad[key]), rtol=1e-5,
+                               atol=1e-7)
+  # a plain call (random search, finite differences) gives the same value
+  np.testing.assert_allclose(float(fullbatch.make_objective(spec=spec)(params, xb, yb, hp)),
+                             float(want_value), rtol=1e-6)
