@@ -115,6 +115,15 @@ def cifar_like_uint8(seed: int = 0, num_train: int = CIFAR_SHAPE['num_train']):
           {'train': y[:cut1], 'val': y[cut1:cut2], 'test': y[cut2:]})
 
 
+def cifar_dataset(seed: int = 0):
+  """`(x, y, dataset)`: the raw uint8 splits and their hinge_jax Dataset (centred, bias trick)."""
+  from hinge_jax.datasets.base import finalize
+  x, y = cifar_like_uint8(seed)
+  dataset = finalize('cifar_like', {k: v for k, v in x.items()}, {k: v for k, v in y.items()},
+                     num_classes=CIFAR_SHAPE['classes'], center=True, scale=1.0, bias_trick=True)
+  return x, y, dataset
+
+
 def print_table(title: str, header: list[str], rows: list[list]) -> None:
   widths = [max(len(str(h)), *(len(str(r[i])) for r in rows)) for i, h in enumerate(header)]
   print(f'\n{title}')

@@ -26,10 +26,8 @@ def main(argv):
   import numpy as np
   from benchmarks import baselines, common
   from benchmarks.common import LR, REG, hinge_jax_trainer, peak_gflops
-  from hinge_jax.datasets.base import finalize
   repeats = 2 if _QUICK.value else _REPEATS.value
-  x, y = common.cifar_like_uint8()
-  dataset = finalize('cifar_like', x, y, num_classes=10, center=True, scale=1.0, bias_trick=True)
+  x, y, dataset = common.cifar_dataset()
   n, d, c = dataset.size('train'), dataset.num_features, 10
   xf = baselines.numpy_features(x['train'], dataset.mean)
   w0 = (1e-3 * np.random.default_rng(0).standard_normal((d, c))).astype(np.float32)

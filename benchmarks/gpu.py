@@ -50,8 +50,7 @@ def main(argv):
   peaks = _peaks(kind)
   print(f'device: {kind} ({jax.default_backend()}), jax {jax.__version__}', flush=True)
   report = {'device': kind, 'backend': jax.default_backend(), 'jax': jax.__version__}
-  x, y = common.cifar_like_uint8()
-  dataset = finalize('cifar_like', x, y, num_classes=10, center=True, scale=1.0, bias_trick=True)
+  x, y, dataset = common.cifar_dataset()
   n, d, c, b = dataset.size('train'), dataset.num_features, 10, common.BATCH
   epoch_steps = n // b
   repeats = 3 if quick else 10

@@ -31,14 +31,11 @@ def main(argv):
   import jax
   import numpy as np
   from benchmarks import common
-  from hinge_jax.datasets.base import finalize
   on_gpu = jax.default_backend() != 'cpu'
   ks = [int(k) for k in (_KS.value or ([1, 4, 16, 64, 256, 1024] if on_gpu else [1, 4, 16, 64]))]
   steps = 20 if _QUICK.value else _STEPS.value
   repeats = 2 if _QUICK.value else _REPEATS.value
-  x, y = common.cifar_like_uint8()
-  dataset = finalize('cifar_like', x, y, num_classes=10, center=True, scale=1.0,
-                     bias_trick=True)
+  x, y, dataset = common.cifar_dataset()
   rows, table = [], []
   single = None
   for k in ks:

@@ -5,6 +5,7 @@ and what it accepts. `HYPER_FIELDS` maps each config field a sweep may vary to t
 has inside the step; `hyper_arrays(configs)` stacks those values over members.
 """
 
+import copy
 import math
 
 import ml_collections
@@ -44,6 +45,20 @@ def get_field(config: ml_collections.ConfigDict, dotted: str):
       raise ConfigError(f'config has no field {dotted!r}')
     node = node[part]
   return node
+
+
+def with_fields(config: ml_collections.ConfigDict, fields: dict) -> ml_collections.ConfigDict:
+  """A copy of `config` with dotted fields replaced (`{'reg.strength': 0.0}`); the original
+  stays untouched. A field the config lacks raises ConfigError."""
+  out = copy.deepcopy(config)
+  with out.unlocked():
+    for dotted, value in fields.items():
+      *parents, leaf = dotted.split('.')
+      node = get_field(out, '.'.join(parents)) if parents else out
+      if leaf not in node:
+        raise ConfigError(f'config has no field {dotted!r}')
+      node[leaf] = value
+  return out
 
 
 def hyper_arrays(configs) -> dict:

@@ -16,7 +16,6 @@ writes `sanity.json` in the workdir. Nothing here stops a run; the CLI exits 1 w
 is not ok.
 """
 
-import copy
 import dataclasses
 import math
 import os
@@ -24,23 +23,15 @@ import sys
 
 import numpy as np
 
-from hinge_jax import io_utils, losses
+from hinge_jax import config_lib, io_utils, losses
 from hinge_jax.datasets import Dataset
 
 TOLERANCE = 0.10  # relative distance of the initial loss from its expected value
 
 
 def _with(config, **fields):
-  """A copy of `config` with dotted fields replaced (the original stays untouched)."""
-  c = copy.deepcopy(config)
-  with c.unlocked():
-    for dotted, value in fields.items():
-      node = c
-      *parents, leaf = dotted.split('.')
-      for part in parents:
-        node = node[part]
-      node[leaf] = value
-  return c
+  """A copy of `config` with dotted fields replaced."""
+  return config_lib.with_fields(config, fields)
 
 
 def initial_and_lambda(config, dataset: Dataset) -> dict:

@@ -15,7 +15,6 @@ size, strategy) are structural: `launch/` expands them into separate runs.
 """
 
 import ast
-import copy
 import csv
 import io
 import json
@@ -146,16 +145,9 @@ def expand(config: ml_collections.ConfigDict) -> list[dict]:
 
 
 def member_config(config: ml_collections.ConfigDict, values: dict) -> ml_collections.ConfigDict:
-  """The base config with one member's values written in."""
-  member = copy.deepcopy(config)
-  with member.unlocked():
-    for field, value in values.items():
-      *parents, leaf = field.split('.')
-      node = member
-      for part in parents:
-        node = node[part]
-      node[leaf] = int(value) if field == 'seed' else float(value)
-  return member
+  """The base config with one member's values written in (the seed as an int)."""
+  return config_lib.with_fields(config, {
+      field: int(value) if field == 'seed' else float(value) for field, value in values.items()})
 
 
 def member_bytes(spec: Spec, eval_chunk: int) -> int:

@@ -16,14 +16,8 @@ def default_config(**overrides) -> ml_collections.ConfigDict:
   """configs/default.py with dotted-name overrides (`**{'reg.strength': 0.0}`)."""
   sys.path.insert(0, REPO)
   from configs import default
-  config = default.get_config()
-  for dotted, value in overrides.items():
-    node = config
-    *parents, leaf = dotted.split('.')
-    for part in parents:
-      node = node[part]
-    node[leaf] = value
-  return config
+  from hinge_jax import config_lib
+  return config_lib.with_fields(default.get_config(), overrides)
 
 
 def array_dataset(x, y, num_classes, **kw):

@@ -22,13 +22,7 @@ def digits():
 def rung(name: str, **overrides):
   """configs/digits_<name>.py with dotted overrides."""
   config = importlib.import_module(f'configs.digits_{name}').get_config()
-  for dotted, value in overrides.items():
-    *parents, leaf = dotted.split('.')
-    node = config
-    for part in parents:
-      node = node[part]
-    node[leaf] = value
-  return config
+  return config_lib.with_fields(config, overrides)
 
 
 def fit(config, dataset, on_eval=None):
