@@ -303,7 +303,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, log=print, overwrite: b
              'metadata': metadata.run_metadata(), 'config': config.to_dict()}
   io_utils.write_json(os.path.join(workdir, 'sweep.json'), summary)
   _write_best(config, workdir, dataset, members[best], best, rows[best], params_of[best],
-              finals_of[best], histories[best], summary)
+              finals_of[best], histories[best], summary, log=log)
   _plot(workdir, rows, list(points[0]))
   log(f'sweep done in {summary["wall_time_s"]:.1f} s (compile {compile_s:.1f} s): best member '
       f'{best} ' + ' '.join(f'{f}={points[best][f]:g}' for f in points[best]) +
@@ -316,11 +316,12 @@ def run(config: ml_collections.ConfigDict, workdir: str, log=print, overwrite: b
 
 
 def _write_best(config, workdir, dataset, best_config, best, row, params, final, history,
-                summary):
-  """The best member as a normal run's outputs: results.json, params.npz, metrics.jsonl."""
+                summary, log=print):
+  """The best member as a normal run's outputs: results.json, params.npz, metrics.jsonl, and
+  its pictures (loss, accuracy, weight templates, confusion) in plots/."""
   from hinge_jax import experiment
-  experiment.save_params(os.path.join(workdir, 'params.npz'),
-                         jax.tree.map(lambda a: np.asarray(a)[None], params))
+  batched = jax.tree.map(lambda a: np.asarray(a)[None], params)
+  experiment.save_params(os.path.join(workdir, 'params.npz'), batched)
   metrics_path = os.path.join(workdir, 'metrics.jsonl')
   io_utils.write_atomic(metrics_path, ''.join(
       json.dumps(io_utils.to_jsonable(r), sort_keys=True) + '\n' for r in history))
@@ -330,9 +331,11 @@ def _write_best(config, workdir, dataset, best_config, best, row, params, final,
       'steps': int(config.num_steps), 'seed': int(best_config.seed),
       'diverged': row['diverged'], 'diverged_step': row['diverged_step'], 'sweep_member': best,
       'splits': final, 'class_names': list(dataset.class_names),
+      'image_shape': dataset.image_shape,
       'compile_time_s': summary['compile_time_s'], 'wall_time_s': summary['wall_time_s'],
       'metadata': summary['metadata'], 'config': best_config.to_dict()}
   io_utils.write_json(os.path.join(workdir, 'results.json'), results)
+  experiment.draw_plots(workdir, results, batched, dataset, log=log)
 
 
 def _plot(workdir: str, rows: list[dict], fields: list[str]) -> None:
@@ -350,6 +353,10 @@ def _plot(workdir: str, rows: list[dict], fields: list[str]) -> None:
     sc = ax.scatter(x, y, c=acc, cmap='viridis', s=max(400 / math.sqrt(len(rows)), 20),
                     marker='s')
     fig.colorbar(sc, ax=ax, label='validation accuracy')
+    diverged = np.array([bool(r['diverged']) for r in rows])
+    if diverged.any():
+      ax.scatter(x[diverged], y[diverged], marker='x', c='red', label='diverged')
+      ax.legend(loc='best')
     ax.set_ylabel(fields[1])
     if np.all(y > 0):
       ax.set_yscale('log')

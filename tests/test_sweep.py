@@ -173,6 +173,8 @@ def test_sweep_from_the_command_line(tmp_path):
   assert header.startswith('member,optimizer.learning_rate,reg.strength,train_accuracy')
   assert len((tmp_path / 'sweep.csv').read_text().splitlines()) == 5
   assert (tmp_path / 'plots' / 'sweep.png').stat().st_size > 1000
+  for name in ('loss', 'accuracy', 'templates', 'confusion'):  # the best member's pictures
+    assert (tmp_path / 'plots' / f'{name}.png').stat().st_size > 1000
   assert json.loads((tmp_path / 'results.json').read_text())['test_accuracy'] > 0.9
 
 
