@@ -66,7 +66,7 @@ def _decode(restored, like):
 
 
 def shapes(tree) -> dict:
-  """`{'params/W': [K, D, C], ...}`: the shape of every leaf, by its path."""
+  """`{'params/W': [K, C, D], ...}`: the shape of every leaf, by its path."""
   flat = jax.tree_util.tree_flatten_with_path(_encode(tree))[0]
   return {jax.tree_util.keystr(path, simple=True, separator='/'): list(np.shape(leaf))
           for path, leaf in flat}

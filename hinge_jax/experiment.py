@@ -352,7 +352,7 @@ def draw_plots(workdir: str, results: dict, params, dataset, *, log=print,
     with disk_errors(workdir, resume_hint):
       plots.draw(workdir, rows=io_utils.read_jsonl(os.path.join(workdir, 'metrics.jsonl')),
                  results=io_utils.to_jsonable(results), params=member,
-                 image_shape=dataset.image_shape, bias_row=dataset.bias_trick)
+                 image_shape=dataset.image_shape, bias_column=dataset.bias_trick)
   except UserError:
     raise
   except Exception as e:  # noqa: BLE001 - results are written; a plot must not fail the run

@@ -3,11 +3,11 @@
 Full-batch gradient descent reads the whole training set every step. Converting all of it to
 float32 first would write (and read back) four times the bytes of the stored uint8 pixels;
 instead a `lax.scan` walks the data in blocks of rows, converting and centring one block at a
-time (it stays in cache), and accumulates the data loss and, for the gradient, Xᵀ·dS.
+time (it stays in cache), and accumulates the data loss and, for the gradient, dSᵀ·X.
 
 Because the model is linear, the gradient needs only dS = ∂loss/∂scores per block (from
 `jax.vjp` of the loss, the same subgradients as `jax.grad` of the whole objective):
-∂L/∂W = Σ_blocks Xᵀ dS / N (and ∂L/∂b = Σ dS / N). `objective` is a `jax.custom_vjp` whose
+∂L/∂W = Σ_blocks dSᵀ X / N, `(C, D)` like W (and ∂L/∂b = Σ dS / N). `objective` is a `jax.custom_vjp` whose
 forward pass computes value and gradient together, so `jax.value_and_grad(objective)` costs
 one pass (two matmuls per block), and a plain call (random search, finite differences) costs
 one matmul per block.
@@ -50,11 +50,11 @@ def blocks(data, num_valid: int) -> tuple[tuple, Array]:
 
 
 def _split_bias(params: dict, bias_trick: bool) -> tuple[Array, Array]:
-  """(weights on the stored features, bias): the bias is W's last row under the bias trick."""
+  """(weights on the stored features, bias): the bias is W's last column under the bias trick."""
   w = params['W']
   if bias_trick:
-    return w[:-1], w[-1]
-  return w, params.get('b', jnp.zeros(w.shape[-1], w.dtype))
+    return w[:, :-1], w[:, -1]
+  return w, params.get('b', jnp.zeros(w.shape[0], w.dtype))
 
 
 def _scores(params, x_block, mean, scale, *, spec):
@@ -71,7 +71,7 @@ def _block_loss(s, y, hp, *, spec):
 
 def _penalty(params, hp, *, spec):
   return hp['reg_strength'] * regularizers.penalty(
-      params, spec.reg, regularize_bias=spec.regularize_bias, bias_row=spec.bias_trick,
+      params, spec.reg, regularize_bias=spec.regularize_bias, bias_column=spec.bias_trick,
       l1_ratio=hp['l1_ratio'])
 
 
@@ -90,20 +90,19 @@ def _value_and_grad(params, x, yb, hp, *, spec):
   w, _ = _split_bias(params, spec.bias_trick)
 
   def body(carry, block):
-    total, gw_t, gb = carry
+    total, gw, gb = carry
     x, s = _scores(params, block[0], mean, scale, spec=spec)
     loss, vjp = jax.vjp(lambda s: _block_loss(s, block[1], hp, spec=spec), s)
     (ds,) = vjp(jnp.ones((), s.dtype))
-    # dSᵀ·X, (C, D): XLA's CPU backend runs this orientation on its fast matmul path, while
-    # Xᵀ·dS, (D, C), goes to a generic one 6× slower; the carry keeps XLA from swapping them.
-    return (total + loss, gw_t + ds.T @ x, gb + ds.sum(axis=0)), None
+    # dSᵀ·X, (C, D) like W: XLA's CPU backend runs this orientation on its fast matmul path,
+    # while Xᵀ·dS, (D, C), goes to a generic one 6× slower.
+    return (total + loss, gw + ds.T @ x, gb + ds.sum(axis=0)), None
 
-  zeros = (jnp.zeros((), w.dtype), jnp.zeros(w.shape[::-1], w.dtype), jnp.zeros(w.shape[-1], w.dtype))
-  (total, gw_t, gb), _ = jax.lax.scan(body, zeros, (xb, yb))
-  gw = gw_t.T
+  zeros = (jnp.zeros((), w.dtype), jnp.zeros(w.shape, w.dtype), jnp.zeros(w.shape[0], w.dtype))
+  (total, gw, gb), _ = jax.lax.scan(body, zeros, (xb, yb))
   n = spec.num_train
   if spec.bias_trick:
-    grads = {'W': jnp.concatenate([gw, gb[None]], axis=0) / n}
+    grads = {'W': jnp.concatenate([gw, gb[:, None]], axis=1) / n}
   else:
     grads = {'W': gw / n, 'b': gb / n}
   penalty, penalty_grads = jax.value_and_grad(_penalty)(params, hp, spec=spec)

@@ -212,7 +212,7 @@ def run(config: ml_collections.ConfigDict, *, h: float = 1e-5, num_examples: int
 
     def reg_pattern(p):
       arrays = regularizers.penalized(p, regularize_bias=spec.regularize_bias,
-                                      bias_row=spec.bias_trick)
+                                      bias_column=spec.bias_trick)
       return jnp.concatenate([jnp.ravel(a > 0) for a in arrays]).astype(jnp.int32)
 
     def both_patterns(p):
@@ -222,7 +222,7 @@ def run(config: ml_collections.ConfigDict, *, h: float = 1e-5, num_examples: int
       return jnp.concatenate(parts)
 
     r = lambda p: regularizers.penalty(p, spec.reg, regularize_bias=spec.regularize_bias,
-                                       bias_row=spec.bias_trick, l1_ratio=hp['l1_ratio'])
+                                       bias_column=spec.bias_trick, l1_ratio=hp['l1_ratio'])
     checks = [check_gradient(f, params, coords, h=h, pattern=both_patterns, grad=grad,
                              name='objective')]
     if spec.reg != 'none':

@@ -104,7 +104,7 @@ def objective_on_train(config, dataset, *, num_examples: int = 0, params_path: s
     except (OSError, ValueError) as e:
       raise UserError(f'--params={params_path!r} could not be read as .npz ({e}); give a '
                       f'params.npz written by a run')
-    want = (dataset.num_features, dataset.num_classes)
+    want = (dataset.num_classes, dataset.num_features)
     if 'W' not in params or tuple(params['W'].shape) != want:
       raise UserError(f'--params={params_path!r} holds no W of shape {want} for this config')
   else:

@@ -1,4 +1,10 @@
-"""The linear score function s = f(x; W, b) = x W + b, as pure functions on a params pytree."""
+"""The linear score function s = f(x; W, b) = W x + b, as pure functions on a params pytree.
+
+W has one row per class, `(C, D)`, the lecture's layout (f(x, W) = Wx with W 10 × 3072 for
+CIFAR-10). Row c is class c's template. For a batch of rows `x` `(N, D)` the scores are
+`x Wᵀ` `(N, C)`. The layout is also the fast one: the gradient `dSᵀ x` comes out `(C, D)`,
+which XLA's matmuls produce directly, with no transposes in the training step.
+"""
 
 import jax
 import jax.numpy as jnp
@@ -8,29 +14,32 @@ Array = jax.Array
 
 def init_params(key: Array, num_features: int, num_classes: int, *, scale=1e-3,
                 use_bias: bool = True, dtype=jnp.float32) -> dict:
-  """W ~ scale·N(0, 1) of shape (D, C); b = 0 of shape (C,) when `use_bias`.
+  """W ~ scale·N(0, 1) of shape (C, D); b = 0 of shape (C,) when `use_bias`.
 
   With the bias trick the data carry a constant-1 feature, `use_bias=False`, and the last
-  row of W is the bias.
+  column of W is the bias. The draws are those of a `(D, C)` normal, transposed: the same
+  numbers per (feature, class) as the assignment's `W = scale·randn(D, C)` layout.
   """
-  params = {'W': scale * jax.random.normal(key, (num_features, num_classes), dtype)}
+  w = scale * jax.random.normal(key, (num_features, num_classes), dtype)
+  params = {'W': w.T}
   if use_bias:
     params['b'] = jnp.zeros((num_classes,), dtype)
   return params
 
 
 def scores(params: dict, x: Array, *, precision=None) -> Array:
-  """Class scores `x @ W (+ b)`.
+  """Class scores `x Wᵀ (+ b)`.
 
   Args:
-    params: `{'W': (D, C)}` or `{'W': (D, C), 'b': (C,)}`.
+    params: `{'W': (C, D)}` or `{'W': (C, D), 'b': (C,)}`.
     x: `(..., D)` features.
     precision: passed to the matmul (`'highest'` to avoid TF32 on GPUs).
 
   Returns:
     `(..., C)` scores.
   """
-  s = jnp.matmul(x, params['W'], precision=precision)
+  s = jnp.moveaxis(jax.lax.dot_general(params['W'], x, (((1,), (x.ndim - 1,)), ((), ())),
+                                       precision=precision), 0, -1)
   if 'b' in params:
     s = s + params['b'].reshape((1,) * (s.ndim - 1) + (-1,))
   return s

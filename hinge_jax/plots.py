@@ -86,28 +86,28 @@ def _as_hwc(image_shape: Sequence[int]) -> tuple[tuple, Optional[tuple]]:
 
 
 def template_images(weights: np.ndarray, image_shape: Optional[Sequence[int]], *,
-                    bias_row: bool) -> Optional[np.ndarray]:
+                    bias_column: bool) -> Optional[np.ndarray]:
   """Each class's weights as an image: `(C, H, W)` (grey) or `(C, H, W, 3)` (colour).
 
   Args:
-    weights: `(D, C)` W, with the bias as its last row when `bias_row` (the bias trick).
+    weights: `(C, D)` W, with the bias as its last column when `bias_column` (the bias trick).
     image_shape: the shape of one example before flattening, e.g. `(8, 8)` or `(32, 32, 3)`.
-    bias_row: drop W's last row (the bias) before reshaping.
+    bias_column: drop W's last column (the bias) before reshaping.
 
   Returns:
     Grey images hold W's values unchanged; colour images are rescaled to [0, 1] with one
     min and max over all classes (as in the CS231n assignment). None when the data are not
-    images (no `image_shape`, or its size does not match W's rows).
+    images (no `image_shape`, or its size does not match W's columns).
   """
   if not image_shape:
     return None
   w = np.asarray(weights, np.float64)
-  if bias_row:
-    w = w[:-1]
+  if bias_column:
+    w = w[:, :-1]
   shape, order = _as_hwc(image_shape)
-  if w.shape[0] != int(np.prod(shape)):
+  if w.shape[1] != int(np.prod(shape)):
     return None
-  per_class = w.T.reshape((w.shape[1],) + tuple(image_shape))
+  per_class = w.reshape((w.shape[0],) + tuple(image_shape))
   if order is not None:
     per_class = per_class.transpose((0,) + tuple(a + 1 for a in order))
   if len(shape) == 3 and shape[-1] == 1:
@@ -174,14 +174,14 @@ def save(fig: Figure, path: str) -> str:
 
 
 def draw(workdir: str, *, rows: Sequence[dict], results: dict, params: dict,
-         image_shape: Optional[Sequence[int]], bias_row: bool) -> dict:
+         image_shape: Optional[Sequence[int]], bias_column: bool) -> dict:
   """Writes every plot of a run to `workdir/plots/`; returns `{name: path}`."""
   out_dir = os.path.join(workdir, 'plots')
   os.makedirs(out_dir, exist_ok=True)
   names = results.get('class_names', [])
   paths = {'loss': save(loss_figure(rows), os.path.join(out_dir, 'loss.png')),
            'accuracy': save(accuracy_figure(rows), os.path.join(out_dir, 'accuracy.png'))}
-  images = template_images(params['W'], image_shape, bias_row=bias_row) if 'W' in params else None
+  images = template_images(params['W'], image_shape, bias_column=bias_column) if 'W' in params else None
   if images is not None:
     paths['templates'] = save(templates_figure(images, names),
                               os.path.join(out_dir, 'templates.png'))
@@ -204,4 +204,4 @@ def draw_all(workdir: str) -> dict:
   config = results.get('config', {})
   return draw(workdir, rows=rows, results=results, params=params,
               image_shape=results.get('image_shape'),
-              bias_row=bool(config.get('dataset', {}).get('bias_trick', False)))
+              bias_column=bool(config.get('dataset', {}).get('bias_trick', False)))

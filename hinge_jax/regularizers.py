@@ -2,8 +2,8 @@
 
 The objective is `mean data loss + λ·R(params)`. Following the lecture, L2 is Σ W² (no ½).
 Whether the bias is penalized is a switch: with a separate `b` it means including `b`; with
-the bias trick (the bias is the last row of `W`) it means including that row, which is what
-the assignment's `reg·ΣW²` does.
+the bias trick (the bias is the last column of `W`, `(C, D)`) it means including that column,
+which is what the assignment's `reg·ΣW²` does.
 """
 
 from typing import Callable
@@ -18,18 +18,18 @@ Params = dict
 REGULARIZERS: Registry[Callable[..., Array]] = Registry('reg.name')
 
 
-def penalized(params: Params, *, regularize_bias: bool, bias_row: bool) -> list[Array]:
+def penalized(params: Params, *, regularize_bias: bool, bias_column: bool) -> list[Array]:
   """The arrays a penalty applies to.
 
   Args:
-    params: `{'W': (D, C)}` (bias trick, `bias_row=True`) or `{'W': (D, C), 'b': (C,)}`.
-    regularize_bias: include the bias (`b`, or the last row of `W` under the bias trick).
-    bias_row: whether the last row of `W` is the bias (the bias trick).
+    params: `{'W': (C, D)}` (bias trick, `bias_column=True`) or `{'W': (C, D), 'b': (C,)}`.
+    regularize_bias: include the bias (`b`, or the last column of `W` under the bias trick).
+    bias_column: whether the last column of `W` is the bias (the bias trick).
   """
   w = params['W']
   if regularize_bias:
     return [w] + ([params['b']] if 'b' in params else [])
-  return [w[..., :-1, :] if bias_row else w]
+  return [w[..., :-1] if bias_column else w]
 
 
 @REGULARIZERS.register('none')
@@ -65,25 +65,25 @@ def get(name: str) -> Callable[..., Array]:
   return REGULARIZERS.get(name)
 
 
-def penalty(params: Params, name: str, *, regularize_bias: bool, bias_row: bool,
+def penalty(params: Params, name: str, *, regularize_bias: bool, bias_column: bool,
             l1_ratio=0.5) -> Array:
   """R(params) for the named regularizer."""
-  arrays = penalized(params, regularize_bias=regularize_bias, bias_row=bias_row)
+  arrays = penalized(params, regularize_bias=regularize_bias, bias_column=bias_column)
   return get(name)(arrays, l1_ratio=l1_ratio)
 
 
-def project_max_norm(params: Params, max_norm: Array, *, bias_row: bool) -> Params:
+def project_max_norm(params: Params, max_norm: Array, *, bias_column: bool) -> Params:
   """Max-norm constraint: rescale each class's weight vector so that ‖w_c‖₂ ≤ c.
 
   Applied after each step (projected gradient). The bias is left out of the norm.
   A non-positive `max_norm` disables the projection, so sweeps can mix both.
   """
   w = params['W']
-  weights = w[..., :-1, :] if bias_row else w
-  norms = jnp.sqrt(jnp.sum(weights * weights, axis=-2, keepdims=True))
+  weights = w[..., :-1] if bias_column else w
+  norms = jnp.sqrt(jnp.sum(weights * weights, axis=-1, keepdims=True))
   factor = jnp.where((max_norm > 0) & (norms > max_norm), max_norm / jnp.maximum(norms, 1e-30), 1.0)
-  if bias_row:
-    w = jnp.concatenate([weights * factor, w[..., -1:, :]], axis=-2)
+  if bias_column:
+    w = jnp.concatenate([weights * factor, w[..., -1:]], axis=-1)
   else:
     w = w * factor
   return {**params, 'W': w}

@@ -60,7 +60,7 @@ def _optimizer_step(params, opt_state, grads, hp, step, *, spec):
   updates, opt_state = optim.make(spec.optimizer).update(grads, opt_state, params)
   params = optax.apply_updates(params, updates)
   if spec.max_norm:
-    params = regularizers.project_max_norm(params, hp['max_norm'], bias_row=spec.bias_trick)
+    params = regularizers.project_max_norm(params, hp['max_norm'], bias_column=spec.bias_trick)
   return params, opt_state
 
 

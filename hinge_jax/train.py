@@ -128,7 +128,7 @@ def objective(params, x: Array, y: Array, hp: dict, *, spec: Spec) -> Array:
   s = model.scores(params, x)
   data_loss = jnp.mean(losses.get(spec.loss)(s, y, margin=hp['margin'], squared=spec.squared))
   penalty = regularizers.penalty(params, spec.reg, regularize_bias=spec.regularize_bias,
-                                 bias_row=spec.bias_trick, l1_ratio=hp['l1_ratio'])
+                                 bias_column=spec.bias_trick, l1_ratio=hp['l1_ratio'])
   return data_loss + hp['reg_strength'] * penalty
 
 
@@ -149,7 +149,13 @@ def batch_indices(seed: Array, step: Array, *, spec: Spec) -> Array:
 
 
 def _all_finite(tree) -> Array:
-  leaves = [jnp.all(jnp.isfinite(leaf), axis=tuple(range(1, leaf.ndim)))
+  """(K,) bool: every float of member k is finite.
+
+  Computed as isfinite(Σ 0·x): 0·x is 0 for a finite x and NaN for ±inf or NaN, so the sum is
+  finite exactly when every element is (no overflow: the terms are 0). One fused reduction,
+  cheaper on CPU than materializing isfinite's booleans and AND-reducing them.
+  """
+  leaves = [jnp.isfinite(jnp.sum(leaf * 0, axis=tuple(range(1, leaf.ndim))))
             for leaf in jax.tree.leaves(tree) if jnp.issubdtype(leaf.dtype, jnp.floating)]
   return functools.reduce(jnp.logical_and, leaves)
 
@@ -158,6 +164,21 @@ def _where_members(keep_old: Array, old, new):
   def pick(o, n):
     return jnp.where(keep_old.reshape((-1,) + (1,) * (n.ndim - 1)), o, n)
   return jax.tree.map(pick, old, new)
+
+
+def _over_members(fn: Callable, in_axes: tuple, k: int) -> Callable:
+  """`jax.vmap(fn, in_axes)` over the members axis; with one member, `fn` itself on the
+  arrays with that axis dropped (and put back on the outputs): the same math, but XLA's CPU
+  backend lays out an unbatched step's matmuls better than a batch of one.
+  """
+  if k > 1:
+    return jax.vmap(fn, in_axes=in_axes)
+
+  def one(*args):
+    args = [jax.tree.map(lambda a: a[0], arg) if axis == 0 else arg
+            for arg, axis in zip(args, in_axes)]
+    return jax.tree.map(lambda a: a[None], fn(*args))
+  return one
 
 
 def train_step(state: TrainState, step: Array, data: DeviceData, hp: dict, *,
@@ -173,12 +194,12 @@ def train_step(state: TrainState, step: Array, data: DeviceData, hp: dict, *,
     x, y = fullbatch.blocks(data, spec.num_train)
     update = functools.partial(strategies.get(spec.strategy).update, spec=spec,
                                objective=fullbatch.make_objective(spec=spec))
-    update = jax.vmap(update, in_axes=(0, 0, 0, None, None, None))
+    update = _over_members(update, (0, 0, 0, None, None, None), hp['seed'].shape[0])
   elif spec.shared_data:  # one gather and one conversion serve all members
     if idx is None:
       idx = batch_indices(hp['seed'][0], step, spec=spec)
     x, y = data.features(data.x['train'][idx]), data.y['train'][idx]
-    update = jax.vmap(update, in_axes=(0, 0, 0, None, None, None))
+    update = _over_members(update, (0, 0, 0, None, None, None), hp['seed'].shape[0])
   else:
     idx = jax.vmap(lambda s: batch_indices(s, step, spec=spec))(hp['seed'])
     x, y = data.features(data.x['train'][idx]), data.y['train'][idx]
@@ -187,9 +208,14 @@ def train_step(state: TrainState, step: Array, data: DeviceData, hp: dict, *,
   ok = jnp.isfinite(loss) & _all_finite(params)
   newly = ~ok & ~state.diverged
   keep_old = state.diverged | ~ok
+  # the select only runs in a step where some member is (or was) diverged
+  params, opt_state = jax.lax.cond(
+      jnp.any(keep_old),
+      lambda: (_where_members(keep_old, state.params, params),
+               _where_members(keep_old, state.opt_state, opt_state)),
+      lambda: (params, opt_state))
   return TrainState(
-      params=_where_members(keep_old, state.params, params),
-      opt_state=_where_members(keep_old, state.opt_state, opt_state),
+      params=params, opt_state=opt_state,
       diverged=keep_old,
       diverged_step=jnp.where(newly, step, state.diverged_step)), loss
 
@@ -248,7 +274,7 @@ def penalty_values(params, hp: dict, *, spec: Spec) -> Array:
   """λ·R(params) for every member."""
   def one(p, member_hp):
     return member_hp['reg_strength'] * regularizers.penalty(
-        p, spec.reg, regularize_bias=spec.regularize_bias, bias_row=spec.bias_trick,
+        p, spec.reg, regularize_bias=spec.regularize_bias, bias_column=spec.bias_trick,
         l1_ratio=member_hp['l1_ratio'])
   return jax.vmap(one)(params, hp)
 

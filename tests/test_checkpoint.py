@@ -45,7 +45,7 @@ def test_round_trip_of_a_trained_state_of_k_members(tmp_path, k):
   assert got.step == 12 and got.meta['extra'] == {'pending': {'sum': [0.5]}}
   assert got.meta['seeds'] == [7] * k
   _equal(got.state, trained)
-  assert np.asarray(got.state.params['W']).shape == (k, 5, 3)
+  assert np.asarray(got.state.params['W']).shape == (k, 3, 5)
 
 
 def test_typed_prng_keys_are_saved_as_key_data(tmp_path):

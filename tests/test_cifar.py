@@ -326,7 +326,7 @@ def test_main_trains_on_the_python_folder(tmp_path):
   assert results['splits']['train']['size'] == 120 and results['splits']['test']['size'] == 20
   assert results['class_names'][0] == 'plane'
   params = np.load(workdir / 'params.npz')
-  assert params['W'].shape == (3073, 10)
+  assert params['W'].shape == (10, 3073)
 
 
 def test_main_bad_dataset_inputs_exit_2_with_one_line(tmp_path):

@@ -202,8 +202,8 @@ def test_checkpoint_of_another_shape_is_refused(tmp_path):
   workdir = str(tmp_path / 'w')
   experiment.train_and_evaluate(config, workdir, log=lambda line: None)
   np.savez(path, x_train=rng.normal(size=(60, 5)), y_train=np.arange(60) % 3)
-  with pytest.raises(UserError, match=r'holds params/W of shape \[1, 4, 3\] but this run needs '
-                                      r'\[1, 5, 3\].*--overwrite'):
+  with pytest.raises(UserError, match=r'holds params/W of shape \[1, 3, 4\] but this run needs '
+                                      r'\[1, 3, 5\].*--overwrite'):
     experiment.train_and_evaluate(config, workdir, log=lambda line: None)
   assert sorted(os.listdir(os.path.join(workdir, 'checkpoints'))) == ['10', '20']
 

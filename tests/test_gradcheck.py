@@ -21,7 +21,7 @@ def problem(seed=0, n=40, d=6, c=4):
   rng = np.random.default_rng(seed)
   x = rng.standard_normal((n, d))
   y = rng.integers(0, c, n)
-  params = {'W': 0.7 * rng.standard_normal((d, c)), 'b': 0.3 * rng.standard_normal(c)}
+  params = {'W': 0.7 * rng.standard_normal((d, c)).T, 'b': 0.3 * rng.standard_normal(c)}
   return jnp.asarray(x), jnp.asarray(y), jax.tree.map(jnp.asarray, params)
 
 
@@ -48,14 +48,14 @@ def test_every_loss_agrees_with_centered_differences(x64, name, squared):
   # jax.grad itself against the independent per-example NumPy subgradient
   s = np.asarray(model.scores(params, x))
   g_s = np.stack([REFERENCE[name](s[i], int(y[i]), 1.0, squared) for i in range(len(y))])
-  np.testing.assert_allclose(check.analytic[:24].reshape(6, 4), np.asarray(x).T @ g_s / len(y),
+  np.testing.assert_allclose(check.analytic[:24].reshape(4, 6), g_s.T @ np.asarray(x) / len(y),
                              rtol=1e-12, atol=1e-14)
 
 
 @pytest.mark.parametrize('reg', ['l2', 'l1', 'elastic_net'])
 def test_every_regularizer_agrees_with_centered_differences(x64, reg):
   _, _, params = problem(seed=1)
-  f = lambda p: regularizers.penalty(p, reg, regularize_bias=True, bias_row=False, l1_ratio=0.3)
+  f = lambda p: regularizers.penalty(p, reg, regularize_bias=True, bias_column=False, l1_ratio=0.3)
   sign = lambda p: jnp.concatenate([jnp.ravel(p['W'] > 0), jnp.ravel(p['b'] > 0)]).astype(int)
   check = gradcheck.check_gradient(f, params, np.arange(28), h=1e-5, pattern=sign)
   ok = well_resolved(check)
@@ -81,23 +81,23 @@ def test_a_deliberately_wrong_gradient_is_caught(x64):
 
 
 def test_a_kink_is_flagged_and_not_counted_as_a_failure(x64):
-  """An example whose WW margin is exactly 0: W[0, 0] and W[0, 1] move it across the hinge."""
+  """An example whose WW margin is exactly 0: W[0, 0] and W[1, 0] move it across the hinge."""
   x = jnp.array([[1.0, 0.0]])
   y = jnp.array([0])
   params = {'W': jnp.array([[1.0, 0.0], [0.0, 0.0]])}  # s = (1, 0): margin 0 − 1 + 1 = 0
-  f = lambda p: jnp.mean(losses.multiclass_svm(x @ p['W'], y))
-  pattern = lambda p: gradcheck.kink_pattern('multiclass_svm', x @ p['W'], y, 1.0)
+  f = lambda p: jnp.mean(losses.multiclass_svm(model.scores(p, x), y))
+  pattern = lambda p: gradcheck.kink_pattern('multiclass_svm', model.scores(p, x), y, 1.0)
   check = gradcheck.check_gradient(f, params, np.arange(4), h=1e-5, pattern=pattern)
-  np.testing.assert_array_equal(check.kinks > 0, [True, True, False, False])  # x = (1, 0)
+  np.testing.assert_array_equal(check.kinks > 0, [True, False, True, False])  # x = (1, 0)
   np.testing.assert_array_equal(check.analytic, [0, 0, 0, 0])  # strict indicator: 1[0 > 0] = 0
-  np.testing.assert_allclose(check.numeric[:2], [-0.5, 0.5])  # the average of two slopes
+  np.testing.assert_allclose(check.numeric[[0, 2]], [-0.5, 0.5])  # the average of two slopes
   assert check.rel_error[0] == 1.0 and not check.failed(1e-7).any()  # flagged, not failed
   report = {'config': default_config(), 'dataset': 'toy', 'num_examples': 1, 'h': 1e-5,
             'tol': 1e-7, 'point': 'W', 'objective': float(f(params)), 'params': params,
             'checks': [check], 'leaves': gradcheck._leaf_ranges(params), 'failures': 0,
             'passed': True}
   text = gradcheck.format_report(report)
-  assert 'kink objective W[0, 1]: analytic 0, numerical 0.5' in text
+  assert 'kink objective W[1, 0]: analytic 0, numerical 0.5' in text
   assert 'averages two slopes' in text and text.splitlines()[-1].startswith('PASS')
 
 
@@ -140,7 +140,7 @@ def test_large_problems_are_sampled_and_full_checks_refused():
 def test_cli_passes_on_the_default_config():
   proc = run_main_module('hinge_jax.gradcheck', '--num_examples=100')
   assert proc.returncode == 0, proc.stderr
-  assert 'PASS' in proc.stdout and 'objective    W      (64, 10)' in proc.stdout
+  assert 'PASS' in proc.stdout and 'objective    W      (10, 64)' in proc.stdout
 
 
 @pytest.mark.parametrize('args,needle', [

@@ -22,7 +22,7 @@ def digits():
 def toy(seed=0, n=5, d=3, c=3):
   rng = np.random.default_rng(seed)
   return (jnp.asarray(rng.standard_normal((n, d))), jnp.asarray(rng.integers(0, c, n)),
-          {'W': jnp.asarray(rng.standard_normal((d, c))), 'b': jnp.asarray(rng.standard_normal(c))})
+          {'W': jnp.asarray(rng.standard_normal((c, d))), 'b': jnp.asarray(rng.standard_normal(c))})
 
 
 def test_hinge_loss_along_a_line_is_piecewise_linear_and_convex(x64):
@@ -43,7 +43,7 @@ def test_hinge_loss_along_a_line_is_piecewise_linear_and_convex(x64):
   for i in (0, 1234, 4000):
     w = np.asarray(params['W'] + a[i] * d1['W'])
     b = np.asarray(params['b'] + a[i] * d1['b'])
-    s = np.asarray(x) @ w + b
+    s = np.asarray(x) @ w.T + b
     want = np.mean([reference.ww_svm(s[k], int(y[k])) for k in range(n)])
     assert loss[i] == pytest.approx(want, rel=1e-12)
 

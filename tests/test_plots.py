@@ -31,14 +31,14 @@ def test_curves_have_one_panel_each_and_fixed_size(tmp_path):
   assert np.isnan(batch[1]) and batch[0] == pytest.approx(0.11)  # None (NaN in JSON) → gap
 
 
-def test_digit_templates_are_the_weight_columns_as_8x8_images():
-  w = np.random.default_rng(0).normal(size=(64, 10))
-  images = plots.template_images(w, (8, 8), bias_row=False)
+def test_digit_templates_are_the_weight_rows_as_8x8_images():
+  w = np.random.default_rng(0).normal(size=(10, 64))  # (C, D)
+  images = plots.template_images(w, (8, 8), bias_column=False)
   assert images.shape == (10, 8, 8)
   for c in range(10):
-    np.testing.assert_array_equal(images[c], w[:, c].reshape(8, 8))
-  with_bias = np.vstack([w, np.full((1, 10), 99.0)])  # the bias trick's last row is dropped
-  np.testing.assert_array_equal(plots.template_images(with_bias, (8, 8), bias_row=True), images)
+    np.testing.assert_array_equal(images[c], w[c].reshape(8, 8))
+  with_bias = np.hstack([w, np.full((10, 1), 99.0)])  # the bias trick's last column is dropped
+  np.testing.assert_array_equal(plots.template_images(with_bias, (8, 8), bias_column=True), images)
   fig = plots.templates_figure(images, [str(i) for i in range(10)])
   assert len(fig.axes) == 10
   assert all(ax.images[0].get_array().shape == (8, 8) for ax in fig.axes)
@@ -47,16 +47,16 @@ def test_digit_templates_are_the_weight_columns_as_8x8_images():
 
 def test_colour_templates_channels_last_and_first():
   rng = np.random.default_rng(1)
-  w = rng.normal(size=(4 * 5 * 3, 2))
-  last = plots.template_images(w, (4, 5, 3), bias_row=False)
+  w = rng.normal(size=(2, 4 * 5 * 3))
+  last = plots.template_images(w, (4, 5, 3), bias_column=False)
   assert last.shape == (2, 4, 5, 3) and last.min() == 0.0 and last.max() == 1.0
-  ref = w.T.reshape(2, 4, 5, 3)
+  ref = w.reshape(2, 4, 5, 3)
   np.testing.assert_allclose(last, (ref - ref.min()) / (ref.max() - ref.min()))
-  first = plots.template_images(w, (3, 4, 5), bias_row=False)
-  np.testing.assert_allclose(first, np.moveaxis(w.T.reshape(2, 3, 4, 5), 1, -1).__sub__(
+  first = plots.template_images(w, (3, 4, 5), bias_column=False)
+  np.testing.assert_allclose(first, np.moveaxis(w.reshape(2, 3, 4, 5), 1, -1).__sub__(
       ref.min()) / (ref.max() - ref.min()))
-  assert plots.template_images(w, None, bias_row=False) is None  # not images
-  assert plots.template_images(w, (7, 7), bias_row=False) is None  # sizes disagree
+  assert plots.template_images(w, None, bias_column=False) is None  # not images
+  assert plots.template_images(w, (7, 7), bias_column=False) is None  # sizes disagree
 
 
 def test_confusion_panel_shows_the_counts():

@@ -77,8 +77,12 @@ def test_numerical_gradient_takes_the_same_steps_as_jax_grad(digits):
   gd = rung('gradient_descent', num_steps=5, eval_every_steps=5)
   _, a = fit(ng, digits)
   _, b = fit(gd, digits)
-  np.testing.assert_allclose(np.asarray(a.params['W']), np.asarray(b.params['W']), rtol=0,
-                             atol=2e-3 * float(np.max(np.abs(np.asarray(b.params['W'])))))
+  wa, wb = np.asarray(a.params['W']), np.asarray(b.params['W'])
+  scale = float(np.max(np.abs(wb)))
+  # float32 centered differences (h = 1e-3) agree with jax.grad except where a hinge kink lies
+  # within h of W, where the difference quotient averages the two slopes: a few coordinates
+  np.testing.assert_allclose(wa, wb, rtol=0, atol=1e-2 * scale)
+  assert np.mean(np.abs(wa - wb) > 2e-3 * scale) < 0.01
 
 
 def test_full_batch_gradient_descent_decreases_the_loss_monotonically(digits):

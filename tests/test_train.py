@@ -210,7 +210,7 @@ def test_blocked_full_batch_objective_equals_jax_grad_of_the_objective(digits, l
   trainer = Trainer.create(config, ds, [config], devices=jax.local_devices()[:1])
   spec, data = trainer.spec, trainer.data
   rng = np.random.default_rng(0)
-  shape = (ds.num_features, 10)
+  shape = (10, ds.num_features)
   params = {'W': jnp.asarray(rng.normal(size=shape) * 0.1)}
   if not bias_trick:
     params['b'] = jnp.asarray(rng.normal(size=10) * 0.1)
