@@ -148,13 +148,13 @@ def main(argv):
     xu = jax.device_put(x['train'])
     mu = jax.device_put(dataset.mean)
     xf = jax.block_until_ready((xu.astype(jnp.float32) - mu))
-    w = jnp.zeros((d - 1, c), jnp.float32)
+    w = jnp.zeros((c, d - 1), jnp.float32)  # (C, D), as hinge_jax stores W
     ds = jnp.ones((n, c), jnp.float32)
     out = {}
     for name, fn, args in (
         ('convert', lambda a: a.astype(jnp.float32) - mu, (xu,)),
-        ('fwd_float', lambda a, w: a @ w, (xf, w)),
-        ('fwd_uint8_fused', lambda a, w: (a.astype(jnp.float32) - mu) @ w, (xu, w)),
+        ('fwd_float', lambda a, w: a @ w.T, (xf, w)),
+        ('fwd_uint8_fused', lambda a, w: (a.astype(jnp.float32) - mu) @ w.T, (xu, w)),
         ('bwd_dsT_x', lambda a, g: g.T @ a, (xf, ds)),
         ('bwd_xT_ds', lambda a, g: a.T @ g, (xf, ds)),
         ('bwd_uint8_fused', lambda a, g: g.T @ (a.astype(jnp.float32) - mu), (xu, ds))):
