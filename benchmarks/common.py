@@ -1,8 +1,8 @@
 """Shared pieces of the benchmarks: the machine record, repeated timing, tables, JSON.
 
-Every benchmark measures its subject and its baselines in the same process (or back to
-back), repeats each measurement, reports the median with the min–max, and compares only
-ratios from one run: these machines are shared and noisy.
+Every benchmark measures its subject and its baselines in the same process, in alternating
+rounds (`interleaved`), repeats each measurement, reports the median with the
+min–max, and compares only ratios from one run: these machines are shared and noisy.
 """
 
 import json
@@ -100,6 +100,32 @@ def repeat(fn: Callable[[], object], repeats: int, warmup: int = 1) -> dict:
     times.append(time.perf_counter() - t0)
   return {'median': statistics.median(times), 'min': min(times), 'max': max(times),
           'times': times}
+
+
+def interleaved(fns: dict, repeats: int, rounds: int = 3) -> dict:
+  """Times each of `fns` (name → callable) `repeats` times in all, in `rounds` turns each.
+
+  Each round gives every function a turn: one untimed warm-up call, then its share of timed
+  calls back to back (as a training loop calls them). The order rotates between rounds. A
+  stretch of machine noise then falls on all of them alike instead of on whichever ran at
+  that moment, and each turn starts warm: the previous library's worker threads (OpenBLAS
+  and XLA's CPU pools busy-wait after a call) have been replaced by this one's. Returns
+  name → `repeat`'s dict.
+  """
+  names = list(fns)
+  rounds = max(1, min(rounds, repeats))
+  per_turn = [repeats // rounds + (r < repeats % rounds) for r in range(rounds)]
+  times = {name: [] for name in names}
+  for r in range(rounds):
+    for i in range(len(names)):
+      name = names[(r + i) % len(names)]
+      fns[name]()
+      for _ in range(per_turn[r]):
+        t0 = time.perf_counter()
+        fns[name]()
+        times[name].append(time.perf_counter() - t0)
+  return {name: {'median': statistics.median(t), 'min': min(t), 'max': max(t), 'times': t}
+          for name, t in times.items()}
 
 
 def cifar_like_uint8(seed: int = 0, num_train: int = CIFAR_SHAPE['num_train']):

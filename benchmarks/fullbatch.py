@@ -45,7 +45,8 @@ def main(argv):
     def numpy_step(w=w0.copy()):
       _, grad = baselines.LOSS_GRAD[loss](w, xf, y['train'], REG)
       w -= LR * grad
-    t_ours, t_np = common.repeat(ours, repeats), common.repeat(numpy_step, repeats)
+    timed = common.interleaved({'ours': ours, 'numpy': numpy_step}, repeats)
+    t_ours, t_np = timed['ours'], timed['numpy']
     results[loss] = {'hinge_jax_s': t_ours, 'numpy_s': t_np,
                      'ratio_numpy': t_ours['median'] / t_np['median'],
                      'gflops': flops / t_ours['median'] / 1e9,

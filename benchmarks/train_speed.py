@@ -6,7 +6,8 @@ CIFAR-shaped synthetic data (49,000 × 3,072 uint8 pixels, 10 classes), bias tri
 batch 200, WW SVM and softmax, 1,000 steps. hinge_jax runs its real path: `Trainer.run_chunk`
 (the compiled `lax.scan` that `Trainer.fit` calls), data on the device as uint8, converted and
 centred inside the step; compile time excluded (one warm-up call). Baselines
-(benchmarks/baselines.py) run back to back in the same process. An epoch is 245 steps
+(benchmarks/baselines.py) run in the same process, in alternating rounds with hinge_jax
+(`common.interleaved`), so machine noise falls on both sides alike. An epoch is 245 steps
 (49,000 / 200); scikit-learn's SGDClassifier is timed for one epoch (`partial_fit`).
 Targets (2-core CPU): hinge_jax ≤ 0.5× NumPy, ≤ 0.4× PyTorch eager, epoch ≤ 0.1× SGDClassifier.
 """
@@ -46,16 +47,19 @@ def main(argv):
     def ours():
       holder['state'], losses = trainer.run_chunk(holder['state'], 0, steps)
       jax.block_until_ready(losses)
-    t_ours = common.repeat(ours, repeats)
-    t_np = common.repeat(lambda: baselines.numpy_sgd(xf, y['train'], w0.copy(), loss=loss,
-                                                     steps=steps, batch=BATCH, lr=LR, reg=REG),
-                         repeats)
+    fns = {'ours': ours,
+           'numpy': lambda: baselines.numpy_sgd(xf, y['train'], w0.copy(), loss=loss,
+                                                steps=steps, batch=BATCH, lr=LR, reg=REG)}
+    if baselines.torch_available():
+      fns['torch'] = lambda: baselines.torch_sgd(
+          x['train'], y['train'], dataset.mean, w0, loss=loss, steps=steps, batch=BATCH, lr=LR,
+          reg=REG)
+    timed = common.interleaved(fns, repeats)
+    t_ours, t_np = timed['ours'], timed['numpy']
     row = {'hinge_jax_s': t_ours, 'numpy_s': t_np,
            'ratio_numpy': t_ours['median'] / t_np['median']}
-    if baselines.torch_available():
-      t_torch = common.repeat(lambda: baselines.torch_sgd(
-          x['train'], y['train'], dataset.mean, w0, loss=loss, steps=steps, batch=BATCH, lr=LR,
-          reg=REG), repeats)
+    if 'torch' in timed:
+      t_torch = timed['torch']
       row.update(torch_s=t_torch, ratio_torch=t_ours['median'] / t_torch['median'])
     per_step = t_ours['median'] / steps
     row.update(per_step_ms=per_step * 1e3, epoch_s=per_step * steps_per_epoch,
