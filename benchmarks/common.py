@@ -11,7 +11,7 @@ import platform
 import statistics
 import sys
 import time
-from typing import Callable
+from typing import Callable, Optional
 
 import numpy as np
 
@@ -102,8 +102,9 @@ def repeat(fn: Callable[[], object], repeats: int, warmup: int = 1) -> dict:
           'times': times}
 
 
-def interleaved(fns: dict, repeats: int, rounds: int = 3) -> dict:
-  """Times each of `fns` (name → callable) `repeats` times in all, in `rounds` turns each.
+def interleaved(fns: dict, repeats: int, rounds: Optional[int] = None) -> dict:
+  """Times each of `fns` (name → callable) `repeats` times in all, in `rounds` turns each
+  (default: one timed call a turn, the finest mixing).
 
   Each round gives every function a turn: one untimed warm-up call, then its share of timed
   calls back to back (as a training loop calls them). The order rotates between rounds. A
@@ -113,7 +114,7 @@ def interleaved(fns: dict, repeats: int, rounds: int = 3) -> dict:
   name → `repeat`'s dict.
   """
   names = list(fns)
-  rounds = max(1, min(rounds, repeats))
+  rounds = max(1, min(rounds or repeats, repeats))
   per_turn = [repeats // rounds + (r < repeats % rounds) for r in range(rounds)]
   times = {name: [] for name in names}
   for r in range(rounds):

@@ -208,12 +208,12 @@ def train_step(state: TrainState, step: Array, data: DeviceData, hp: dict, *,
   ok = jnp.isfinite(loss) & _all_finite(params)
   newly = ~ok & ~state.diverged
   keep_old = state.diverged | ~ok
-  # the select only runs in a step where some member is (or was) diverged
-  params, opt_state = jax.lax.cond(
-      jnp.any(keep_old),
-      lambda: (_where_members(keep_old, state.params, params),
-               _where_members(keep_old, state.opt_state, opt_state)),
-      lambda: (params, opt_state))
+  freeze = lambda: (_where_members(keep_old, state.params, params),
+                    _where_members(keep_old, state.opt_state, opt_state))
+  if jax.default_backend() == 'cpu':  # the select only runs once some member has diverged
+    params, opt_state = jax.lax.cond(jnp.any(keep_old), freeze, lambda: (params, opt_state))
+  else:  # on an accelerator a conditional would read its predicate back every step
+    params, opt_state = freeze()
   return TrainState(
       params=params, opt_state=opt_state,
       diverged=keep_old,
