@@ -10,7 +10,7 @@ orientations: 144) and a 10-bin hue histogram: 154 values, standardized with the
 split's mean and std, plus the bias feature: D = 155. They are cached under
 `<data_dir>/features` (or `dataset.feature_cache_dir`).
 Training as the notebook: vanilla SGD, batch 200, 1,500 steps, W0 = 0.001·randn, the WW
-hinge, L2 on W including the bias row; lr 1e-7, reg 5e4, the best point of the notebook's
+hinge, L2 on W including the bias column; lr 1e-7, reg 5e4, the best point of the notebook's
 grid in reference runs (val 0.422 there; with lr·2λ = 0.01 the weights settle within a few
 hundred steps).
 Expected: val ≈ 0.42–0.44, test ≥ 0.40 (LECTURE.md; raw pixels give val ≈ 0.39).
@@ -41,7 +41,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.loss.name = 'multiclass_svm'
   c.reg.name = 'l2'
   c.reg.strength = 5e4
-  c.reg.regularize_bias = True  # the notebook's reg·ΣW² covers the bias row
+  c.reg.regularize_bias = True  # the notebook's reg·ΣW² covers the bias column
   c.optimizer.name = 'sgd'
   c.optimizer.learning_rate = 1e-7
   c.optimizer.schedule = 'constant'

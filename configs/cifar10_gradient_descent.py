@@ -1,6 +1,6 @@
 """Strategy 3b, full-batch gradient descent (`jax.grad`) on CIFAR-10 raw pixels.
 
-The assignment's SVM settings (lr 1e-7, λ = 2.5e4 on W including the bias row, W0 =
+The assignment's SVM settings (lr 1e-7, λ = 2.5e4 on W including the bias column, W0 =
 0.001·randn) with every step on all 49,000 training images instead of a batch of 200.
 Needs the CIFAR-10 data (`dataset.name='cifar10'`).
 
@@ -22,7 +22,7 @@ def get_config(arg=None):
   c.dataset.bias_trick = True
   c.loss.name = 'multiclass_svm'
   c.reg.strength = 2.5e4
-  c.reg.regularize_bias = True  # the assignment's reg·ΣW² includes the bias row
+  c.reg.regularize_bias = True  # the assignment's reg·ΣW² includes the bias column
   c.strategy = 'gradient_descent'
   c.optimizer.name = 'sgd'
   c.optimizer.learning_rate = 1e-7

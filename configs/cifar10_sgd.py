@@ -1,6 +1,6 @@
 """Strategy 4, mini-batch SGD on CIFAR-10 raw pixels: the assignment's SVM run.
 
-Batch 200 sampled with replacement, 1,500 iterations, lr 1e-7, λ = 2.5e4 (bias row
+Batch 200 sampled with replacement, 1,500 iterations, lr 1e-7, λ = 2.5e4 (bias column
 included), W0 = 0.001·randn. Needs the CIFAR-10 data (`dataset.name='cifar10'`).
 
 Command:

@@ -8,7 +8,7 @@ Command (DIR holds `cifar-10-batches-py`, or a TFDS data dir with cifar10 prepar
 Protocol: train = the first 49,000 training images, val = the next 1,000, test = the first
 1,000 test images (`--config.dataset.num_test=0` for all 10,000), dev = 500 random training
 images (kept on the host for checks); mean image of train subtracted, pixels not rescaled,
-bias trick (D = 3073) with the L2 penalty on all of W including the bias row, as the
+bias trick (D = 3073) with the L2 penalty on all of W including the bias column, as the
 assignment's `reg·ΣW²`. SGD with batch 200 sampled with replacement, 1,500 iterations,
 W0 = 0.001·randn, lr 1e-7, reg 2.5e4, constant learning rate (the assignment's
 `LinearClassifier.train` has no decay; its 0.95-per-epoch decay belongs to the two-layer net:
@@ -45,7 +45,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.loss.margin = 1.0
   c.reg.name = 'l2'
   c.reg.strength = 2.5e4
-  c.reg.regularize_bias = True  # the assignment's reg·ΣW² covers the bias row too
+  c.reg.regularize_bias = True  # the assignment's reg·ΣW² covers the bias column too
 
   c.optimizer.name = 'sgd'
   c.optimizer.learning_rate = 1e-7

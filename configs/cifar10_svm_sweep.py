@@ -12,7 +12,7 @@ sharded over the local devices) and picks the best by validation accuracy:
 
 Grid: lr {1e-7,5e-5} × reg {2.5e4,5e4} (4 members); `:fine` is lr 10^[-8.5,-5.5] × reg 10^[3, 5.5],
 16 values each. Everything else is configs/cifar10_svm.py (batch 200, 1,500 steps, bias
-trick, reg on W including the bias row). Outputs: sweep.csv / sweep.json (one row per member),
+trick, reg on W including the bias column). Outputs: sweep.csv / sweep.json (one row per member),
 the best member's results.json / params.npz / metrics.jsonl, plots/sweep.png (validation
 accuracy over log lr × log reg).
 

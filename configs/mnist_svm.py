@@ -9,7 +9,7 @@ Command (DIR holds mnist prepared by `python -m hinge_jax.prepare --dataset=mnis
 
 Protocol (datasets/protocol.py): train = the first 55,000 training images, val = the next
 5,000, test = all 10,000 test images, dev = 500; 28×28×1 pixels scaled to [0, 1] after
-subtracting the training mean image; bias trick, L2 on W without the bias row. SGD with
+subtracting the training mean image; bias trick, L2 on W without the bias column. SGD with
 momentum 0.9, batch 200, 3,000 steps (about 11 epochs), lr 0.01 decayed ×0.95 per epoch.
 
 Runtime: about 30 s on a 2-core CPU once the data is cached (the first load decodes the

@@ -7,10 +7,10 @@ time (it stays in cache), and accumulates the data loss and, for the gradient, d
 
 Because the model is linear, the gradient needs only dS = ∂loss/∂scores per block (from
 `jax.vjp` of the loss, the same subgradients as `jax.grad` of the whole objective):
-∂L/∂W = Σ_blocks dSᵀ X / N, `(C, D)` like W (and ∂L/∂b = Σ dS / N). `objective` is a `jax.custom_vjp` whose
-forward pass computes value and gradient together, so `jax.value_and_grad(objective)` costs
-one pass (two matmuls per block), and a plain call (random search, finite differences) costs
-one matmul per block.
+∂L/∂W = Σ_blocks dSᵀ X / N, `(C, D)` like W (and ∂L/∂b = Σ dS / N). `objective` is a
+`jax.custom_vjp` whose forward pass computes value and gradient together, so
+`jax.value_and_grad(objective)` costs one pass (two matmuls per block), and a plain call
+(random search, finite differences) costs one matmul per block.
 """
 
 import functools

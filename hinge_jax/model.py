@@ -38,6 +38,8 @@ def scores(params: dict, x: Array, *, precision=None) -> Array:
   Returns:
     `(..., C)` scores.
   """
+  # W·xᵀ, then classes last: under vmap over members XLA turns this into one
+  # (K·C, D)-by-(D, N) product with W as stored (x Wᵀ would transpose all of W first)
   s = jnp.moveaxis(jax.lax.dot_general(params['W'], x, (((1,), (x.ndim - 1,)), ((), ())),
                                        precision=precision), 0, -1)
   if 'b' in params:

@@ -181,7 +181,8 @@ def draw(workdir: str, *, rows: Sequence[dict], results: dict, params: dict,
   names = results.get('class_names', [])
   paths = {'loss': save(loss_figure(rows), os.path.join(out_dir, 'loss.png')),
            'accuracy': save(accuracy_figure(rows), os.path.join(out_dir, 'accuracy.png'))}
-  images = template_images(params['W'], image_shape, bias_column=bias_column) if 'W' in params else None
+  images = (template_images(params['W'], image_shape, bias_column=bias_column)
+            if 'W' in params else None)
   if images is not None:
     paths['templates'] = save(templates_figure(images, names),
                               os.path.join(out_dir, 'templates.png'))
