@@ -147,6 +147,23 @@ def test_divergence_freezes_only_that_member(digits):
                              rtol=1e-6, atol=1e-7)
 
 
+def test_the_divergence_guard_flags_exactly_the_members_with_a_non_finite_value():
+  """isfinite(Σ 0·x) per member against NumPy's all(isfinite): huge finite values pass."""
+  from hinge_jax.train import _all_finite
+  rng = np.random.default_rng(0)
+  w = rng.normal(size=(6, 3, 5)).astype(np.float32)
+  w[1, 2, 4] = np.inf
+  w[2, 0, 0] = -np.inf
+  w[3, 1, 1] = np.nan
+  w[4] = np.finfo(np.float32).max  # Σ w would overflow; Σ 0·w does not
+  b = np.zeros((6, 3), np.float32)
+  b[5, 2] = np.nan  # a non-finite value in another leaf
+  tree = {'W': jnp.asarray(w), 'b': jnp.asarray(b), 'count': jnp.zeros(6, jnp.int32)}
+  want = np.isfinite(w).all(axis=(1, 2)) & np.isfinite(b).all(axis=1)
+  np.testing.assert_array_equal(np.asarray(jax.jit(_all_finite)(tree)), want)
+  np.testing.assert_array_equal(want, [True, False, False, False, True, False])
+
+
 def test_objective_is_mean_loss_plus_lambda_times_penalty():
   spec = Spec(strategy='sgd', loss='multiclass_svm', squared=False, reg='l2', regularize_bias=True,
               bias_trick=True, optimizer='sgd', schedule='constant', num_steps=1, decay_steps=1,
