@@ -7,8 +7,9 @@ batch 200, the WW SVM, shared seed (members share their minibatches), SGD. Both 
 hinge_jax's real training path (`Trainer.run_chunk`: the compiled `lax.scan` of the training
 step); compile time is excluded (one warm-up call). K sequential runs cost K × the single
 run's time (K = 1), measured in the same process; all K are timed in alternating rounds
-(`common.interleaved`), so machine noise falls on every K alike. Target (2-core CPU): K = 64 at most 0.15× of 64 sequential.
-On a GPU, `--ks` up to 1024 also reports model-epochs per second.
+(`common.interleaved`), so machine noise falls on every K alike. Target (2-core CPU):
+K = 64 at most 0.15× of 64 sequential. On a GPU, `--ks` up to 1024 also reports model-epochs
+per second.
 """
 
 import os
