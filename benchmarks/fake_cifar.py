@@ -19,10 +19,6 @@ import struct
 import numpy as np
 from absl import app, flags
 
-_OUT = flags.DEFINE_string('out', '/tmp/fake_cifar', 'Folder to create cifar-10-batches-py in.')
-_PER_BATCH = flags.DEFINE_integer('per_batch', 10000, 'Images per batch file (real: 10,000).')
-_SEED = flags.DEFINE_integer('seed', 0, 'Random seed.')
-
 
 class Py2Pickler(pickle._Pickler):  # the pure-Python pickler lets us replace one opcode
   """Protocol 2 with bytes written as Python 2 `str` (SHORT_BINSTRING / BINSTRING)."""
@@ -63,5 +59,8 @@ def main(argv):
   print(folder)
 
 
-if __name__ == '__main__':
+if __name__ == '__main__':  # flags defined here: tests import Py2Pickler without them
+  _OUT = flags.DEFINE_string('out', '/tmp/fake_cifar', 'Folder to create cifar-10-batches-py in.')
+  _PER_BATCH = flags.DEFINE_integer('per_batch', 10000, 'Images per batch file (real: 10,000).')
+  _SEED = flags.DEFINE_integer('seed', 0, 'Random seed.')
   app.run(main)

@@ -31,14 +31,21 @@ def _values(low_exp: float, high_exp: float, n: int) -> str:
   return ','.join(f'{v:.4g}' for v in np.logspace(low_exp, high_exp, n))
 
 
-def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  """The assignment's grid; `arg='fine'` the 16 × 16 log-spaced grid."""
-  c = cifar10_svm.get_config()
+def with_grid(c: ml_collections.ConfigDict, arg: str | None, *, name: str, coarse_lrs: str,
+              fine_lr_exps: tuple[float, float]) -> ml_collections.ConfigDict:
+  """`c` with the assignment's 2 × 2 grid (`coarse_lrs` × reg {2.5e4, 5e4}), or with
+  `arg='fine'` a 16 × 16 log-spaced grid: lr 10^fine_lr_exps × reg 10^[3, 5.5]."""
   if arg == 'fine':
-    c.sweep.grid = (f'optimizer.learning_rate={_values(-8.5,-5.5, 16)}; '
+    c.sweep.grid = (f'optimizer.learning_rate={_values(*fine_lr_exps, 16)}; '
                     f'reg.strength={_values(3, 5.5, 16)}')
   elif arg in (None, ''):
-    c.sweep.grid = 'optimizer.learning_rate=1e-7,5e-5; reg.strength=2.5e4,5e4'
+    c.sweep.grid = f'optimizer.learning_rate={coarse_lrs}; reg.strength=2.5e4,5e4'
   else:
-    raise ValueError(f'unknown variant {arg!r} of cifar10_svm_sweep; use none or "fine"')
+    raise ValueError(f'unknown variant {arg!r} of {name}; use none or "fine"')
   return c
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  """The assignment's grid; `arg='fine'` the 16 × 16 log-spaced grid."""
+  return with_grid(cifar10_svm.get_config(), arg, name='cifar10_svm_sweep',
+                   coarse_lrs='1e-7,5e-5', fine_lr_exps=(-8.5, -5.5))

@@ -4,11 +4,11 @@ import json
 import os
 import pickle
 import pickletools
-import struct
 
 import numpy as np
 import pytest
 
+from benchmarks.fake_cifar import Py2Pickler  # bytes as Python 2 `str`, as the archive was written
 from hinge_jax import datasets
 from hinge_jax.datasets import cache, cifar, protocol
 from hinge_jax.errors import ConfigError, DataError
@@ -20,20 +20,6 @@ PER_BATCH, NUM_TEST = 30, 20
 def channel_major_rows(images: np.ndarray) -> np.ndarray:
   """(n, 32, 32, 3) HWC images → CIFAR's rows: all red values, then green, then blue."""
   return np.stack([np.concatenate([img[:, :, c].ravel() for c in range(3)]) for img in images])
-
-
-class Py2Pickler(pickle._Pickler):
-  """Protocol 2 with bytes as Python 2 `str` opcodes, as the original archive was written."""
-  dispatch = dict(pickle._Pickler.dispatch)
-
-  def save_py2_str(self, obj):
-    if len(obj) < 256:
-      self.write(pickle.SHORT_BINSTRING + bytes([len(obj)]) + obj)
-    else:
-      self.write(pickle.BINSTRING + struct.pack('<i', len(obj)) + obj)
-    self.memoize(obj)
-
-  dispatch[bytes] = save_py2_str
 
 
 def dump(obj, f, style):
