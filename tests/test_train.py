@@ -1,5 +1,6 @@
 """The training loop: the lecture's sanity checks, schedules, sampling, members, divergence."""
 
+import dataclasses
 import math
 
 import jax
@@ -174,6 +175,69 @@ def test_objective_is_mean_loss_plus_lambda_times_penalty():
   hp = {'margin': jnp.float32(1.0), 'reg_strength': jnp.float32(0.5), 'l1_ratio': jnp.float32(0)}
   got = float(objective(params, x, jnp.array([0, 1, 2]), hp, spec=spec))
   assert got == pytest.approx((2.9 + 0 + 12.9) / 3 + 0.5 * 3, rel=1e-5)
+
+
+@pytest.mark.parametrize('blocks', [1, 2, 3, 7])
+def test_scores_over_feature_blocks_equal_one_product(x64, blocks):
+  """model.scores' split product (and its jax.grad) against NumPy's x Wᵀ + b."""
+  from hinge_jax import model
+  rng = np.random.default_rng(blocks)
+  x, w, b = rng.normal(size=(5, 7)), rng.normal(size=(3, 7)), rng.normal(size=3)
+  g = rng.normal(size=(5, 3))  # a cotangent: d/dW Σ g·s = gᵀx, d/db = Σ_rows g
+  params = {'W': jnp.asarray(w), 'b': jnp.asarray(b)}
+  s = model.scores(params, jnp.asarray(x), feature_blocks=blocks)
+  np.testing.assert_allclose(np.asarray(s), x @ w.T + b, rtol=1e-13, atol=1e-13)
+  grad = jax.grad(lambda p: jnp.sum(g * model.scores(p, jnp.asarray(x), feature_blocks=blocks)))(
+      params)
+  np.testing.assert_allclose(np.asarray(grad['W']), g.T @ x, rtol=1e-13, atol=1e-13)
+  np.testing.assert_allclose(np.asarray(grad['b']), g.sum(0), rtol=1e-13, atol=1e-13)
+
+
+@pytest.mark.parametrize('blocks', [0, 8])
+def test_scores_refuse_a_feature_split_they_cannot_make(blocks):
+  from hinge_jax import model
+  with pytest.raises(ValueError, match=f'feature_blocks={blocks} must be between 1 and D=7'):
+    model.scores({'W': jnp.zeros((3, 7))}, jnp.zeros((2, 7)), feature_blocks=blocks)
+
+
+def _large_spec(**changes):
+  base = Spec(strategy='sgd', loss='multiclass_svm', squared=False, reg='l2',
+              regularize_bias=True, bias_trick=True, optimizer='sgd', schedule='constant',
+              num_steps=1, decay_steps=1, batch_size=200, sampling='with_replacement',
+              num_train=49000, num_features=3073, num_classes=10, full_batch=False,
+              shared_data=True, max_norm=False)
+  return dataclasses.replace(base, **changes)
+
+
+def test_the_forward_product_is_split_only_for_a_single_large_cpu_sgd_step():
+  from hinge_jax.train import forward_feature_blocks
+  assert jax.default_backend() == 'cpu'
+  assert forward_feature_blocks(_large_spec(), 1) == 2  # CIFAR-10's shapes, one run
+  for spec, members in [(_large_spec(), 2), (_large_spec(), 64),
+                        (_large_spec(batch_size=50), 1), (_large_spec(num_features=1025), 1),
+                        (_large_spec(strategy='random_search'), 1),
+                        (_large_spec(full_batch=True, batch_size=49000), 1)]:
+    assert forward_feature_blocks(spec, members) == 1, (spec, members)
+
+
+def test_a_split_forward_trains_like_the_single_product(monkeypatch):
+  """A run whose step splits its forward product (D >= 2048, batch >= 100, one member) takes
+  the same steps as the same run with one product, to float32 rounding."""
+  from hinge_jax import train
+  rng = np.random.default_rng(0)
+  x = rng.integers(0, 256, size=(400, 2100), dtype=np.uint8)
+  y = rng.integers(0, 10, size=400)
+  data = array_dataset(x, y, 10, bias_trick=True, scale=1 / 255)
+  config = default_config(**{'batch_size': 100, 'num_steps': 30, 'eval_every_steps': 30,
+                             'optimizer.learning_rate': 0.05})
+  split = Trainer.create(config, data, [config])
+  assert train.forward_feature_blocks(split.spec, 1) == 2
+  w_split = np.asarray(split.fit(split.init()).params['W'][0])
+  monkeypatch.setattr(train, 'forward_feature_blocks', lambda spec, k: 1)
+  one = Trainer.create(config, data, [config])
+  w_one = np.asarray(one.fit(one.init()).params['W'][0])
+  assert np.abs(w_one - w_split).max() < 1e-5 * np.abs(w_one).max()
+  assert not np.array_equal(w_one, np.asarray(one.init().params['W'][0]))  # it trained
 
 
 def test_full_batch_gradient_descent_decreases_the_loss_every_step(digits):
