@@ -162,9 +162,10 @@ def forward_feature_blocks(spec: Spec, num_members: int) -> int:
   2 for a single SGD run on the CPU with D >= 2,048 features and a batch of >= 100, else 1.
   Profiled, XLA's CPU runtime runs a single (B, D)·(D, 10) product (YNNPACK) on about one
   core, the second worker joining for about half of it; two independent products over the
-  halves of D it runs at the same time, one per core. Measured on the 2-core CPU the benchmarks ran on, with
-  CIFAR-10's shapes (B = 200, D = 3,073): 0.40 → 0.34 ms a step; with B = 50 or D <= 1,024,
-  or with several members vmapped (their product is already large), no gain or a loss.
+  halves of D it runs at the same time, one per core. Measured on the 2-core CPU the
+  benchmarks ran on, with CIFAR-10's shapes (B = 200, D = 3,073): 0.40 → 0.34 ms a step;
+  with B = 50 or D <= 1,024, or with several members vmapped (their product is already
+  large), no gain or a loss. Accelerators keep one product.
   """
   if (jax.default_backend() == 'cpu' and num_members == 1 and spec.strategy == 'sgd'
       and not spec.full_batch and spec.num_features >= _SPLIT_MIN_FEATURES
