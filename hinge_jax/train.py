@@ -214,20 +214,22 @@ def train_step(state: TrainState, step: Array, data: DeviceData, hp: dict, *,
   `idx`: the step's shared minibatch indices when the caller drew them already (they equal
   `batch_indices(seed, step)`, drawn here otherwise).
   """
-  blocks = forward_feature_blocks(spec, hp['seed'].shape[0])
-  update = functools.partial(strategies.get(spec.strategy).update, spec=spec,
-                             objective=functools.partial(objective, spec=spec,
-                                                         feature_blocks=blocks))
+  k = hp['seed'].shape[0]
   if spec.full_batch:  # the whole training set every step, in one blocked pass (fullbatch.py)
+    member_objective = fullbatch.make_objective(spec=spec)
+  else:
+    member_objective = functools.partial(objective, spec=spec,
+                                         feature_blocks=forward_feature_blocks(spec, k))
+  update = functools.partial(strategies.get(spec.strategy).update, spec=spec,
+                             objective=member_objective)
+  if spec.full_batch:
     x, y = fullbatch.blocks(data, spec.num_train)
-    update = functools.partial(strategies.get(spec.strategy).update, spec=spec,
-                               objective=fullbatch.make_objective(spec=spec))
-    update = _over_members(update, (0, 0, 0, None, None, None), hp['seed'].shape[0])
+    update = _over_members(update, (0, 0, 0, None, None, None), k)
   elif spec.shared_data:  # one gather and one conversion serve all members
     if idx is None:
       idx = batch_indices(hp['seed'][0], step, spec=spec)
     x, y = data.features(data.x['train'][idx]), data.y['train'][idx]
-    update = _over_members(update, (0, 0, 0, None, None, None), hp['seed'].shape[0])
+    update = _over_members(update, (0, 0, 0, None, None, None), k)
   else:
     idx = jax.vmap(lambda s: batch_indices(s, step, spec=spec))(hp['seed'])
     x, y = data.features(data.x['train'][idx]), data.y['train'][idx]
