@@ -20,11 +20,11 @@ BATCH, LR, REG = 200, 1e-7, 2.5e4
 
 
 def hinge_jax_trainer(dataset, loss: str, steps: int, batch: int = BATCH, learning_rates=(LR,),
-                      seeds=None, devices=None):
+                      seeds=None, devices=None, tuning=None):
   """hinge_jax's Trainer on `dataset`: SGD, reg on W and bias, one member per learning rate.
 
   `seeds`: one per member (each then draws its own minibatches); default: all seed 0.
-  `devices`: where to train (default: all local devices).
+  `devices`: where to train (default: all local devices). `tuning`: a `train.Tuning`.
   """
   from configs import default
   from hinge_jax import sweep
@@ -36,7 +36,7 @@ def hinge_jax_trainer(dataset, loss: str, steps: int, batch: int = BATCH, learni
   seeds = [0] * len(learning_rates) if seeds is None else seeds
   members = [sweep.member_config(c, {'optimizer.learning_rate': lr, 'seed': s})
              for lr, s in zip(learning_rates, seeds)]
-  return Trainer.create(c, dataset, members, devices=devices)
+  return Trainer.create(c, dataset, members, devices=devices, tuning=tuning)
 
 
 def peak_gflops(repeats: int) -> float:

@@ -77,6 +77,45 @@ class Spec:
         fd_chunk=int(config.get('numerical', {}).get('chunk', 256)))
 
 
+GUARDS = ('cond', 'select')
+
+
+@dataclasses.dataclass(frozen=True)
+class Tuning:
+  """Speed settings of the compiled training loop: other programs, the same numbers.
+
+  Attributes:
+    scan_unroll: training steps per iteration of the `lax.scan` loop. None: 1 on the CPU, 4
+      on an accelerator (fewer iterations pay the loop's fixed cost).
+    guard: how the divergence guard keeps a diverged member's last finite state: 'cond'
+      selects only once some member has diverged (a `lax.cond`), 'select' selects every step.
+      Both give the same values. None: 'cond' on the CPU; 'select' on an accelerator, where a
+      conditional reads its predicate back to the host every step unless XLA records it in a
+      command buffer (`compiler_options`).
+    compiler_options: XLA options for the training program only, as `(name, value)` pairs
+      (for example `(('xla_gpu_enable_command_buffer', 'FUSION,CUBLAS,WHILE,CONDITIONAL'),)`).
+  """
+  scan_unroll: Optional[int] = None
+  guard: Optional[str] = None
+  compiler_options: tuple = ()
+
+  def __post_init__(self):
+    if self.scan_unroll is not None and (not isinstance(self.scan_unroll, int)
+                                         or self.scan_unroll < 1):
+      raise ValueError(f'scan_unroll={self.scan_unroll!r} must be a positive integer or None')
+    if self.guard is not None and self.guard not in GUARDS:
+      raise ValueError(f'guard={self.guard!r} is not one of {GUARDS} (or None)')
+    object.__setattr__(self, 'compiler_options', tuple(
+        (str(k), v) for k, v in dict(self.compiler_options).items()))
+
+  def unroll(self, length: int) -> int:
+    default = 1 if jax.default_backend() == 'cpu' else 4
+    return max(1, min(length, self.scan_unroll or default))
+
+  def guard_mode(self) -> str:
+    return self.guard or ('cond' if jax.default_backend() == 'cpu' else 'select')
+
+
 @flax.struct.dataclass
 class TrainState:
   """Training state of K members; every leaf has a leading members axis."""
@@ -208,11 +247,12 @@ def _over_members(fn: Callable, in_axes: tuple, k: int) -> Callable:
 
 
 def train_step(state: TrainState, step: Array, data: DeviceData, hp: dict, *,
-               spec: Spec, idx: Optional[Array] = None) -> tuple[TrainState, Array]:
+               spec: Spec, idx: Optional[Array] = None,
+               guard: Optional[str] = None) -> tuple[TrainState, Array]:
   """One step of the configured strategy for every member; NaN/inf members are frozen.
 
   `idx`: the step's shared minibatch indices when the caller drew them already (they equal
-  `batch_indices(seed, step)`, drawn here otherwise).
+  `batch_indices(seed, step)`, drawn here otherwise). `guard`: see `Tuning.guard`.
   """
   k = hp['seed'].shape[0]
   if spec.full_batch:  # the whole training set every step, in one blocked pass (fullbatch.py)
@@ -240,9 +280,9 @@ def train_step(state: TrainState, step: Array, data: DeviceData, hp: dict, *,
   keep_old = state.diverged | ~ok
   freeze = lambda: (_where_members(keep_old, state.params, params),
                     _where_members(keep_old, state.opt_state, opt_state))
-  if jax.default_backend() == 'cpu':  # the select only runs once some member has diverged
+  if (guard or Tuning().guard_mode()) == 'cond':  # selects once some member has diverged
     params, opt_state = jax.lax.cond(jnp.any(keep_old), freeze, lambda: (params, opt_state))
-  else:  # on an accelerator a conditional would read its predicate back every step
+  else:
     params, opt_state = freeze()
   return TrainState(
       params=params, opt_state=opt_state,
@@ -251,24 +291,24 @@ def train_step(state: TrainState, step: Array, data: DeviceData, hp: dict, *,
 
 
 def train_chunk(state: TrainState, start: Array, data: DeviceData, hp: dict, *, spec: Spec,
-                length: int) -> tuple[TrainState, Array]:
+                length: int, tuning: Tuning = Tuning()) -> tuple[TrainState, Array]:
   """`length` steps from step `start`, fused with `lax.scan`; returns `(length, K)` losses.
 
   Shared minibatches are drawn for the whole chunk up front, in one vectorized call (the same
-  draws per step): the PRNG's hash is then off the per-step path. On an accelerator the loop
-  is unrolled a few steps, so that fewer iterations pay the loop's fixed cost.
+  draws per step): the PRNG's hash is then off the per-step path. `tuning` sets the loop's
+  unrolling (by default a few steps on an accelerator) and the guard (`Tuning`).
   """
   steps = start + jnp.arange(length, dtype=jnp.int32)
-  unroll = 1 if jax.default_backend() == 'cpu' else max(1, min(length, 4))
+  unroll, guard = tuning.unroll(length), tuning.guard_mode()
   if spec.shared_data and not spec.full_batch:
     indices = jax.vmap(lambda t: batch_indices(hp['seed'][0], t, spec=spec))(steps)
 
     def body(carry, inputs):
-      return train_step(carry, inputs[0], data, hp, spec=spec, idx=inputs[1])
+      return train_step(carry, inputs[0], data, hp, spec=spec, idx=inputs[1], guard=guard)
     return jax.lax.scan(body, state, (steps, indices), unroll=unroll)
 
   def body(carry, step):
-    return train_step(carry, step, data, hp, spec=spec)
+    return train_step(carry, step, data, hp, spec=spec, guard=guard)
   return jax.lax.scan(body, state, steps, unroll=unroll)
 
 
@@ -322,6 +362,7 @@ class Trainer:
     hp: `(K,)` hyperparameter arrays.
     compile_time_s: seconds spent compiling (reported apart from training time).
     member_sharding: how the members axis is laid over devices (None: one device).
+    tuning: speed settings of the training program (`Tuning`; the same numbers).
   """
   spec: Spec
   data: DeviceData
@@ -329,17 +370,20 @@ class Trainer:
   eval_every: int
   compile_time_s: float = 0.0
   member_sharding: Any = None
+  tuning: Tuning = Tuning()
   _compiled: dict = dataclasses.field(default_factory=dict)  # shared by with_hyper copies
 
   @classmethod
   def create(cls, config: ml_collections.ConfigDict, dataset: Dataset, member_configs: list,
-             *, devices=None, spec: Optional[Spec] = None) -> 'Trainer':
+             *, devices=None, spec: Optional[Spec] = None,
+             tuning: Optional[Tuning] = None) -> 'Trainer':
     """Puts data and the members' hyperparameters on the device(s).
 
     With several `devices` (default: all local devices) and a number of members divisible by
     their count, the members axis is sharded over a 1-D mesh ('members') and the data are
     replicated: each device trains its own share of the members, with no communication.
     `spec` overrides the static settings (a sweep cut into programs shares one spec).
+    `tuning`: speed settings of the training program (default `Tuning()`).
     """
     hp_np = config_lib.hyper_arrays(member_configs)
     spec = spec or Spec.create(config, dataset, hp_np)
@@ -354,7 +398,7 @@ class Trainer:
       replicated = member_sharding = jax.sharding.SingleDeviceSharding(devices[0])
     data = DeviceData.create(dataset, int(config.eval_batch_size), replicated)
     trainer = cls(spec=spec, data=data, hp={}, eval_every=int(config.eval_every_steps),
-                  member_sharding=member_sharding)
+                  member_sharding=member_sharding, tuning=tuning or Tuning())
     return trainer.with_hyper(hp_np)
 
   def with_hyper(self, hp_np: dict) -> 'Trainer':
@@ -377,18 +421,32 @@ class Trainer:
       self.compile_time_s += time.perf_counter() - t0
     return self._compiled['init'](self.hp)
 
-  def _compiled_chunk(self, state: TrainState, length: int):
+  def compiled_chunk(self, state: TrainState, length: int):
+    """The compiled program of `length` training steps (compiled once per length).
+
+    A `jax.stages.Compiled`: its `as_text()` is XLA's optimized program, what to read to see
+    how a step was fused (which kernels, which matmul library calls).
+    """
     key = ('chunk', length)
     if key not in self._compiled:
       t0 = time.perf_counter()
-      fn = jax.jit(functools.partial(train_chunk, spec=self.spec, length=length),
-                   donate_argnums=0)
-      self._compiled[key] = fn.lower(state, jnp.int32(0), self.data, self.hp).compile()
+      fn = jax.jit(functools.partial(train_chunk, spec=self.spec, length=length,
+                                     tuning=self.tuning), donate_argnums=0)
+      lowered = fn.lower(state, jnp.int32(0), self.data, self.hp)
+      options = dict(self.tuning.compiler_options)
+      try:
+        self._compiled[key] = lowered.compile(compiler_options=options or None)
+      except Exception as e:  # noqa: BLE001 - XLA's own error, rephrased in one line
+        first = (str(e).strip().splitlines() or [''])[0]
+        if not options or 'option' not in first:
+          raise
+        raise ValueError(f'XLA rejected tuning.compiler_options {options}: {first}; '
+                         'fix the option name or value') from None
       self.compile_time_s += time.perf_counter() - t0
     return self._compiled[key]
 
   def run_chunk(self, state: TrainState, start: int, length: int) -> tuple[TrainState, Array]:
-    return self._compiled_chunk(state, length)(state, jnp.int32(start), self.data, self.hp)
+    return self.compiled_chunk(state, length)(state, jnp.int32(start), self.data, self.hp)
 
   def evaluate(self, params, split: str) -> dict:
     """Per-member `loss` (data loss + λR), `accuracy` and `confusion` on a split (numpy)."""

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from hinge_jax import datasets, losses, optim
-from hinge_jax.train import Spec, Trainer, batch_indices, objective
+from hinge_jax.train import Spec, Trainer, Tuning, batch_indices, objective
 from helpers import array_dataset, default_config
 
 
@@ -313,3 +313,42 @@ def test_blocked_full_batch_objective_equals_jax_grad_of_the_objective(digits, l
   # a plain call (random search, finite differences) gives the same value
   np.testing.assert_allclose(float(fullbatch.make_objective(spec=spec)(params, xb, yb, hp)),
                              float(want_value), rtol=1e-6)
+
+
+def _fit_state(trainer):
+  return jax.tree.map(np.asarray, trainer.fit(trainer.init()))
+
+
+@pytest.mark.parametrize('tuning', [dict(scan_unroll=3), dict(scan_unroll=64),
+                                    dict(guard='select'),
+                                    dict(compiler_options={'xla_cpu_enable_fast_math': False})])
+def test_tuning_changes_the_program_not_the_numbers(digits, tuning):
+  """Unrolling, the guard's form and per-program XLA options give the default run's state,
+  including a member frozen by the guard (lr 1e38 diverges) and its divergence step."""
+  configs = [default_config(**{'optimizer.learning_rate': lr, 'optimizer.name': 'sgd',
+                               'loss.name': 'softmax_cross_entropy', 'reg.strength': 1e-3,
+                               'num_steps': 40, 'eval_every_steps': 20})
+             for lr in (0.05, 1e38)]
+  default = Trainer.create(configs[0], digits, configs)
+  tuned = Trainer.create(configs[0], digits, configs, tuning=Tuning(**tuning))
+  want, got = _fit_state(default), _fit_state(tuned)
+  assert got.diverged.tolist() == want.diverged.tolist() == [False, True]
+  assert got.diverged_step.tolist() == want.diverged_step.tolist()
+  np.testing.assert_array_equal(got.params['W'], want.params['W'])  # bitwise (measured on CPU)
+  assert np.all(np.isfinite(got.params['W']))
+  text = tuned.compiled_chunk(tuned.init(), 20).as_text()
+  assert ('conditional' in text) == (tuned.tuning.guard_mode() == 'cond')
+
+
+def test_bad_tuning_is_refused_in_one_line(digits):
+  for kwargs, words in ((dict(scan_unroll=0), 'scan_unroll=0'), (dict(guard='maybe'), 'guard'),
+                        (dict(scan_unroll=2.5), 'positive integer')):
+    with pytest.raises(ValueError, match=words):
+      Tuning(**kwargs)
+  config = default_config(**{'num_steps': 5, 'eval_every_steps': 5})
+  for options, words in (({'xla_no_such_option': 1}, 'xla_no_such_option'),
+                         ({'xla_gpu_enable_command_buffer': 'NOPE'}, 'NOPE')):
+    trainer = Trainer.create(config, digits, [config], tuning=Tuning(compiler_options=options))
+    with pytest.raises(ValueError, match=words) as err:
+      trainer.fit(trainer.init())
+    assert '\n' not in str(err.value) and 'fix the option' in str(err.value)
