@@ -7,7 +7,13 @@
 2. One epoch (245 steps of batch 200, one `lax.scan`) of one model, uint8 CIFAR-shaped data.
 3. Sweep scaling, K = 1 … 1024 members sharing minibatches, and K = 1024 with own seeds:
    model-epochs per second.
-4. One full-batch gradient step over 49,000 rows.
+4. One full-batch gradient step over 49,000 rows, and its pieces (matmuls, conversion) timed
+   alone in several formulations.
+5. Tuning: the epoch, K = 1,024 and the full-batch step under `train.Tuning` variants (loop
+   unrolling, the guard's form, XLA command buffers for the whole loop, Triton or cuBLASLt
+   matmuls), each checked against the default variant's weights; the optimized program of each
+   epoch variant is written to `hlo/` beside the JSON, with its kernel counts in the JSON.
+The JSON is rewritten after every section, so a run cut short keeps what it measured.
 Each timing is the median of repeats after a warm-up call; FLOPs and bytes per step give the
 achieved fraction of the card's matmul throughput (TF32 tensor cores: JAX's default float32
 matmul precision on these cards) and memory bandwidth (peaks from the vendor's data sheets).
@@ -38,6 +44,46 @@ def _peaks(kind: str):
   return None
 
 
+# XLA's command buffers (CUDA graphs) by default record fusions and library calls; adding WHILE
+# and CONDITIONAL records the whole training loop, so its steps launch without the host.
+_CMDBUF = {'xla_gpu_enable_command_buffer':
+           'FUSION,CUBLAS,CUBLASLT,CUSTOM_CALL,CUDNN,WHILE,CONDITIONAL',
+           'xla_gpu_graph_min_graph_size': 1}
+
+
+def _tunings():
+  from hinge_jax.train import Tuning
+  return {
+      'default': Tuning(),
+      'unroll1': Tuning(scan_unroll=1),
+      'unroll16': Tuning(scan_unroll=16),
+      'cond': Tuning(guard='cond'),
+      'cmdbuf': Tuning(compiler_options=_CMDBUF),
+      'cmdbuf_unroll1': Tuning(scan_unroll=1, compiler_options=_CMDBUF),
+      'cmdbuf_cond': Tuning(guard='cond', compiler_options=_CMDBUF),
+      'cmdbuf_unroll_loops': Tuning(compiler_options={
+          **_CMDBUF, 'xla_gpu_command_buffer_unroll_loops': True}),
+      'triton_gemm_any': Tuning(compiler_options={'xla_gpu_triton_gemm_any': True}),
+      'cublaslt': Tuning(compiler_options={'xla_gpu_enable_cublaslt': True}),
+  }
+
+
+def _bf16x2(a, b, *, lhs_exact: bool):
+  """a·b with bf16 operands, float32 accumulation: the exact side (raw pixels, integers up to
+  255) in one bf16, the other as hi + lo bf16 halves (two products)."""
+  import jax.numpy as jnp
+  exact, other = (a, b) if lhs_exact else (b, a)
+  exact = exact.astype(jnp.bfloat16)
+  hi = other.astype(jnp.bfloat16)
+  lo = (other - hi.astype(jnp.float32)).astype(jnp.bfloat16)
+
+  def dot(x, y):
+    return jnp.matmul(x, y, preferred_element_type=jnp.float32)
+  if lhs_exact:
+    return dot(exact, hi) + dot(exact, lo)
+  return dot(hi, exact) + dot(lo, exact)
+
+
 def main(argv):
   del argv
   import jax
@@ -45,11 +91,13 @@ def main(argv):
   from benchmarks import common
   from hinge_jax.datasets.base import finalize
   quick = _QUICK.value
+  tunings = _tunings()
   device = jax.local_devices()[0]
   kind = device.device_kind
   peaks = _peaks(kind)
   print(f'device: {kind} ({jax.default_backend()}), jax {jax.__version__}', flush=True)
-  report = {'device': kind, 'backend': jax.default_backend(), 'jax': jax.__version__}
+  report = {'device': kind, 'backend': jax.default_backend(), 'jax': jax.__version__,
+             'machine': common.machine()}
   x, y, dataset = common.cifar_dataset()
   n, d, c, b = dataset.size('train'), dataset.num_features, 10, common.BATCH
   epoch_steps = n // b
@@ -72,13 +120,19 @@ def main(argv):
                  tf32_fraction=flops / seconds / peaks[1])
     return out
 
+  out_path = _OUT.value or (os.path.join(os.environ['OUT'], 'gpu.json') if os.environ.get('OUT')
+                            else 'benchmarks/results/gpu.json')
+
   def section(name, fn):
     print(f'\n== {name}', flush=True)
+    t0 = time.perf_counter()
     try:
       report[name] = fn()
     except Exception as e:  # noqa: BLE001 - one failing section must not lose the others
       traceback.print_exc()
       report[name] = {'error': f'{type(e).__name__}: {e}'}
+    report.setdefault('section_wall_s', {})[name] = time.perf_counter() - t0
+    common.write_json(out_path, report)
 
   def correctness():
     small = finalize('small', {s: v[:4000] if s == 'train' else v for s, v in x.items()},
@@ -118,8 +172,8 @@ def main(argv):
 
   def sweep_scaling():
     rows = []
-    ks = [1, 64, 1024] if quick else [1, 16, 64, 256, 1024]
-    for k, own in [(k, False) for k in ks] + [(1024, True)]:
+    ks = [1, 64] if quick else [1, 16, 64, 256, 1024]  # quick: a smoke run, also on a CPU
+    for k, own in [(k, False) for k in ks] + [(ks[-1], True)]:
       seeds = list(range(k)) if own else None
       trainer = common.hinge_jax_trainer(dataset, 'multiclass_svm', epoch_steps,
                                          learning_rates=np.logspace(-8, -6, k), seeds=seeds)
@@ -143,25 +197,139 @@ def main(argv):
     return out
 
   def parts():
-    """The full-batch step's pieces, timed alone (where its time goes)."""
+    """The full-batch step's pieces, timed alone in several formulations (where its time goes,
+    and what a faster formulation costs in accuracy: each output against float64 NumPy)."""
     import jax.numpy as jnp
     xu = jax.device_put(x['train'])
     mu = jax.device_put(dataset.mean)
     xf = jax.block_until_ready((xu.astype(jnp.float32) - mu))
-    w = jnp.zeros((c, d - 1), jnp.float32)  # (C, D), as hinge_jax stores W
-    ds = jnp.ones((n, c), jnp.float32)
+    rng = np.random.default_rng(0)
+    w_np = (rng.standard_normal((c, d - 1)) * 1e-3).astype(np.float32)  # (C, D), as W is stored
+    ds_np = rng.standard_normal((n, c)).astype(np.float32)
+    w, ds = jax.device_put(w_np), jax.device_put(ds_np)
+    centred = x['train'].astype(np.float64) - dataset.mean.astype(np.float64)
+    want = {'conv': centred, 'fwd': centred @ w_np.T.astype(np.float64),
+            'bwd': ds_np.T.astype(np.float64) @ centred}
+    want['bwdT'] = want['bwd'].T
+    del centred
+    f32 = jnp.float32
     out = {}
-    for name, fn, args in (
-        ('convert', lambda a: a.astype(jnp.float32) - mu, (xu,)),
-        ('fwd_float', lambda a, w: a @ w.T, (xf, w)),
-        ('fwd_uint8_fused', lambda a, w: (a.astype(jnp.float32) - mu) @ w.T, (xu, w)),
-        ('bwd_dsT_x', lambda a, g: g.T @ a, (xf, ds)),
-        ('bwd_xT_ds', lambda a, g: a.T @ g, (xf, ds)),
-        ('bwd_uint8_fused', lambda a, g: g.T @ (a.astype(jnp.float32) - mu), (xu, ds))):
-      f = jax.jit(fn)
-      t = common.repeat(lambda: jax.block_until_ready(f(*args)), repeats)
-      out[name] = t
-      print(f'  {name}: {common.fmt(t, 1e3, 3)} ms', flush=True)
+    for name, ref, fn, args in (
+        ('convert', 'conv', lambda a: a.astype(f32) - mu, (xu,)),
+        ('fwd_float', 'fwd', lambda a, w: a @ w.T, (xf, w)),
+        ('fwd_uint8_fused', 'fwd', lambda a, w: (a.astype(f32) - mu) @ w.T, (xu, w)),
+        ('bwd_dsT_x', 'bwd', lambda a, g: g.T @ a, (xf, ds)),
+        ('bwd_xT_ds', 'bwdT', lambda a, g: a.T @ g, (xf, ds)),
+        ('bwd_uint8_fused', 'bwd', lambda a, g: g.T @ (a.astype(f32) - mu), (xu, ds)),
+        # the same products as reductions (XLA's reduction emitters read the uint8 once)
+        ('fwd_uint8_reduce', 'fwd', lambda a, w: (a.astype(f32)[:, None, :] * w).sum(-1)
+         - w @ mu, (xu, w)),
+        ('bwd_uint8_reduce', 'bwd', lambda a, g: (g[:, :, None] * a.astype(f32)[:, None, :]
+                                                  ).sum(0) - g.sum(0)[:, None] * mu, (xu, ds)),
+        # raw pixels are exact in bf16; the float32 side as two bf16 halves (hi + lo), bf16
+        # products accumulated in float32: ~16 mantissa bits, more than TF32's 10
+        ('fwd_uint8_bf16x2', 'fwd', lambda a, w: _bf16x2(a, w.T, lhs_exact=True) - w @ mu,
+         (xu, w)),
+        ('bwd_uint8_bf16x2', 'bwd', lambda a, g: _bf16x2(g.T, a, lhs_exact=False)
+         - g.sum(0)[:, None] * mu, (xu, ds))):
+      for variant, options in (('', None), ('+triton_gemm_any', {'xla_gpu_triton_gemm_any': True})):
+        if variant and ('fused' not in name and 'bf16' not in name):
+          continue
+        f = jax.jit(fn).lower(*args).compile(compiler_options=options)
+        t = common.repeat(lambda: jax.block_until_ready(f(*args)), repeats)
+        got = np.asarray(f(*args), np.float64)
+        err = float(np.abs(got - want[ref]).max() / np.abs(want[ref]).max())
+        out[name + variant] = {**t, 'max_abs_err_rel': err}
+        print(f'  {name + variant}: {common.fmt(t, 1e3, 3)} ms, error {err:.1e}', flush=True)
+    return out
+
+  def tuning():
+    """The epoch (K = 1), K = 1,024 and the full-batch step under `Tuning` variants."""
+    hlo_dir = os.path.join(os.path.dirname(os.path.abspath(out_path)), 'hlo')
+    os.makedirs(hlo_dir, exist_ok=True)
+    out = {'epoch': {}, 'sweep_1024': {}, 'fullbatch': {}}
+
+    def measure(trainer, steps, reps):
+      holder = {'state': trainer.init()}
+
+      def call():
+        holder['state'], losses = trainer.run_chunk(holder['state'], 0, steps)
+        jax.block_until_ready(losses)
+      t = common.repeat(call, reps)
+      final = trainer.run_chunk(trainer.init(), 0, steps)[0]
+      return t, np.asarray(final.params['W'])
+
+    def row(variant, trainer, steps, reps, reference, hlo_name=None):
+      t, w = measure(trainer, steps, reps)
+      entry = {'time_s': t}
+      if reference is not None:
+        entry['w_max_abs_diff_rel'] = float(np.abs(w - reference).max() / np.abs(reference).max())
+      if hlo_name:
+        text = trainer.compiled_chunk(trainer.init(), steps).as_text()
+        with open(os.path.join(hlo_dir, f'{hlo_name}_{variant}.txt'), 'w') as f:
+          f.write(text)
+        entry['kernels'] = {'fusions': text.count(' fusion('),
+                            'custom_calls': text.count('custom-call('),
+                            'whiles': text.count(' while('),
+                            'conditionals': text.count(' conditional(')}
+      return entry, w
+
+    for variant, tune in tunings.items():
+      if quick and variant not in ('default', 'cmdbuf'):
+        continue
+      try:
+        entry, w = row(variant, common.hinge_jax_trainer(dataset, 'multiclass_svm', epoch_steps,
+                                                         tuning=tune),
+                       epoch_steps, repeats, out['epoch'].get('default', {}).get('_w'), 'epoch')
+      except Exception as e:  # noqa: BLE001 - a variant XLA refuses must not end the section
+        out['epoch'][variant] = {'error': f'{type(e).__name__}: {e}'}
+        print(f'  epoch {variant}: {out["epoch"][variant]["error"][:200]}', flush=True)
+        continue
+      if variant == 'default':
+        entry['_w'] = w
+      out['epoch'][variant] = entry
+      print(f'  epoch {variant}: {common.fmt(entry["time_s"], 1e3, 2)} ms '
+            f'({entry["time_s"]["median"] / epoch_steps * 1e6:.1f} µs a step), '
+            f'kernels {entry.get("kernels")}, '
+            f'Δw {entry.get("w_max_abs_diff_rel", 0.0):.1e}', flush=True)
+    k = 16 if quick else 1024
+    for variant in ('default', 'cmdbuf', 'cmdbuf_cond'):
+      try:
+        trainer = common.hinge_jax_trainer(dataset, 'multiclass_svm', epoch_steps,
+                                           learning_rates=np.logspace(-8, -6, k),
+                                           tuning=tunings[variant])
+        entry, w = row(variant, trainer, epoch_steps, max(3, repeats // 2),
+                       out['sweep_1024'].get('default', {}).get('_w'))
+        del trainer
+      except Exception as e:  # noqa: BLE001
+        out['sweep_1024'][variant] = {'error': f'{type(e).__name__}: {e}'}
+        print(f'  K={k} {variant}: {out["sweep_1024"][variant]["error"][:200]}', flush=True)
+        continue
+      if variant == 'default':
+        entry['_w'] = w
+      entry['model_epochs_per_s'] = k / entry['time_s']['median']
+      out['sweep_1024'][variant] = entry
+      print(f'  K={k} {variant}: epoch {common.fmt(entry["time_s"], 1e3, 2)} ms, '
+            f'{entry["model_epochs_per_s"]:,.0f} model-epochs/s, '
+            f'Δw {entry.get("w_max_abs_diff_rel", 0.0):.1e}', flush=True)
+    for variant in ('default', 'triton_gemm_any', 'cublaslt'):
+      try:
+        trainer = common.hinge_jax_trainer(dataset, 'multiclass_svm', 1, batch=0,
+                                           tuning=tunings[variant])
+        entry, w = row(variant, trainer, 1, repeats, out['fullbatch'].get('default', {}).get('_w'),
+                       'fullbatch')
+      except Exception as e:  # noqa: BLE001
+        out['fullbatch'][variant] = {'error': f'{type(e).__name__}: {e}'}
+        print(f'  full batch {variant}: {out["fullbatch"][variant]["error"][:200]}', flush=True)
+        continue
+      if variant == 'default':
+        entry['_w'] = w
+      out['fullbatch'][variant] = entry
+      print(f'  full batch {variant}: {common.fmt(entry["time_s"], 1e3, 3)} ms, '
+            f'Δw {entry.get("w_max_abs_diff_rel", 0.0):.1e}', flush=True)
+    for part in out.values():
+      for entry in part.values():
+        entry.pop('_w', None)
     return out
 
   section('correctness', correctness)
@@ -169,10 +337,7 @@ def main(argv):
   section('sweep', sweep_scaling)
   section('fullbatch', full_batch)
   section('fullbatch_parts', parts)
-  report['machine'] = common.machine()
-  out = _OUT.value or (os.path.join(os.environ['OUT'], 'gpu.json') if os.environ.get('OUT')
-                       else 'benchmarks/results/gpu.json')
-  common.write_json(out, report)
+  section('tuning', tuning)
 
 
 if __name__ == '__main__':
