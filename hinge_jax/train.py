@@ -82,7 +82,8 @@ GUARDS = ('cond', 'select')
 
 @dataclasses.dataclass(frozen=True)
 class Tuning:
-  """Speed settings of the compiled training loop: other programs, the same numbers.
+  """Speed settings of the compiled training loop: other programs, the same numbers (but see
+  `fullbatch_bf16`).
 
   Attributes:
     scan_unroll: training steps per iteration of the `lax.scan` loop. None: 1 on the CPU, 4
@@ -94,10 +95,15 @@ class Tuning:
       command buffer (`compiler_options`).
     compiler_options: XLA options for the training program only, as `(name, value)` pairs
       (for example `(('xla_gpu_enable_command_buffer', 'FUSION,CUBLAS,WHILE,CONDITIONAL'),)`).
+    fullbatch_bf16: a full-batch run on uint8 pixels keeps the training split on the device as
+      bfloat16 (exact) and computes its products from it in bfloat16 halves (`fullbatch.py`;
+      16 significant bits, float32 accumulation). None: on an accelerator, not on the CPU,
+      whose blocked pass over the uint8 data is faster. This one changes the rounding.
   """
   scan_unroll: Optional[int] = None
   guard: Optional[str] = None
   compiler_options: tuple = ()
+  fullbatch_bf16: Optional[bool] = None
 
   def __post_init__(self):
     if self.scan_unroll is not None and (not isinstance(self.scan_unroll, int)
@@ -114,6 +120,19 @@ class Tuning:
 
   def guard_mode(self) -> str:
     return self.guard or ('cond' if jax.default_backend() == 'cpu' else 'select')
+
+  def train_dtype(self, spec: 'Spec', dataset: Dataset):
+    """The dtype the training split is stored in on the device (None: as the dataset has it)."""
+    wanted = (jax.default_backend() != 'cpu' if self.fullbatch_bf16 is None
+              else self.fullbatch_bf16)
+    if not (wanted and spec.full_batch):
+      return None
+    if dataset.x['train'].dtype != np.uint8:
+      if self.fullbatch_bf16:
+        raise ValueError(f'fullbatch_bf16=True needs uint8 pixels (exact in bfloat16), not '
+                         f'{dataset.x["train"].dtype}; leave it None')
+      return None
+    return jnp.bfloat16
 
 
 @flax.struct.dataclass
@@ -137,15 +156,23 @@ class DeviceData:
   chunk: int = flax.struct.field(pytree_node=False)
 
   @classmethod
-  def create(cls, dataset: Dataset, eval_batch_size: int, sharding=None) -> 'DeviceData':
-    """Puts the splits on the device (replicated over `sharding`'s mesh when given)."""
+  def create(cls, dataset: Dataset, eval_batch_size: int, sharding=None,
+             train_dtype=None) -> 'DeviceData':
+    """Puts the splits on the device (replicated over `sharding`'s mesh when given).
+
+    `train_dtype`: stores the training split in this dtype (bfloat16 for uint8 pixels under
+    `Tuning.fullbatch_bf16`: the same values), else as the dataset has it.
+    """
     largest = max(dataset.size(s) for s in SPLITS)
     chunk = -(-min(eval_batch_size, largest) // 128) * 128  # a multiple of 128 rows
     xs, ys = {}, {}
     for split in SPLITS:
       n = dataset.size(split)
       pad = -(-max(n, 1) // chunk) * chunk - n
-      xs[split] = jax.device_put(np.pad(dataset.x[split], ((0, pad), (0, 0))), sharding)
+      x = np.pad(dataset.x[split], ((0, pad), (0, 0)))
+      if split == 'train' and train_dtype is not None:
+        x = x.astype(train_dtype)  # ml_dtypes' bfloat16 on the host: uint8 values are exact
+      xs[split] = jax.device_put(x, sharding)
       ys[split] = jax.device_put(np.pad(dataset.y[split], (0, pad)), sharding)
     return cls(x=xs, y=ys, mean=jax.device_put(dataset.mean, sharding),
                scale=jax.device_put(np.float32(dataset.scale), sharding),
@@ -396,9 +423,11 @@ class Trainer:
       replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
     else:
       replicated = member_sharding = jax.sharding.SingleDeviceSharding(devices[0])
-    data = DeviceData.create(dataset, int(config.eval_batch_size), replicated)
+    tuning = tuning or Tuning()
+    data = DeviceData.create(dataset, int(config.eval_batch_size), replicated,
+                             train_dtype=tuning.train_dtype(spec, dataset))
     trainer = cls(spec=spec, data=data, hp={}, eval_every=int(config.eval_every_steps),
-                  member_sharding=member_sharding, tuning=tuning or Tuning())
+                  member_sharding=member_sharding, tuning=tuning)
     return trainer.with_hyper(hp_np)
 
   def with_hyper(self, hp_np: dict) -> 'Trainer':
@@ -452,17 +481,19 @@ class Trainer:
     """Per-member `loss` (data loss + λR), `accuracy` and `confusion` on a split (numpy)."""
     n = self.data.size(split)
     chunk, total = self.data.chunk, None
-    if 'eval' not in self._compiled:
+    key = ('eval', str(self.data.x[split].dtype))  # the training split may be stored apart
+    if key not in self._compiled:
       t0 = time.perf_counter()
-      self._compiled['eval'] = jax.jit(functools.partial(eval_chunk, spec=self.spec)).lower(
+      self._compiled[key] = jax.jit(functools.partial(eval_chunk, spec=self.spec)).lower(
           params, self.data.x[split][:chunk], self.data.y[split][:chunk],
           jnp.ones((chunk,), bool), self.data, self.hp).compile()
-      self._compiled['penalty'] = jax.jit(functools.partial(penalty_values, spec=self.spec)
-                                          ).lower(params, self.hp).compile()
+      if 'penalty' not in self._compiled:
+        self._compiled['penalty'] = jax.jit(functools.partial(penalty_values, spec=self.spec)
+                                            ).lower(params, self.hp).compile()
       self.compile_time_s += time.perf_counter() - t0
     for start in range(0, max(n, 1), chunk):
       valid = jnp.arange(start, start + chunk) < n
-      part = self._compiled['eval'](params, self.data.x[split][start:start + chunk],
+      part = self._compiled[key](params, self.data.x[split][start:start + chunk],
                                     self.data.y[split][start:start + chunk], valid, self.data,
                                     self.hp)
       total = part if total is None else jax.tree.map(jnp.add, total, part)
