@@ -65,6 +65,7 @@ def _tunings():
           **_CMDBUF, 'xla_gpu_command_buffer_unroll_loops': True}),
       'triton_gemm_any': Tuning(compiler_options={'xla_gpu_triton_gemm_any': True}),
       'cublaslt': Tuning(compiler_options={'xla_gpu_enable_cublaslt': True}),
+      'fullbatch_f32': Tuning(fullbatch_bf16=False),  # the uint8 → float32 pass, as before
   }
 
 
@@ -275,7 +276,7 @@ def main(argv):
       return entry, w
 
     for variant, tune in tunings.items():
-      if quick and variant not in ('default', 'cmdbuf'):
+      if variant == 'fullbatch_f32' or (quick and variant not in ('default', 'cmdbuf')):
         continue
       try:
         entry, w = row(variant, common.hinge_jax_trainer(dataset, 'multiclass_svm', epoch_steps,
@@ -312,7 +313,7 @@ def main(argv):
       print(f'  K={k} {variant}: epoch {common.fmt(entry["time_s"], 1e3, 2)} ms, '
             f'{entry["model_epochs_per_s"]:,.0f} model-epochs/s, '
             f'Δw {entry.get("w_max_abs_diff_rel", 0.0):.1e}', flush=True)
-    for variant in ('default', 'triton_gemm_any', 'cublaslt'):
+    for variant in ('default', 'fullbatch_f32', 'triton_gemm_any', 'cublaslt'):
       try:
         trainer = common.hinge_jax_trainer(dataset, 'multiclass_svm', 1, batch=0,
                                            tuning=tunings[variant])

@@ -1,0 +1,126 @@
+"""What hinge_jax's training step becomes on a GPU, compiled here without one.
+
+  python benchmarks/gpu_program.py [--target=h200] [--k=1] [--batch=200] [--steps=245]
+                                   [--tuning=default] [--dump=FILE.txt]
+
+XLA compiles the real training program (`train.train_chunk`, CIFAR-shaped uint8 data) for a
+described card with no card present (JAX's deviceless ahead-of-time compilation), and
+`hlo_kernels` lists the kernels one training step launches and the bytes they read and
+write. Per step, then: a floor on its time at the card's memory bandwidth, and the kernel
+count that bounds a launch-bound step (a small model's step is ≈ 2 µs a kernel on an H200).
+What the listing cannot show: the matmul configurations the autotuner picks on a real card
+(here XLA's defaults), and command buffers (assembled after this program). Only
+`benchmarks/gpu.py` on a GPU measures time.
+
+Needs the CUDA plugin, in its own environment (about 5.5 GB; no GPU or driver needed):
+
+  python -m venv /tmp/venv-cuda && /tmp/venv-cuda/bin/pip install -r requirements.txt \\
+      "jax[cuda12]==$(python -c 'import jax; print(jax.__version__)')"
+"""
+
+import dataclasses
+import functools
+import os
+import sys
+
+os.environ.setdefault('CUDA_VISIBLE_DEVICES', '-1')  # compile for the described card only
+os.environ.setdefault('JAX_SKIP_CUDA_CONSTRAINTS_CHECK', '1')  # no driver to check against
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from absl import app, flags
+
+_TARGET = flags.DEFINE_enum('target', 'h200', ['h100', 'h200'], 'The card to compile for.')
+_K = flags.DEFINE_integer('k', 1, 'Members trained together (sharing minibatches).')
+_BATCH = flags.DEFINE_integer('batch', 200, 'Minibatch size; 0 = full batch.')
+_STEPS = flags.DEFINE_integer('steps', 245, 'Steps in the compiled chunk (an epoch: 245).')
+_TUNING = flags.DEFINE_enum('tuning', 'default', ['default', 'unroll1', 'unroll16', 'cond',
+                                                  'fullbatch_f32'], 'A train.Tuning variant.')
+_DUMP = flags.DEFINE_string('dump', None, 'Also write the optimized HLO here.')
+
+# The fields XLA's GPU compiler reads from a device (xla/stream_executor DeviceDescription),
+# from the vendors' data sheets for the SXM parts: 132 SMs, 50 MiB L2, compute capability 9.0.
+_TARGET_CONFIG = """
+gpu_device_info {{
+  threads_per_block_limit: 1024 threads_per_warp: 32 shared_memory_per_block: 49152
+  shared_memory_per_core: 233472 threads_per_core_limit: 2048 core_count: 132
+  fpus_per_core: 128 block_dim_limit_x: 2147483647 block_dim_limit_y: 65535
+  block_dim_limit_z: 65535 memory_bandwidth: {bandwidth} l2_cache_size: 52428800
+  clock_rate_ghz: 1.98 device_memory_size: {memory} shared_memory_per_block_optin: 232448
+  cuda_compute_capability {{ major: 9 }} registers_per_core_limit: 65536
+  registers_per_block_limit: 65536
+}}
+platform_name: "CUDA"
+dnn_version_info {{ major: 9 minor: 8 }}
+runtime_version {{ major: 12 minor: 8 patch: 0 }}
+device_description_str: "{name}"
+"""
+CARDS = {'h100': dict(name='NVIDIA H100 80GB HBM3', bandwidth=3_350_000_000_000,
+                      memory=84_929_347_584),
+         'h200': dict(name='NVIDIA H200', bandwidth=4_800_000_000_000,
+                      memory=150_011_723_776)}
+
+
+def main(argv):
+  del argv
+  import jax
+  import jax.numpy as jnp
+  import numpy as np
+  from jax.experimental import topologies
+  from benchmarks import common, hlo_kernels
+  from hinge_jax import train
+  card = CARDS[_TARGET.value]
+  try:
+    topology = topologies.get_topology_desc(
+        platform='cuda', topology='1x1x1',
+        target_config=_TARGET_CONFIG.format(**card))
+  except Exception as e:  # noqa: BLE001 - the usual cause, in one line
+    sys.exit(f'cannot compile for a GPU here ({type(e).__name__}: {str(e).splitlines()[0]}); '
+             'install the CUDA plugin as this script\'s docstring says')
+  mesh = topologies.make_mesh(topology, (1,), ('d',))
+  on_card = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+  tuning = {'default': train.Tuning(), 'unroll1': train.Tuning(scan_unroll=1),
+            'unroll16': train.Tuning(scan_unroll=16), 'cond': train.Tuning(guard='cond'),
+            'fullbatch_f32': train.Tuning(fullbatch_bf16=False)}[_TUNING.value]
+
+  # Trace as the GPU backend would (its defaults: loop unrolling, the guard, bfloat16 storage)
+  jax.default_backend = lambda: 'gpu'
+  x, y, dataset = common.cifar_dataset()
+  trainer = common.hinge_jax_trainer(dataset, 'multiclass_svm', _STEPS.value, batch=_BATCH.value,
+                                     learning_rates=np.logspace(-8, -6, _K.value),
+                                     devices=jax.devices('cpu')[:1], tuning=tuning)
+  abstract = lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=on_card)
+  state = jax.tree.map(abstract, trainer.init())
+  data = jax.tree.map(abstract, trainer.data)
+  hp = jax.tree.map(abstract, trainer.hp)
+  chunk = jax.jit(functools.partial(train.train_chunk, spec=trainer.spec, length=_STEPS.value,
+                                    tuning=tuning), donate_argnums=0)
+  start = jax.ShapeDtypeStruct((), jnp.int32, sharding=on_card)
+  text = chunk.lower(state, start, data, hp).compile(
+      compiler_options=dict(tuning.compiler_options) or None).as_text()
+  if _DUMP.value:
+    with open(_DUMP.value, 'w') as f:
+      f.write(text)
+
+  unroll = 1 if trainer.spec.full_batch else tuning.unroll(_STEPS.value)
+  kernels = hlo_kernels.kernels(text)
+  in_loop = [k for k in kernels if k.computation != 'ENTRY']
+  if not in_loop:  # one full-batch step: no loop, every kernel is the step's
+    in_loop, unroll = kernels, _STEPS.value
+  print(f'{card["name"]} (compiled without a card), jax {jax.__version__}; '
+        f'K={_K.value}, batch={_BATCH.value or "full"}, tuning={_TUNING.value}, '
+        f'{unroll} step(s) per loop iteration')
+  common.print_table('kernels of one loop iteration', ['#', 'where', 'kernel', 'output', 'MB'],
+                     [[i + 1, k.computation, k.op.replace('fusion:', ''), k.shape.split('{')[0][:40],
+                       f'{k.bytes / 1e6:.2f}'] for i, k in enumerate(in_loop)])
+  per_step_bytes = sum(k.bytes for k in in_loop) / unroll
+  floor = per_step_bytes / card['bandwidth']
+  print(f'\nper step: {len(in_loop) / unroll:.2f} kernels, {per_step_bytes / 1e6:,.1f} MB read '
+        f'and written; floor at {card["bandwidth"] / 1e12:.2f} TB/s: {floor * 1e6:,.1f} µs')
+  if not trainer.spec.full_batch:
+    epoch = floor * 245
+    print(f'an epoch (245 steps) ≥ {epoch * 1e3:.2f} ms on bandwidth alone; '
+          f'≤ {_K.value / epoch:,.0f} model-epochs/s')
+
+
+if __name__ == '__main__':
+  app.run(main)

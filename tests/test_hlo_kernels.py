@@ -1,0 +1,93 @@
+"""benchmarks/hlo_kernels.py: the kernels of a compiled program and the bytes they move."""
+
+import jax
+import jax.numpy as jnp
+
+from benchmarks import hlo_kernels
+
+# A GPU-style optimized program, written out: a loop whose body gathers 4 rows from a
+# (1000, 8) table, multiplies (a library call) and updates.
+_PROGRAM = """
+HloModule m
+
+%fused_gather (param_0: f32[1000,8], param_1: s32[4]) -> f32[4,8] {
+  %param_0 = f32[1000,8]{1,0} parameter(0)
+  %param_1 = s32[4]{0} parameter(1)
+  ROOT %gather.1 = f32[4,8]{1,0} gather(%param_0, %param_1), offset_dims={1}, slice_sizes={1,8}
+}
+
+%fused_add (param_0.1: f32[4,8], param_1.1: f32[4,8]) -> f32[4,8] {
+  %param_0.1 = f32[4,8]{1,0} parameter(0)
+  %param_1.1 = f32[4,8]{1,0} parameter(1)
+  ROOT %add.1 = f32[4,8]{1,0} add(%param_0.1, %param_1.1)
+}
+
+%body (p: (s32[], f32[4,8], f32[1000,8], s32[4])) -> (s32[], f32[4,8], f32[1000,8], s32[4]) {
+  %p = (s32[], f32[4,8]{1,0}, f32[1000,8]{1,0}, /*index=3*/s32[4]{0}) parameter(0)
+  %c = f32[4,8]{1,0} get-tuple-element(%p), index=1
+  %t = f32[1000,8]{1,0} get-tuple-element(%p), index=2
+  %i = s32[4]{0} get-tuple-element(%p), index=3
+  %n = s32[] get-tuple-element(%p), index=0
+  %rows = f32[4,8]{1,0} fusion(%t, %i), kind=kLoop, calls=%fused_gather
+  %mm = f32[4,8]{1,0} custom-call(%rows, %c), custom_call_target="__cublas$gemm"
+  %new = f32[4,8]{1,0} fusion(%mm, %c), kind=kLoop, calls=%fused_add
+  ROOT %out = (s32[], f32[4,8]{1,0}, f32[1000,8]{1,0}, /*index=3*/s32[4]{0}) tuple(%n, %new, %t, %i)
+}
+
+%cond (q: (s32[], f32[4,8], f32[1000,8], s32[4])) -> pred[] {
+  %q = (s32[], f32[4,8]{1,0}, f32[1000,8]{1,0}, /*index=3*/s32[4]{0}) parameter(0)
+  ROOT %lt = pred[] constant(true)
+}
+
+ENTRY %main (a: f32[4,8], b: f32[1000,8], c: s32[4]) -> f32[4,8] {
+  %a = f32[4,8]{1,0} parameter(0)
+  %b = f32[1000,8]{1,0} parameter(1)
+  %c = s32[4]{0} parameter(2)
+  %z = s32[] constant(0)
+  %copy.1 = f32[4,8]{1,0} copy(%a)
+  %init = (s32[], f32[4,8]{1,0}, f32[1000,8]{1,0}, /*index=3*/s32[4]{0}) tuple(%z, %copy.1, %b, %c)
+  %w = (s32[], f32[4,8]{1,0}, f32[1000,8]{1,0}, /*index=3*/s32[4]{0}) while(%init), condition=%cond, body=%body
+  ROOT %r = f32[4,8]{1,0} get-tuple-element(%w), index=1
+}
+"""
+
+
+def test_shape_bytes_counts_every_array_of_a_shape():
+  assert hlo_kernels.shape_bytes('f32[10,3073]{1,0}') == 122_920
+  assert hlo_kernels.shape_bytes('(f32[2]{0}, u8[3]{0}, /*index=2*/bf16[4,2]{1,0})') == 27
+  assert hlo_kernels.shape_bytes('pred[]') == 1
+  assert hlo_kernels.shape_bytes('token[]') == 0
+
+
+def test_kernels_of_a_loop_and_the_bytes_they_move():
+  kernels = hlo_kernels.kernels(_PROGRAM)
+  assert [(k.computation, k.name, k.op) for k in kernels] == [
+      ('ENTRY', 'copy.1', 'copy'),
+      ('ENTRY/body', 'rows', 'fusion:kLoop'),
+      ('ENTRY/body', 'mm', 'custom-call:__cublas$gemm'),
+      ('ENTRY/body', 'new', 'fusion:kLoop')]
+  by_name = {k.name: k.bytes for k in kernels}
+  assert by_name['copy.1'] == 2 * 128
+  assert by_name['rows'] == 128 + 128 + 16  # the 4 gathered rows, not the 32,000-byte table
+  assert by_name['mm'] == 3 * 128
+  assert by_name['new'] == 3 * 128
+  summary = hlo_kernels.loop_summary(_PROGRAM, unroll=2)
+  assert summary['kernels_per_step'] == 1.5 and summary['outside_loop'] == 1
+  assert summary['bytes_per_step'] == (272 + 384 + 384) / 2
+  assert summary['by_kind_per_step'] == {'custom-call:__cublas$gemm': 0.5, 'fusion:kLoop': 1.0}
+
+
+def test_kernels_read_a_real_compiled_loop():
+  """On XLA's own output (this machine's backend): the loop body is found and its gather
+  fusion counts the rows it reads, not the table."""
+  def f(x, table, idx):
+    def body(c, i):
+      return c + jnp.tanh(table[idx[i]] @ c.T).sum(), None
+    return jax.lax.scan(body, x, jnp.arange(5))[0]
+  text = jax.jit(f).lower(jnp.ones((4, 8)), jnp.ones((1000, 8)),
+                          jnp.zeros((5, 4), jnp.int32)).compile().as_text()
+  kernels = hlo_kernels.kernels(text)
+  body = [k for k in kernels if k.computation == 'ENTRY/body']
+  assert body and any(k.computation == 'ENTRY/condition' for k in kernels)
+  assert max(k.bytes for k in body) < 1000 * 8 * 4  # no kernel is charged the whole table
+  assert hlo_kernels.loop_summary(text, 1)['kernels_per_step'] >= len(body)
