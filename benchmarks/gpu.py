@@ -89,7 +89,7 @@ def main(argv):
   del argv
   import jax
   import numpy as np
-  from benchmarks import common
+  from benchmarks import common, hlo_kernels
   from hinge_jax.datasets.base import finalize
   quick = _QUICK.value
   tunings = _tunings()
@@ -269,10 +269,7 @@ def main(argv):
         text = trainer.compiled_chunk(trainer.init(), steps).as_text()
         with open(os.path.join(hlo_dir, f'{hlo_name}_{variant}.txt'), 'w') as f:
           f.write(text)
-        entry['kernels'] = {'fusions': text.count(' fusion('),
-                            'custom_calls': text.count('custom-call('),
-                            'whiles': text.count(' while('),
-                            'conditionals': text.count(' conditional(')}
+        entry['kernels'] = hlo_kernels.loop_summary(text, trainer.tuning.unroll(steps))
       return entry, w
 
     for variant, tune in tunings.items():
@@ -291,7 +288,8 @@ def main(argv):
       out['epoch'][variant] = entry
       print(f'  epoch {variant}: {common.fmt(entry["time_s"], 1e3, 2)} ms '
             f'({entry["time_s"]["median"] / epoch_steps * 1e6:.1f} µs a step), '
-            f'kernels {entry.get("kernels")}, '
+            f'{entry["kernels"]["kernels_per_step"]:.2f} kernels and '
+            f'{entry["kernels"]["bytes_per_step"] / 1e6:.1f} MB a step, '
             f'Δw {entry.get("w_max_abs_diff_rel", 0.0):.1e}', flush=True)
     k = 16 if quick else 1024
     for variant in ('default', 'cmdbuf', 'cmdbuf_cond'):
@@ -327,6 +325,8 @@ def main(argv):
         entry['_w'] = w
       out['fullbatch'][variant] = entry
       print(f'  full batch {variant}: {common.fmt(entry["time_s"], 1e3, 3)} ms, '
+            f'{entry["kernels"]["kernels_per_step"]:.0f} kernels and '
+            f'{entry["kernels"]["bytes_per_step"] / 1e6:.1f} MB, '
             f'Δw {entry.get("w_max_abs_diff_rel", 0.0):.1e}', flush=True)
     for part in out.values():
       for entry in part.values():

@@ -130,13 +130,16 @@ def kernels(text: str) -> list:
 def loop_summary(text: str, unroll: int) -> dict:
   """Per training step (a loop body holds `unroll` steps): kernels, by kind, and bytes moved.
 
-  The body is the first while loop's (the training scan); its condition's kernels count too.
+  The body is the while loop's (the training scan); its condition's kernels count too. A
+  program without a loop (one step: XLA drops a loop of one iteration) is one step.
   """
   ks = kernels(text)
   loop = [k for k in ks if k.computation.startswith('ENTRY/body') or
           k.computation.startswith('ENTRY/condition')]
+  if not loop:
+    loop, unroll = ks, 1
   by_kind = collections.Counter(k.op for k in loop)
   return {'kernels_per_step': len(loop) / unroll,
           'by_kind_per_step': {k: v / unroll for k, v in sorted(by_kind.items())},
           'bytes_per_step': sum(k.bytes for k in loop) / unroll,
-          'outside_loop': sum(1 for k in ks if k.computation == 'ENTRY')}
+          'outside_loop': sum(1 for k in ks if k.computation == 'ENTRY' and k not in loop)}

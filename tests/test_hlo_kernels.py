@@ -91,3 +91,11 @@ def test_kernels_read_a_real_compiled_loop():
   assert body and any(k.computation == 'ENTRY/condition' for k in kernels)
   assert max(k.bytes for k in body) < 1000 * 8 * 4  # no kernel is charged the whole table
   assert hlo_kernels.loop_summary(text, 1)['kernels_per_step'] >= len(body)
+
+
+def test_a_program_without_a_loop_is_one_step():
+  text = jax.jit(lambda a, b: jnp.tanh(a @ b).sum()).lower(
+      jnp.ones((8, 8)), jnp.ones((8, 8))).compile().as_text()
+  summary = hlo_kernels.loop_summary(text, unroll=4)
+  assert summary['kernels_per_step'] == len(hlo_kernels.kernels(text)) >= 1
+  assert summary['outside_loop'] == 0 and summary['bytes_per_step'] >= 2 * 8 * 8 * 4
