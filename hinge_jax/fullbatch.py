@@ -96,7 +96,7 @@ def _scores(params, x_block, mean, scale, *, spec):
   w, b = _split_bias(params, spec.bias_trick)
   if exact_bf16(x_block):
     raw = _times_split(x_block, _split_bf16(w.T), rhs=True)
-    offset = jnp.matmul(w, mean, precision="highest")  # μ Wᵀ, (C,)
+    offset = jnp.matmul(w, mean, precision='highest')  # μ Wᵀ, (C,)
     return None, (raw - offset[None]) * scale + b[None]
   x = preprocess(x_block, mean, scale, bias_trick=False)
   return x, model.scores({'W': w, 'b': b}, x)

@@ -389,7 +389,7 @@ class Trainer:
     hp: `(K,)` hyperparameter arrays.
     compile_time_s: seconds spent compiling (reported apart from training time).
     member_sharding: how the members axis is laid over devices (None: one device).
-    tuning: speed settings of the training program (`Tuning`; the same numbers).
+    tuning: speed settings of the training program (`Tuning`).
   """
   spec: Spec
   data: DeviceData
@@ -494,8 +494,8 @@ class Trainer:
     for start in range(0, max(n, 1), chunk):
       valid = jnp.arange(start, start + chunk) < n
       part = self._compiled[key](params, self.data.x[split][start:start + chunk],
-                                    self.data.y[split][start:start + chunk], valid, self.data,
-                                    self.hp)
+                                 self.data.y[split][start:start + chunk], valid, self.data,
+                                 self.hp)
       total = part if total is None else jax.tree.map(jnp.add, total, part)
     total = jax.tree.map(np.asarray, total)
     penalty = np.asarray(self._compiled['penalty'](params, self.hp))
