@@ -272,65 +272,45 @@ def main(argv):
         entry['kernels'] = hlo_kernels.loop_summary(text, trainer.tuning.unroll(steps))
       return entry, w
 
-    for variant, tune in tunings.items():
-      if variant == 'fullbatch_f32' or (quick and variant not in ('default', 'cmdbuf')):
-        continue
-      try:
-        entry, w = row(variant, common.hinge_jax_trainer(dataset, 'multiclass_svm', epoch_steps,
-                                                         tuning=tune),
-                       epoch_steps, repeats, out['epoch'].get('default', {}).get('_w'), 'epoch')
-      except Exception as e:  # noqa: BLE001 - a variant XLA refuses must not end the section
-        out['epoch'][variant] = {'error': f'{type(e).__name__}: {e}'}
-        print(f'  epoch {variant}: {out["epoch"][variant]["error"][:200]}', flush=True)
-        continue
-      if variant == 'default':
-        entry['_w'] = w
-      out['epoch'][variant] = entry
-      print(f'  epoch {variant}: {common.fmt(entry["time_s"], 1e3, 2)} ms '
-            f'({entry["time_s"]["median"] / epoch_steps * 1e6:.1f} µs a step), '
-            f'{entry["kernels"]["kernels_per_step"]:.2f} kernels and '
-            f'{entry["kernels"]["bytes_per_step"] / 1e6:.1f} MB a step, '
-            f'Δw {entry.get("w_max_abs_diff_rel", 0.0):.1e}', flush=True)
+    def variants(group, names, make_trainer, steps, reps, hlo_name, describe):
+      """Times each variant; the first is the reference the others' weights are checked on."""
+      reference = None
+      for variant in names:
+        try:
+          trainer = make_trainer(tunings[variant])
+          entry, w = row(variant, trainer, steps, reps, reference, hlo_name)
+          del trainer
+        except Exception as e:  # noqa: BLE001 - a variant XLA refuses must not end the section
+          out[group][variant] = {'error': f'{type(e).__name__}: {e}'}
+          print(f'  {group} {variant}: {out[group][variant]["error"][:200]}', flush=True)
+          continue
+        reference = w if reference is None else reference
+        out[group][variant] = entry
+        kernels = (f'{entry["kernels"]["kernels_per_step"]:.2f} kernels and '
+                   f'{entry["kernels"]["bytes_per_step"] / 1e6:.1f} MB a step, '
+                   if 'kernels' in entry else '')
+        print(f'  {group} {variant}: {common.fmt(entry["time_s"], 1e3, 3)} ms '
+              f'{describe(entry)}, {kernels}Δw {entry.get("w_max_abs_diff_rel", 0.0):.1e}',
+              flush=True)
+
+    epoch_names = [v for v in tunings if v != 'fullbatch_f32'
+                   and (not quick or v in ('default', 'cmdbuf'))]
+    variants('epoch', epoch_names,
+             lambda t: common.hinge_jax_trainer(dataset, 'multiclass_svm', epoch_steps, tuning=t),
+             epoch_steps, repeats, 'epoch',
+             lambda e: f'({e["time_s"]["median"] / epoch_steps * 1e6:.1f} µs a step)')
     k = 16 if quick else 1024
-    for variant in ('default', 'cmdbuf', 'cmdbuf_cond'):
-      try:
-        trainer = common.hinge_jax_trainer(dataset, 'multiclass_svm', epoch_steps,
-                                           learning_rates=np.logspace(-8, -6, k),
-                                           tuning=tunings[variant])
-        entry, w = row(variant, trainer, epoch_steps, max(3, repeats // 2),
-                       out['sweep_1024'].get('default', {}).get('_w'))
-        del trainer
-      except Exception as e:  # noqa: BLE001
-        out['sweep_1024'][variant] = {'error': f'{type(e).__name__}: {e}'}
-        print(f'  K={k} {variant}: {out["sweep_1024"][variant]["error"][:200]}', flush=True)
-        continue
-      if variant == 'default':
-        entry['_w'] = w
+
+    def rate(entry):
       entry['model_epochs_per_s'] = k / entry['time_s']['median']
-      out['sweep_1024'][variant] = entry
-      print(f'  K={k} {variant}: epoch {common.fmt(entry["time_s"], 1e3, 2)} ms, '
-            f'{entry["model_epochs_per_s"]:,.0f} model-epochs/s, '
-            f'Δw {entry.get("w_max_abs_diff_rel", 0.0):.1e}', flush=True)
-    for variant in ('default', 'fullbatch_f32', 'triton_gemm_any', 'cublaslt'):
-      try:
-        trainer = common.hinge_jax_trainer(dataset, 'multiclass_svm', 1, batch=0,
-                                           tuning=tunings[variant])
-        entry, w = row(variant, trainer, 1, repeats, out['fullbatch'].get('default', {}).get('_w'),
-                       'fullbatch')
-      except Exception as e:  # noqa: BLE001
-        out['fullbatch'][variant] = {'error': f'{type(e).__name__}: {e}'}
-        print(f'  full batch {variant}: {out["fullbatch"][variant]["error"][:200]}', flush=True)
-        continue
-      if variant == 'default':
-        entry['_w'] = w
-      out['fullbatch'][variant] = entry
-      print(f'  full batch {variant}: {common.fmt(entry["time_s"], 1e3, 3)} ms, '
-            f'{entry["kernels"]["kernels_per_step"]:.0f} kernels and '
-            f'{entry["kernels"]["bytes_per_step"] / 1e6:.1f} MB, '
-            f'Δw {entry.get("w_max_abs_diff_rel", 0.0):.1e}', flush=True)
-    for part in out.values():
-      for entry in part.values():
-        entry.pop('_w', None)
+      return f'(K = {k}: {entry["model_epochs_per_s"]:,.0f} model-epochs/s)'
+    variants('sweep_1024', ('default', 'cmdbuf', 'cmdbuf_cond'),
+             lambda t: common.hinge_jax_trainer(dataset, 'multiclass_svm', epoch_steps,
+                                                learning_rates=np.logspace(-8, -6, k), tuning=t),
+             epoch_steps, max(3, repeats // 2), None, rate)
+    variants('fullbatch', ('default', 'fullbatch_f32', 'triton_gemm_any', 'cublaslt'),
+             lambda t: common.hinge_jax_trainer(dataset, 'multiclass_svm', 1, batch=0, tuning=t),
+             1, repeats, 'fullbatch', lambda e: '(one step)')
     return out
 
   section('correctness', correctness)
