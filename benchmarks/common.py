@@ -39,6 +39,32 @@ def hinge_jax_trainer(dataset, loss: str, steps: int, batch: int = BATCH, learni
   return Trainer.create(c, dataset, members, devices=devices, tuning=tuning)
 
 
+# XLA's command buffers (CUDA graphs) by default record fusions and library calls; adding WHILE
+# and CONDITIONAL records the whole training loop, so its steps launch without the host.
+CMDBUF = {'xla_gpu_enable_command_buffer':
+          'FUSION,CUBLAS,CUBLASLT,CUSTOM_CALL,CUDNN,WHILE,CONDITIONAL',
+          'xla_gpu_graph_min_graph_size': 1}
+
+
+def tuning_variants() -> dict:
+  """The `train.Tuning` variants the GPU benchmarks compare, by name ('default' first)."""
+  from hinge_jax.train import Tuning
+  return {
+      'default': Tuning(),
+      'unroll1': Tuning(scan_unroll=1),
+      'unroll16': Tuning(scan_unroll=16),
+      'cond': Tuning(guard='cond'),
+      'cmdbuf': Tuning(compiler_options=CMDBUF),
+      'cmdbuf_unroll1': Tuning(scan_unroll=1, compiler_options=CMDBUF),
+      'cmdbuf_cond': Tuning(guard='cond', compiler_options=CMDBUF),
+      'cmdbuf_unroll_loops': Tuning(compiler_options={
+          **CMDBUF, 'xla_gpu_command_buffer_unroll_loops': True}),
+      'triton_gemm_any': Tuning(compiler_options={'xla_gpu_triton_gemm_any': True}),
+      'cublaslt': Tuning(compiler_options={'xla_gpu_enable_cublaslt': True}),
+      'fullbatch_f32': Tuning(fullbatch_bf16=False),  # the uint8 → float32 pass
+  }
+
+
 def peak_gflops(repeats: int) -> float:
   """This machine's float32 matmul throughput (NumPy/BLAS, 2048², best of repeats)."""
   import time

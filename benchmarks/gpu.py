@@ -44,47 +44,6 @@ def _peaks(kind: str):
   return None
 
 
-# XLA's command buffers (CUDA graphs) by default record fusions and library calls; adding WHILE
-# and CONDITIONAL records the whole training loop, so its steps launch without the host.
-_CMDBUF = {'xla_gpu_enable_command_buffer':
-           'FUSION,CUBLAS,CUBLASLT,CUSTOM_CALL,CUDNN,WHILE,CONDITIONAL',
-           'xla_gpu_graph_min_graph_size': 1}
-
-
-def _tunings():
-  from hinge_jax.train import Tuning
-  return {
-      'default': Tuning(),
-      'unroll1': Tuning(scan_unroll=1),
-      'unroll16': Tuning(scan_unroll=16),
-      'cond': Tuning(guard='cond'),
-      'cmdbuf': Tuning(compiler_options=_CMDBUF),
-      'cmdbuf_unroll1': Tuning(scan_unroll=1, compiler_options=_CMDBUF),
-      'cmdbuf_cond': Tuning(guard='cond', compiler_options=_CMDBUF),
-      'cmdbuf_unroll_loops': Tuning(compiler_options={
-          **_CMDBUF, 'xla_gpu_command_buffer_unroll_loops': True}),
-      'triton_gemm_any': Tuning(compiler_options={'xla_gpu_triton_gemm_any': True}),
-      'cublaslt': Tuning(compiler_options={'xla_gpu_enable_cublaslt': True}),
-      'fullbatch_f32': Tuning(fullbatch_bf16=False),  # the uint8 → float32 pass, as before
-  }
-
-
-def _bf16x2(a, b, *, lhs_exact: bool):
-  """a·b with bf16 operands, float32 accumulation: the exact side (raw pixels, integers up to
-  255) in one bf16, the other as hi + lo bf16 halves (two products)."""
-  import jax.numpy as jnp
-  exact, other = (a, b) if lhs_exact else (b, a)
-  exact = exact.astype(jnp.bfloat16)
-  hi = other.astype(jnp.bfloat16)
-  lo = (other - hi.astype(jnp.float32)).astype(jnp.bfloat16)
-
-  def dot(x, y):
-    return jnp.matmul(x, y, preferred_element_type=jnp.float32)
-  if lhs_exact:
-    return dot(exact, hi) + dot(exact, lo)
-  return dot(hi, exact) + dot(lo, exact)
-
-
 def main(argv):
   del argv
   import jax
@@ -92,7 +51,7 @@ def main(argv):
   from benchmarks import common, hlo_kernels
   from hinge_jax.datasets.base import finalize
   quick = _QUICK.value
-  tunings = _tunings()
+  tunings = common.tuning_variants()
   device = jax.local_devices()[0]
   kind = device.device_kind
   peaks = _peaks(kind)
@@ -201,6 +160,7 @@ def main(argv):
     """The full-batch step's pieces, timed alone in several formulations (where its time goes,
     and what a faster formulation costs in accuracy: each output against float64 NumPy)."""
     import jax.numpy as jnp
+    from hinge_jax import fullbatch
     xu = jax.device_put(x['train'])
     mu = jax.device_put(dataset.mean)
     xf = jax.block_until_ready((xu.astype(jnp.float32) - mu))
@@ -227,11 +187,12 @@ def main(argv):
          - w @ mu, (xu, w)),
         ('bwd_uint8_reduce', 'bwd', lambda a, g: (g[:, :, None] * a.astype(f32)[:, None, :]
                                                   ).sum(0) - g.sum(0)[:, None] * mu, (xu, ds)),
-        # raw pixels are exact in bf16; the float32 side as two bf16 halves (hi + lo), bf16
-        # products accumulated in float32: ~16 mantissa bits, more than TF32's 10
-        ('fwd_uint8_bf16x2', 'fwd', lambda a, w: _bf16x2(a, w.T, lhs_exact=True) - w @ mu,
-         (xu, w)),
-        ('bwd_uint8_bf16x2', 'bwd', lambda a, g: _bf16x2(g.T, a, lhs_exact=False)
+        # as hinge_jax's full batch on an accelerator (fullbatch.py): raw pixels exact in bf16,
+        # the float32 side as hi + lo bf16 halves, float32 accumulation
+        ('fwd_uint8_bf16x2', 'fwd', lambda a, w: fullbatch.times_split(
+            a.astype(jnp.bfloat16), fullbatch.split_bf16(w.T), rhs=True) - w @ mu, (xu, w)),
+        ('bwd_uint8_bf16x2', 'bwd', lambda a, g: fullbatch.times_split(
+            a.astype(jnp.bfloat16), fullbatch.split_bf16(g.T), rhs=False)
          - g.sum(0)[:, None] * mu, (xu, ds))):
       for variant, options in (('', None), ('+triton_gemm_any', {'xla_gpu_triton_gemm_any': True})):
         if variant and ('fused' not in name and 'bf16' not in name):

@@ -18,7 +18,6 @@ Needs the CUDA plugin, in its own environment (about 5.5 GB; no GPU or driver ne
       "jax[cuda12]==$(python -c 'import jax; print(jax.__version__)')"
 """
 
-import dataclasses
 import functools
 import os
 import sys
@@ -33,8 +32,7 @@ _TARGET = flags.DEFINE_enum('target', 'h200', ['h100', 'h200'], 'The card to com
 _K = flags.DEFINE_integer('k', 1, 'Members trained together (sharing minibatches).')
 _BATCH = flags.DEFINE_integer('batch', 200, 'Minibatch size; 0 = full batch.')
 _STEPS = flags.DEFINE_integer('steps', 245, 'Steps in the compiled chunk (an epoch: 245).')
-_TUNING = flags.DEFINE_enum('tuning', 'default', ['default', 'unroll1', 'unroll16', 'cond',
-                                                  'fullbatch_f32'], 'A train.Tuning variant.')
+_TUNING = flags.DEFINE_string('tuning', 'default', 'A variant of common.tuning_variants().')
 _DUMP = flags.DEFINE_string('dump', None, 'Also write the optimized HLO here.')
 
 # The fields XLA's GPU compiler reads from a device (xla/stream_executor DeviceDescription),
@@ -78,9 +76,10 @@ def main(argv):
              'install the CUDA plugin as this script\'s docstring says')
   mesh = topologies.make_mesh(topology, (1,), ('d',))
   on_card = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
-  tuning = {'default': train.Tuning(), 'unroll1': train.Tuning(scan_unroll=1),
-            'unroll16': train.Tuning(scan_unroll=16), 'cond': train.Tuning(guard='cond'),
-            'fullbatch_f32': train.Tuning(fullbatch_bf16=False)}[_TUNING.value]
+  variants = common.tuning_variants()
+  if _TUNING.value not in variants:
+    sys.exit(f'--tuning={_TUNING.value} is not one of: {", ".join(variants)}')
+  tuning = variants[_TUNING.value]
 
   # Trace as the GPU backend would (its defaults: loop unrolling, the guard, bfloat16 storage)
   jax.default_backend = lambda: 'gpu'

@@ -23,7 +23,6 @@ Because the model is linear, the gradient needs only dS = ∂loss/∂scores per 
 (random search, finite differences) costs one matmul per block.
 """
 
-import functools
 
 import jax
 import jax.numpy as jnp
@@ -67,13 +66,13 @@ def _split_bias(params: dict, bias_trick: bool) -> tuple[Array, Array]:
   return w, params.get('b', jnp.zeros(w.shape[0], w.dtype))
 
 
-def _split_bf16(a: Array) -> tuple[Array, Array]:
+def split_bf16(a: Array) -> tuple[Array, Array]:
   """a ≈ hi + lo, two bfloat16 arrays: 8 significant bits each, 16 in all."""
   hi = a.astype(jnp.bfloat16)
   return hi, (a - hi.astype(a.dtype)).astype(jnp.bfloat16)
 
 
-def _times_split(a: Array, b_split: tuple, *, rhs: bool) -> Array:
+def times_split(a: Array, b_split: tuple, *, rhs: bool) -> Array:
   """a·b (rhs) or b·a, with b as its (hi, lo) halves stacked into one product, float32 out."""
   hi, lo = b_split
   if rhs:  # a (N, D) · b (D, C): one (N, D)·(D, 2C) product
@@ -95,7 +94,7 @@ def _scores(params, x_block, mean, scale, *, spec):
   formed: the scores come from the raw products, centred and scaled afterwards."""
   w, b = _split_bias(params, spec.bias_trick)
   if exact_bf16(x_block):
-    raw = _times_split(x_block, _split_bf16(w.T), rhs=True)
+    raw = times_split(x_block, split_bf16(w.T), rhs=True)
     offset = jnp.matmul(w, mean, precision='highest')  # μ Wᵀ, (C,)
     return None, (raw - offset[None]) * scale + b[None]
   x = preprocess(x_block, mean, scale, bias_trick=False)
@@ -105,7 +104,7 @@ def _scores(params, x_block, mean, scale, *, spec):
 def _grad_w(ds, x, x_block, mean, scale):
   """dSᵀ·X for the block, `(C, D)` like W."""
   if x is None:  # bfloat16 pixels: a·(dSᵀx − (1ᵀdS)ᵀ μ)
-    raw = _times_split(x_block, _split_bf16(ds.T), rhs=False)
+    raw = times_split(x_block, split_bf16(ds.T), rhs=False)
     return (raw - ds.sum(axis=0)[:, None] * mean[None]) * scale
   # dSᵀ·X, (C, D) like W: XLA's CPU backend runs this orientation on its fast matmul path,
   # while Xᵀ·dS, (D, C), goes to a generic one 6× slower.

@@ -20,7 +20,6 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-import optax
 
 from hinge_jax import config_lib, fullbatch, losses, model, optim, regularizers, strategies
 from hinge_jax.datasets import SPLITS, Dataset, preprocess
