@@ -110,8 +110,14 @@ class Tuning:
       raise ValueError(f'scan_unroll={self.scan_unroll!r} must be a positive integer or None')
     if self.guard is not None and self.guard not in GUARDS:
       raise ValueError(f'guard={self.guard!r} is not one of {GUARDS} (or None)')
-    object.__setattr__(self, 'compiler_options', tuple(
-        (str(k), v) for k, v in dict(self.compiler_options).items()))
+    if self.fullbatch_bf16 not in (None, True, False):
+      raise ValueError(f'fullbatch_bf16={self.fullbatch_bf16!r} must be True, False or None')
+    try:
+      options = dict(self.compiler_options)
+    except (TypeError, ValueError):
+      raise ValueError(f'compiler_options={self.compiler_options!r} must be a dict or '
+                       '(name, value) pairs') from None
+    object.__setattr__(self, 'compiler_options', tuple((str(k), v) for k, v in options.items()))
 
   def unroll(self, length: int) -> int:
     default = 1 if jax.default_backend() == 'cpu' else 4

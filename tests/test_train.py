@@ -342,7 +342,9 @@ def test_tuning_changes_the_program_not_the_numbers(digits, tuning):
 
 def test_bad_tuning_is_refused_in_one_line(digits):
   for kwargs, words in ((dict(scan_unroll=0), 'scan_unroll=0'), (dict(guard='maybe'), 'guard'),
-                        (dict(scan_unroll=2.5), 'positive integer')):
+                        (dict(scan_unroll=2.5), 'positive integer'),
+                        (dict(compiler_options='xla_foo=1'), 'dict or'),
+                        (dict(fullbatch_bf16='yes'), 'True, False or None')):
     with pytest.raises(ValueError, match=words):
       Tuning(**kwargs)
   config = default_config(**{'num_steps': 5, 'eval_every_steps': 5})
