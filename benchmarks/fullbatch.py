@@ -9,7 +9,7 @@ gradient on its preprocessed float32 matrix and updates W. Target (2-core CPU): 
 
 Why 21 repeats: this shared machine has phases of a few seconds in which compute-bound code
 runs about 3× slower (hinge_jax's step: 57 → 180 ms, its CPU time tripled too, no page faults
-or steal recorded) while memory-bound code barely changes (NumPy's step streams 1.2 GB of
+and little steal time) while memory-bound code barely changes (NumPy's step streams 1.2 GB of
 float32 and stays at ≈ 145 ms). Interleaved calls take ≈ 0.4 s a round, so 7 repeats can fall
 inside one phase; 21 span ≈ 9 s, and the median then says what the typical step costs while
 the max still shows the phase.
