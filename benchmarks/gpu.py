@@ -233,8 +233,9 @@ def main(argv):
         entry['kernels'] = hlo_kernels.loop_summary(text, trainer.tuning.unroll(steps))
       return entry, w
 
-    def variants(group, names, make_trainer, steps, reps, hlo_name, describe):
-      """Times each variant; the first is the reference the others' weights are checked on."""
+    def variants(group, names, make_trainer, steps, reps, hlo_name, describe, members=None):
+      """Times each variant; the first is the reference the others' weights are checked on.
+      With `members`, each entry also gets its model-epochs per second (a chunk is an epoch)."""
       reference = None
       for variant in names:
         try:
@@ -246,6 +247,8 @@ def main(argv):
           print(f'  {group} {variant}: {out[group][variant]["error"][:200]}', flush=True)
           continue
         reference = w if reference is None else reference
+        if members:
+          entry['model_epochs_per_s'] = members / entry['time_s']['median']
         out[group][variant] = entry
         kernels = (f'{entry["kernels"]["kernels_per_step"]:.2f} kernels and '
                    f'{entry["kernels"]["bytes_per_step"] / 1e6:.1f} MB a step, '
@@ -262,13 +265,11 @@ def main(argv):
              lambda e: f'({e["time_s"]["median"] / epoch_steps * 1e6:.1f} µs a step)')
     k = 16 if quick else 1024
 
-    def rate(entry):
-      entry['model_epochs_per_s'] = k / entry['time_s']['median']
-      return f'(K = {k}: {entry["model_epochs_per_s"]:,.0f} model-epochs/s)'
     variants('sweep_1024', ('default', 'cmdbuf', 'cmdbuf_cond'),
              lambda t: common.hinge_jax_trainer(dataset, 'multiclass_svm', epoch_steps,
                                                 learning_rates=np.logspace(-8, -6, k), tuning=t),
-             epoch_steps, max(3, repeats // 2), None, rate)
+             epoch_steps, max(3, repeats // 2), None,
+             lambda e: f'(K = {k}: {e["model_epochs_per_s"]:,.0f} model-epochs/s)', members=k)
     variants('fullbatch', ('default', 'fullbatch_f32', 'triton_gemm_any', 'cublaslt'),
              lambda t: common.hinge_jax_trainer(dataset, 'multiclass_svm', 1, batch=0, tuning=t),
              1, repeats, 'fullbatch', lambda e: '(one step)')

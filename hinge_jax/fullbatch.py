@@ -23,7 +23,6 @@ Because the model is linear, the gradient needs only dS = ∂loss/∂scores per 
 (random search, finite differences) costs one matmul per block.
 """
 
-
 import jax
 import jax.numpy as jnp
 

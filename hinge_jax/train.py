@@ -312,7 +312,7 @@ def train_step(state: TrainState, step: Array, data: DeviceData, hp: dict, *,
   keep_old = state.diverged | ~ok
   freeze = lambda: (_where_members(keep_old, state.params, params),
                     _where_members(keep_old, state.opt_state, opt_state))
-  if (guard or Tuning().guard_mode()) == 'cond':  # selects once some member has diverged
+  if Tuning(guard=guard).guard_mode() == 'cond':  # selects once some member has diverged
     params, opt_state = jax.lax.cond(jnp.any(keep_old), freeze, lambda: (params, opt_state))
   else:
     params, opt_state = freeze()
