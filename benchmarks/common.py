@@ -61,6 +61,7 @@ def tuning_variants() -> dict:
           **CMDBUF, 'xla_gpu_command_buffer_unroll_loops': True}),
       'triton_gemm_any': Tuning(compiler_options={'xla_gpu_triton_gemm_any': True}),
       'cublaslt': Tuning(compiler_options={'xla_gpu_enable_cublaslt': True}),
+      'no_triton_gemm': Tuning(compiler_options={'xla_gpu_enable_triton_gemm': False}),
       'fullbatch_f32': Tuning(fullbatch_bf16=False),  # the uint8 → float32 pass
   }
 
