@@ -34,6 +34,9 @@ _OUT = flags.DEFINE_string('out', None, 'JSON output (default $OUT/gpu_profile.j
                            'benchmarks/results/gpu_profile.json).')
 _CALLS = flags.DEFINE_integer('calls', 3, 'Calls recorded in each trace.')
 _TRACES = flags.DEFINE_string('traces', None, 'Also keep each perfetto trace in this folder.')
+_TUNINGS = flags.DEFINE_list('tunings', ['default', 'no_triton_gemm'],
+                             'Tuning variants: default, no_triton_gemm.')
+_ALIGN = flags.DEFINE_bool('alignment', True, 'Also time the matmuls at aligned widths.')
 _QUICK = flags.DEFINE_bool('quick', False, 'K = 16 instead of 1,024 (a smoke run, also on a CPU).')
 
 
@@ -71,6 +74,43 @@ def summarize(events: list, calls: int, wall_s: float) -> dict:
           'events_per_call': len(events) / calls, 'kernels': kernels}
 
 
+def traced_kernels_us(fn, calls: int) -> tuple[float, list]:
+  """GPU kernel time of one `fn()` call (µs, mean of `calls` traced calls) and its kernels."""
+  import jax
+  jax.block_until_ready(fn())
+  with tempfile.TemporaryDirectory() as tmp:
+    with jax.profiler.trace(tmp, create_perfetto_trace=True):
+      for _ in range(calls):
+        jax.block_until_ready(fn())
+    events = gpu_events(tmp)
+  names = sorted({e['name'] for e in events})
+  return sum(e['dur'] for e in events) / calls, names
+
+
+def alignment(np, calls: int) -> dict:
+  """The training step's two matmuls, for one model (10 rows of W) and for K = 1,024 members
+  (10,240 rows), at the bias trick's width D = 3,073 and at widths whose rows are 16-byte
+  aligned (3,072, 3,076, 3,080), default precision, timed as GPU kernel time."""
+  import jax
+  rng = np.random.default_rng(0)
+  out = {}
+  for rows in (10, 10240):
+    for width in (3073, 3072, 3076, 3080):
+      w = jax.device_put(rng.standard_normal((rows, width), dtype=np.float32))
+      xb = jax.device_put(rng.standard_normal((200, width), dtype=np.float32))
+      ds = jax.device_put(rng.standard_normal((rows, 200), dtype=np.float32))
+      fwd = jax.jit(lambda w, x: w @ x.T)  # scores: W · Xᵀ
+      bwd = jax.jit(lambda g, x: g @ x)  # gradient: dSᵀ · X
+      for name, f, args in (('fwd', fwd, (w, xb)), ('bwd', bwd, (ds, xb))):
+        us, kernels = traced_kernels_us(lambda: f(*args), calls)
+        flops = 2 * rows * 200 * width
+        tflops = flops / us / 1e6 if us else float('nan')  # no GPU events off a GPU
+        out[f'{name}_rows{rows}_d{width}'] = {'us': us, 'tflops': tflops, 'kernels': kernels}
+        print(f'  {name} W[{rows},{width}]: {us:8.1f} µs of kernels, {tflops:6.1f} TFLOP/s  '
+              f'{", ".join(k[:60] for k in kernels)}', flush=True)
+  return out
+
+
 def main(argv):
   del argv
   import jax
@@ -89,6 +129,7 @@ def main(argv):
   k = 16 if _QUICK.value else 1024
   tunings = {'default': Tuning(),
              'no_triton_gemm': Tuning(compiler_options={'xla_gpu_enable_triton_gemm': False})}
+  tunings = {name: tunings[name] for name in _TUNINGS.value}
   programs = {
       'epoch': lambda t: (common.hinge_jax_trainer(dataset, 'multiclass_svm', steps, tuning=t),
                           steps),
@@ -96,7 +137,18 @@ def main(argv):
           dataset, 'multiclass_svm', steps, learning_rates=np.logspace(-8, -6, k), tuning=t),
                                steps),
       'fullbatch': lambda t: (common.hinge_jax_trainer(dataset, 'multiclass_svm', 1, batch=0,
-                                                       tuning=t), 1)}
+                                                       tuning=t), 1),
+      # ten full-batch steps in one program, as `Trainer.fit` runs them between evaluations
+      'fullbatch_x10': lambda t: (common.hinge_jax_trainer(dataset, 'multiclass_svm', 10,
+                                                           batch=0, tuning=t), 10)}
+
+  if _ALIGN.value:
+    try:
+      report['alignment'] = alignment(np, calls)
+    except Exception as e:  # noqa: BLE001 - the programs' profiles must still run
+      traceback.print_exc()
+      report['alignment'] = {'error': f'{type(e).__name__}: {e}'}
+    common.write_json(out_path, report)
   def profile(name, trainer, n, reps):
     holder = {'state': trainer.init()}
 
