@@ -122,7 +122,26 @@ def main(argv):
                                             learning_rates=[lrs[k]]))[0]
       worst = max(worst, float(np.abs(many[k] - one).max() / np.abs(one).max()))
     out['sweep_member_vs_single_max_abs_diff_rel'] = worst
-    print('  ' + ', '.join(f'{k}={v:.2e}' for k, v in out.items()))
+    # The full-batch objective and gradient (on a GPU: raw pixels and bfloat16 halves, see
+    # fullbatch.py) against float64 NumPy from the textbook formulas.
+    import jax.numpy as jnp
+    from benchmarks import baselines
+    from hinge_jax import fullbatch
+    fb = common.hinge_jax_trainer(small, 'multiclass_svm', 1, batch=0)
+    w0 = (np.random.default_rng(2).standard_normal((c, d)) * 1e-3).astype(np.float32)
+    blocks_x, blocks_y = fullbatch.blocks(fb.data, fb.spec.num_train)
+    value, grads = jax.value_and_grad(fullbatch.make_objective(spec=fb.spec))(
+        {'W': jnp.asarray(w0)}, blocks_x, blocks_y, jax.tree.map(lambda a: a[0], fb.hp))
+    features = baselines.numpy_features(x['train'][:4000], np.asarray(small.mean)).astype(
+        np.float64)
+    want_value, want_grad = baselines.svm_loss_grad(w0.T.astype(np.float64), features,
+                                                    y['train'][:4000], common.REG)
+    out['fullbatch_value_vs_numpy64_rel'] = float(abs(float(value) - want_value) / want_value)
+    out['fullbatch_grad_vs_numpy64_max_abs_diff_rel'] = float(
+        np.abs(np.asarray(grads['W'], np.float64) - want_grad.T).max() / np.abs(want_grad).max())
+    out['fullbatch_x_dtype'] = str(fb.data.x['train'].dtype)
+    print('  ' + ', '.join(f'{k}={v:.2e}' if isinstance(v, float) else f'{k}={v}'
+                           for k, v in out.items()))
     return out
 
   def epoch():
@@ -201,7 +220,8 @@ def main(argv):
         # as hinge_jax's full batch on an accelerator (fullbatch.py): raw pixels exact in bf16,
         # the float32 side as hi + lo bf16 halves, float32 accumulation
         ('fwd_uint8_bf16x2', 'fwd', lambda a, w: fullbatch.times_split(
-            a.astype(jnp.bfloat16), fullbatch.split_bf16(w.T), rhs=True) - w @ mu, (xu, w)),
+            a.astype(jnp.bfloat16), fullbatch.split_bf16(w.T), rhs=True)
+         - jnp.matmul(w, mu, precision='highest'), (xu, w)),
         ('bwd_uint8_bf16x2', 'bwd', lambda a, g: fullbatch.times_split(
             a.astype(jnp.bfloat16), fullbatch.split_bf16(g.T), rhs=False)
          - g.sum(0)[:, None] * mu, (xu, ds))):

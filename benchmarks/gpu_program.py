@@ -22,8 +22,6 @@ import functools
 import os
 import sys
 
-os.environ.setdefault('CUDA_VISIBLE_DEVICES', '-1')  # compile for the described card only
-os.environ.setdefault('JAX_SKIP_CUDA_CONSTRAINTS_CHECK', '1')  # no driver to check against
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from absl import app, flags
@@ -58,49 +56,72 @@ CARDS = {'h100': dict(name='NVIDIA H100 80GB HBM3', bandwidth=3_350_000_000_000,
                       memory=150_011_723_776)}
 
 
-def main(argv):
-  del argv
+def compile_for_card(target: str, dataset, *, k: int = 1, batch: int = 200, steps: int = 245,
+                     tuning=None, loss: str = 'multiclass_svm'):
+  """`(optimized HLO text, steps per loop iteration)`: hinge_jax's training program of `steps`
+  steps on `dataset`, compiled by XLA for the card `target` ('h100' or 'h200') with no card
+  present. Raises RuntimeError (one line) where JAX's CUDA plugin is not installed."""
   import jax
   import jax.numpy as jnp
   import numpy as np
   from jax.experimental import topologies
-  from benchmarks import common, hlo_kernels
+  from benchmarks import common
   from hinge_jax import train
-  card = CARDS[_TARGET.value]
+  card = CARDS[target]
   try:
     topology = topologies.get_topology_desc(
         platform='cuda', topology='1x1x1',
         target_config=_TARGET_CONFIG.format(**card))
   except Exception as e:  # noqa: BLE001 - the usual cause, in one line
-    sys.exit(f'cannot compile for a GPU here ({type(e).__name__}: {str(e).splitlines()[0]}); '
-             'install the CUDA plugin as this script\'s docstring says')
+    raise RuntimeError(f'cannot compile for a GPU here ({type(e).__name__}: '
+                       f'{str(e).splitlines()[0]}); install the CUDA plugin as '
+                       'benchmarks/gpu_program.py\'s docstring says, and where no NVIDIA driver '
+                       'is installed set JAX_SKIP_CUDA_CONSTRAINTS_CHECK=1') from None
   mesh = topologies.make_mesh(topology, (1,), ('d',))
   on_card = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+  tuning = tuning or train.Tuning()
+
+  # Trace as the GPU backend would (its defaults: loop unrolling, the guard, bfloat16 storage)
+  backend = jax.default_backend
+  jax.default_backend = lambda: 'gpu'
+  try:
+    trainer = common.hinge_jax_trainer(dataset, loss, steps, batch=batch,
+                                       learning_rates=np.logspace(-8, -6, k),
+                                       devices=jax.devices('cpu')[:1], tuning=tuning)
+    abstract = lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=on_card)
+    state = jax.tree.map(abstract, trainer.init())
+    data = jax.tree.map(abstract, trainer.data)
+    hp = jax.tree.map(abstract, trainer.hp)
+    chunk = jax.jit(functools.partial(train.train_chunk, spec=trainer.spec, length=steps,
+                                      tuning=tuning), donate_argnums=0)
+    start = jax.ShapeDtypeStruct((), jnp.int32, sharding=on_card)
+    text = chunk.lower(state, start, data, hp).compile(
+        compiler_options=dict(tuning.compiler_options) or None).as_text()
+    unroll = 1 if trainer.spec.full_batch else tuning.unroll(steps)
+  finally:
+    jax.default_backend = backend
+  return text, unroll
+
+
+def main(argv):
+  del argv
+  import jax
+  from benchmarks import common, hlo_kernels
+  card = CARDS[_TARGET.value]
   variants = common.tuning_variants()
   if _TUNING.value not in variants:
     sys.exit(f'--tuning={_TUNING.value} is not one of: {", ".join(variants)}')
   tuning = variants[_TUNING.value]
-
-  # Trace as the GPU backend would (its defaults: loop unrolling, the guard, bfloat16 storage)
-  jax.default_backend = lambda: 'gpu'
   x, y, dataset = common.cifar_dataset()
-  trainer = common.hinge_jax_trainer(dataset, 'multiclass_svm', _STEPS.value, batch=_BATCH.value,
-                                     learning_rates=np.logspace(-8, -6, _K.value),
-                                     devices=jax.devices('cpu')[:1], tuning=tuning)
-  abstract = lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=on_card)
-  state = jax.tree.map(abstract, trainer.init())
-  data = jax.tree.map(abstract, trainer.data)
-  hp = jax.tree.map(abstract, trainer.hp)
-  chunk = jax.jit(functools.partial(train.train_chunk, spec=trainer.spec, length=_STEPS.value,
-                                    tuning=tuning), donate_argnums=0)
-  start = jax.ShapeDtypeStruct((), jnp.int32, sharding=on_card)
-  text = chunk.lower(state, start, data, hp).compile(
-      compiler_options=dict(tuning.compiler_options) or None).as_text()
+  try:
+    text, unroll = compile_for_card(_TARGET.value, dataset, k=_K.value, batch=_BATCH.value,
+                                     steps=_STEPS.value, tuning=tuning)
+  except RuntimeError as e:
+    sys.exit(str(e))
   if _DUMP.value:
     with open(_DUMP.value, 'w') as f:
       f.write(text)
 
-  unroll = 1 if trainer.spec.full_batch else tuning.unroll(_STEPS.value)
   kernels = hlo_kernels.kernels(text)
   in_loop = [k for k in kernels if k.computation != 'ENTRY']
   if not in_loop:  # one full-batch step: no loop, every kernel is the step's
@@ -115,11 +136,13 @@ def main(argv):
   floor = per_step_bytes / card['bandwidth']
   print(f'\nper step: {len(in_loop) / unroll:.2f} kernels, {per_step_bytes / 1e6:,.1f} MB read '
         f'and written; floor at {card["bandwidth"] / 1e12:.2f} TB/s: {floor * 1e6:,.1f} µs')
-  if not trainer.spec.full_batch:
+  if _BATCH.value:
     epoch = floor * 245
     print(f'an epoch (245 steps) ≥ {epoch * 1e3:.2f} ms on bandwidth alone; '
           f'≤ {_K.value / epoch:,.0f} model-epochs/s')
 
 
 if __name__ == '__main__':
+  os.environ.setdefault('CUDA_VISIBLE_DEVICES', '-1')  # compile for the described card only
+  os.environ.setdefault('JAX_SKIP_CUDA_CONSTRAINTS_CHECK', '1')  # no driver to check against
   app.run(main)

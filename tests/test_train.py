@@ -4,6 +4,7 @@ import dataclasses
 import math
 
 import jax
+import jax.extend
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -394,6 +395,55 @@ def test_bf16_full_batch_products_match_the_float32_pass(loss, bias_trick):
   for key in g32:
     scale = float(jnp.abs(g32[key]).max())
     assert float(jnp.abs(g16[key] - g32[key]).max()) < 2e-5 * scale, key  # ≤ 2.3e-6 measured
+
+
+def _converted_back(jaxpr) -> list:
+  """The float32 values of `jaxpr` (recursively) that are a float32 → bfloat16 → float32
+  round trip: the pairs XLA's GPU compiler removes when excess precision is allowed."""
+  found, to_bf16 = [], set()
+  for eqn in jaxpr.eqns:
+    for sub in jax.extend.core.jaxprs_in_params(eqn.params):
+      found += _converted_back(sub)
+    if eqn.primitive.name != 'convert_element_type':
+      continue
+    src, dtype = eqn.invars[0], eqn.params['new_dtype']
+    if not hasattr(src, 'aval'):
+      continue
+    if dtype == jnp.bfloat16 and src.aval.dtype == jnp.float32:
+      to_bf16.add(eqn.outvars[0])
+    elif dtype == jnp.float32 and src in to_bf16:
+      found.append(eqn)
+  return found
+
+
+def test_bf16_split_has_no_conversion_round_trip_for_xla_to_remove():
+  """XLA's GPU compiler drops float32 → bfloat16 → float32 conversion pairs (excess precision
+  is allowed by default); a split computing lo = a − that round trip then gets lo = a − a = 0,
+  which the program compiled for an H200 did (the products' errors grew to 4e-3, 300× the
+  CPU's). The split rounds hi with `reduce_precision` instead, and still splits exactly."""
+  from hinge_jax import fullbatch
+  a = jnp.asarray(np.random.default_rng(0).normal(size=(64, 48)), jnp.float32)
+  assert not _converted_back(jax.make_jaxpr(fullbatch.split_bf16)(a).jaxpr)
+  whole = jax.make_jaxpr(lambda w, x: fullbatch.times_split(x, fullbatch.split_bf16(w),
+                                                           rhs=True))(a.T, a.astype(jnp.bfloat16))
+  assert not _converted_back(whole.jaxpr)
+  hi, lo = (np.asarray(h, np.float64) for h in jax.jit(fullbatch.split_bf16)(a))
+  np.testing.assert_array_equal(hi, np.asarray(a.astype(jnp.bfloat16), np.float64))  # rounded
+  assert np.abs(lo).max() > 0
+  assert np.all(np.abs(hi + lo - np.asarray(a, np.float64)) <= 2.0**-16 * np.abs(a))
+
+
+def test_bf16_full_batch_keeps_the_lo_half_in_the_program_compiled_for_an_h200():
+  """The same, on XLA's own output: the full-batch program compiled for an H200 (no card
+  needed, but JAX's CUDA plugin; skipped without it) subtracts no value from itself."""
+  import re
+  from benchmarks import gpu_program
+  try:
+    text, _ = gpu_program.compile_for_card('h200', _pixels(bias_trick=True), batch=0, steps=1)
+  except RuntimeError as e:
+    pytest.skip(str(e))
+  assert not re.search(r'subtract\((%[\w.\-]+), \1\)', text)
+  assert 'reduce-precision' in text
 
 
 def test_bf16_full_batch_training_matches_the_float32_run_and_evaluates_every_split():
