@@ -169,12 +169,14 @@ def cifar_like_uint8(seed: int = 0, num_train: int = CIFAR_SHAPE['num_train']):
           {'train': y[:cut1], 'val': y[cut1:cut2], 'test': y[cut2:]})
 
 
-def cifar_dataset(seed: int = 0):
-  """`(x, y, dataset)`: the raw uint8 splits and their hinge_jax Dataset (centred, bias trick)."""
+def cifar_dataset(seed: int = 0, bias_trick: bool = True):
+  """`(x, y, dataset)`: the raw uint8 splits and their hinge_jax Dataset (centred; with the
+  bias trick by default, else the bias is a parameter of its own)."""
   from hinge_jax.datasets.base import finalize
   x, y = cifar_like_uint8(seed)
   dataset = finalize('cifar_like', {k: v for k, v in x.items()}, {k: v for k, v in y.items()},
-                     num_classes=CIFAR_SHAPE['classes'], center=True, scale=1.0, bias_trick=True)
+                     num_classes=CIFAR_SHAPE['classes'], center=True, scale=1.0,
+                     bias_trick=bias_trick)
   return x, y, dataset
 
 

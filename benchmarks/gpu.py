@@ -3,16 +3,20 @@
   python benchmarks/gpu.py [--quick] [--out=FILE.json]
 
 1. Correctness: the same run on the GPU and on the host CPU (both default precision, then the
-   GPU at `precision='highest'`), and a sweep member against its single run on the GPU.
-2. One epoch (245 steps of batch 200, one `lax.scan`) of one model, uint8 CIFAR-shaped data.
-3. Sweep scaling, K = 1 … 1024 members sharing minibatches, and K = 1024 with own seeds:
+   GPU at `precision='highest'`), a sweep member against its single run on the GPU, and the
+   full-batch objective and gradient against float64 NumPy.
+2. Tuning (run second, so that a run cut short keeps it): the epoch, K = 1,024 and the
+   full-batch step under `train.Tuning` variants (loop unrolling, the guard's form, XLA
+   command buffers for the whole loop, Triton, cuBLASLt or cuBLAS matmuls), each checked
+   against the default variant's weights; the optimized program of each epoch variant is
+   written to `hlo/` beside the JSON, with its kernel counts in the JSON.
+3. One epoch (245 steps of batch 200, one `lax.scan`) of one model, uint8 CIFAR-shaped data.
+4. Sweep scaling, K = 1 … 1024 members sharing minibatches, and K = 1024 with own seeds:
    model-epochs per second.
-4. One full-batch gradient step over 49,000 rows, and its pieces (matmuls, conversion) timed
-   alone in several formulations.
-5. Tuning (run second, after the correctness checks): the epoch, K = 1,024 and the full-batch step under `train.Tuning` variants (loop
-   unrolling, the guard's form, XLA command buffers for the whole loop, Triton or cuBLASLt
-   matmuls), each checked against the default variant's weights; the optimized program of each
-   epoch variant is written to `hlo/` beside the JSON, with its kernel counts in the JSON.
+5. One full-batch gradient step over 49,000 rows, alone and per step in a program of ten, and
+   its pieces (matmuls, conversion) timed alone in several formulations.
+6. The bias as a parameter of its own (W's rows 16-byte aligned) against the bias trick's
+   column, at K = 1 and 1,024 (not yet run on a GPU).
 The JSON is rewritten after every section, so a run cut short keeps what it measured.
 Each timing is the median of repeats after a warm-up call; FLOPs and bytes per step give the
 achieved fraction of the card's matmul throughput (TF32 tensor cores: JAX's default float32
@@ -31,7 +35,8 @@ from absl import app, flags
 
 _QUICK = flags.DEFINE_bool('quick', False, 'Fewer sizes and repeats.')
 _SECTIONS = flags.DEFINE_list('sections', None, 'Run only these sections (default: all): '
-                              'correctness, tuning, epoch, sweep, fullbatch, fullbatch_parts.')
+                              'correctness, tuning, epoch, sweep, fullbatch, fullbatch_parts, '
+                              'bias_column.')
 _OUT = flags.DEFINE_string('out', None, 'JSON output (default $OUT/gpu.json or '
                            'benchmarks/results/gpu.json).')
 
@@ -306,6 +311,24 @@ def main(argv):
              1, repeats, 'fullbatch', lambda e: '(one step)')
     return out
 
+  def bias_column():
+    """The epoch (K = 1) and K = 1,024 with the bias as a parameter of its own (W of 3,072
+    features: rows 16-byte aligned) against the bias trick's 3,073rd column, the same model.
+    Timed alone, the K = 1,024 products at 3,073 features ran on cuBLAS's unaligned kernels,
+    2.4× slower than at 3,072 (gpu_profile.py's widths experiment)."""
+    _, _, plain = common.cifar_dataset(bias_trick=False)
+    out = {}
+    for k in (1, 16 if quick else 1024):
+      for name, data in (('bias_trick', dataset), ('bias_parameter', plain)):
+        trainer = common.hinge_jax_trainer(data, 'multiclass_svm', epoch_steps,
+                                           learning_rates=np.logspace(-8, -6, k))
+        t = timed(trainer, epoch_steps)
+        out[f'k{k}_{name}'] = {'epoch_s': t, 'model_epochs_per_s': k / t['median']}
+        print(f'  K={k:5d} {name}: epoch {common.fmt(t, 1e3, 2)} ms, '
+              f'{k / t["median"]:,.0f} model-epochs/s', flush=True)
+        del trainer
+    return out
+
   # The tuning table goes second: it holds the default of each target next to its variants, so a
   # run cut short by the device's time limit still has what decides the defaults.
   section('correctness', correctness)
@@ -314,6 +337,7 @@ def main(argv):
   section('sweep', sweep_scaling)
   section('fullbatch', full_batch)
   section('fullbatch_parts', parts)
+  section('bias_column', bias_column)
 
 
 if __name__ == '__main__':
