@@ -1,17 +1,20 @@
 """Where the GPU time of a training step goes: every kernel's measured time, from JAX's profiler.
 
-  python benchmarks/gpu_profile.py [--out=FILE.json] [--calls=3]
+  python benchmarks/gpu_profile.py [--out=FILE.json] [--calls=3] [--tunings=default,...]
+                                   [--traces=DIR] [--noalignment] [--quick]
 
-For the three programs of issue #8's GPU targets (one epoch of one model, an epoch of K = 1,024
-members, one full-batch step), each under the default `train.Tuning` and with XLA's Triton
-matmuls off (cuBLAS for every matmul), this times the program (median of repeats) and records
-`--calls` calls of it under `jax.profiler.trace`. From the trace's GPU events it sums, per
-call, each kernel's time, and the time the GPU ran any kernel ("busy"); wall time minus busy
-time is what the GPU spent waiting for launches. A kernel's bytes (from the optimized HLO, as
-`hlo_kernels` counts them) over its time give its achieved bandwidth.
+For the programs of issue #8's GPU targets (one epoch of one model, an epoch of K = 1,024
+members, one full-batch step, and ten full-batch steps in one program as `Trainer.fit` runs
+them), under each `--tunings` variant (default; no_triton_gemm: cuBLAS for every matmul), it
+times the program (median of repeats, untraced), counts its kernels and bytes a step in the
+optimized HLO (`hlo_kernels`), and records `--calls` calls under `jax.profiler.trace`. From
+the trace's GPU events it sums, per call, each kernel's time and the time the GPU ran any
+kernel ("busy"); the untraced time minus the busy time is what the GPU spent idle, waiting
+for the host. First, unless --noalignment, it times the step's two matmuls alone (kernel
+time) for one model and for 1,024 members at 3,073 features and at 16-byte-aligned widths.
 
-Complements `benchmarks/gpu.py` (its tuning table times the same variants); run both in one
-device call. Off a GPU it runs (on the CPU's trace) but says nothing about a GPU.
+Complements `benchmarks/gpu.py`; run both in one device call. Off a GPU it runs, but the
+CPU's trace has no GPU events, so its kernel times are empty.
 """
 
 import collections
