@@ -97,7 +97,7 @@ def compile_for_card(target: str, dataset, *, k: int = 1, batch: int = 200, step
     start = jax.ShapeDtypeStruct((), jnp.int32, sharding=on_card)
     text = chunk.lower(state, start, data, hp).compile(
         compiler_options=dict(tuning.compiler_options) or None).as_text()
-    unroll = 1 if trainer.spec.full_batch else tuning.unroll(steps)
+    unroll = tuning.unroll(steps)  # steps in the loop body (train_chunk unrolls full batch too)
   finally:
     jax.default_backend = backend
   return text, unroll
