@@ -116,6 +116,18 @@ def machine() -> dict:
   return info
 
 
+def chunk_runner(trainer, steps: int) -> Callable[[], None]:
+  """A call that trains `steps` more steps with `trainer.run_chunk` (hinge_jax's real training
+  path, from the state the previous call left) and waits for them: what the benchmarks time."""
+  import jax
+  holder = {'state': trainer.init()}
+
+  def call():
+    holder['state'], losses = trainer.run_chunk(holder['state'], 0, steps)
+    jax.block_until_ready(losses)
+  return call
+
+
 def repeat(fn: Callable[[], object], repeats: int, warmup: int = 1) -> dict:
   """Times `fn()` `repeats` times after `warmup` calls; seconds as median, min, max, all."""
   for _ in range(warmup):

@@ -43,11 +43,7 @@ def main(argv):
   results, table = {}, []
   for loss in ('multiclass_svm', 'softmax_cross_entropy'):
     trainer = hinge_jax_trainer(dataset, loss, 1, batch=0)
-    holder = {'state': trainer.init()}
-
-    def ours():
-      holder['state'], losses = trainer.run_chunk(holder['state'], 0, 1)
-      jax.block_until_ready(losses)
+    ours = common.chunk_runner(trainer, 1)
 
     def numpy_step(w=w0.copy()):
       _, grad = baselines.LOSS_GRAD[loss](w, xf, y['train'], REG)

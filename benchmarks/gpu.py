@@ -71,12 +71,7 @@ def main(argv):
   repeats = 3 if quick else 10
 
   def timed(trainer, steps):
-    holder = {'state': trainer.init()}
-
-    def call():
-      holder['state'], losses = trainer.run_chunk(holder['state'], 0, steps)
-      jax.block_until_ready(losses)
-    return common.repeat(call, repeats)
+    return common.repeat(common.chunk_runner(trainer, steps), repeats)
 
   def fractions(seconds, member_steps, rows_per_step, k):
     flops = 4 * rows_per_step * d * c * member_steps
@@ -248,12 +243,7 @@ def main(argv):
     out = {'epoch': {}, 'sweep_1024': {}, 'fullbatch': {}}
 
     def measure(trainer, steps, reps):
-      holder = {'state': trainer.init()}
-
-      def call():
-        holder['state'], losses = trainer.run_chunk(holder['state'], 0, steps)
-        jax.block_until_ready(losses)
-      t = common.repeat(call, reps)
+      t = common.repeat(common.chunk_runner(trainer, steps), reps)
       final = trainer.run_chunk(trainer.init(), 0, steps)[0]
       return t, np.asarray(final.params['W'])
 

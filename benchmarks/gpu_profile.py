@@ -152,12 +152,9 @@ def main(argv):
       traceback.print_exc()
       report['alignment'] = {'error': f'{type(e).__name__}: {e}'}
     common.write_json(out_path, report)
-  def profile(name, trainer, n, reps):
-    holder = {'state': trainer.init()}
 
-    def call():
-      holder['state'], losses = trainer.run_chunk(holder['state'], 0, n)
-      jax.block_until_ready(losses)
+  def profile(name, trainer, n, reps):
+    call = common.chunk_runner(trainer, n)
     timing = common.repeat(call, reps)
     text = trainer.compiled_chunk(trainer.init(), n).as_text()
     summary = hlo_kernels.loop_summary(text, trainer.tuning.unroll(n))

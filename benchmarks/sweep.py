@@ -45,12 +45,7 @@ def main(argv):
   def runner(k):
     trainer = common.hinge_jax_trainer(dataset, _LOSS.value, steps,
                                        learning_rates=np.logspace(-8, -6, k))
-    holder = {'state': trainer.init()}
-
-    def call():
-      holder['state'], losses = trainer.run_chunk(holder['state'], 0, steps)
-      jax.block_until_ready(losses)
-    return call
+    return common.chunk_runner(trainer, steps)
   timed = common.interleaved({k: runner(k) for k in ks}, repeats)
   single = timed[1]
   for k in ks:

@@ -42,11 +42,7 @@ def main(argv):
   results, table = {}, []
   for loss in ('multiclass_svm', 'softmax_cross_entropy'):
     trainer = hinge_jax_trainer(dataset, loss, steps)
-    holder = {'state': trainer.init()}
-
-    def ours():
-      holder['state'], losses = trainer.run_chunk(holder['state'], 0, steps)
-      jax.block_until_ready(losses)
+    ours = common.chunk_runner(trainer, steps)
     fns = {'ours': ours,
            'numpy': lambda: baselines.numpy_sgd(xf, y['train'], w0.copy(), loss=loss,
                                                 steps=steps, batch=BATCH, lr=LR, reg=REG)}

@@ -466,7 +466,7 @@ class Trainer:
       t0 = time.perf_counter()
       fn = jax.jit(functools.partial(train_chunk, spec=self.spec, length=length,
                                      tuning=self.tuning), donate_argnums=0)
-      lowered = fn.lower(state, jnp.int32(0), self.data, self.hp)
+      lowered = fn.lower(state, np.int32(0), self.data, self.hp)
       options = dict(self.tuning.compiler_options)
       try:
         self._compiled[key] = lowered.compile(compiler_options=options or None)
