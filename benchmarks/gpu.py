@@ -34,9 +34,10 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from absl import app, flags
 
 _QUICK = flags.DEFINE_bool('quick', False, 'Fewer sizes and repeats.')
+SECTIONS = ('correctness', 'tuning', 'epoch', 'sweep', 'fullbatch', 'fullbatch_parts',
+            'bias_column')  # in the order they run
 _SECTIONS = flags.DEFINE_list('sections', None, 'Run only these sections (default: all): '
-                              'correctness, tuning, epoch, sweep, fullbatch, fullbatch_parts, '
-                              'bias_column.')
+                              + ', '.join(SECTIONS) + '.')
 _OUT = flags.DEFINE_string('out', None, 'JSON output (default $OUT/gpu.json or '
                            'benchmarks/results/gpu.json).')
 
@@ -53,6 +54,9 @@ def _peaks(kind: str):
 
 def main(argv):
   del argv
+  unknown = [s for s in _SECTIONS.value or () if s not in SECTIONS]
+  if unknown:
+    sys.exit(f'--sections: unknown {", ".join(unknown)}; choose from {", ".join(SECTIONS)}')
   import jax
   import numpy as np
   from benchmarks import common, hlo_kernels

@@ -5,9 +5,10 @@
 
 For the programs of issue #8's GPU targets (one epoch of one model, an epoch of K = 1,024
 members, one full-batch step, and ten full-batch steps in one program as `Trainer.fit` runs
-them), under each `--tunings` variant (default; no_triton_gemm: cuBLAS for every matmul), it
-times the program (median of repeats, untraced), counts its kernels and bytes a step in the
-optimized HLO (`hlo_kernels`), and records `--calls` calls under `jax.profiler.trace`. From
+them), under each `--tunings` variant of `common.tuning_variants()` (by default: default,
+and no_triton_gemm, cuBLAS for every matmul), it times the program (median of repeats,
+untraced), counts its kernels and bytes a step in the optimized HLO (`hlo_kernels`), and
+records `--calls` calls under `jax.profiler.trace`. From
 the trace's GPU events it sums, per call, each kernel's time and the time the GPU ran any
 kernel ("busy"); the untraced time minus the busy time is what the GPU spent idle, waiting
 for the host. First, unless --noalignment, it times the step's two matmuls alone (kernel
@@ -38,7 +39,7 @@ _OUT = flags.DEFINE_string('out', None, 'JSON output (default $OUT/gpu_profile.j
 _CALLS = flags.DEFINE_integer('calls', 3, 'Calls recorded in each trace.')
 _TRACES = flags.DEFINE_string('traces', None, 'Also keep each perfetto trace in this folder.')
 _TUNINGS = flags.DEFINE_list('tunings', ['default', 'no_triton_gemm'],
-                             'Tuning variants: default, no_triton_gemm.')
+                             'Variants of common.tuning_variants() to profile.')
 _ALIGN = flags.DEFINE_bool('alignment', True, 'Also time the matmuls at aligned widths.')
 _QUICK = flags.DEFINE_bool('quick', False, 'K = 16 instead of 1,024 (a smoke run, also on a CPU).')
 
@@ -119,7 +120,11 @@ def main(argv):
   import jax
   import numpy as np
   from benchmarks import common, hlo_kernels
-  from hinge_jax.train import Tuning
+  variants = common.tuning_variants()
+  unknown = [name for name in _TUNINGS.value if name not in variants]
+  if unknown:
+    sys.exit(f'--tunings: unknown {", ".join(unknown)}; choose from {", ".join(variants)}')
+  tunings = {name: variants[name] for name in _TUNINGS.value}
   out_path = _OUT.value or (os.path.join(os.environ['OUT'], 'gpu_profile.json')
                             if os.environ.get('OUT') else 'benchmarks/results/gpu_profile.json')
   calls = _CALLS.value
@@ -130,9 +135,6 @@ def main(argv):
   x, y, dataset = common.cifar_dataset()
   steps = dataset.size('train') // common.BATCH
   k = 16 if _QUICK.value else 1024
-  tunings = {'default': Tuning(),
-             'no_triton_gemm': Tuning(compiler_options={'xla_gpu_enable_triton_gemm': False})}
-  tunings = {name: tunings[name] for name in _TUNINGS.value}
   programs = {
       'epoch': lambda t: (common.hinge_jax_trainer(dataset, 'multiclass_svm', steps, tuning=t),
                           steps),
