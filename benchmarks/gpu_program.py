@@ -123,18 +123,17 @@ def main(argv):
       f.write(text)
 
   kernels = hlo_kernels.kernels(text)
-  in_loop = [k for k in kernels if k.computation != 'ENTRY']
-  if not in_loop:  # one full-batch step: no loop, every kernel is the step's
-    in_loop, unroll = kernels, _STEPS.value
+  in_loop = [k for k in kernels if k.computation != 'ENTRY'] or kernels  # no loop: one step
+  summary = hlo_kernels.loop_summary(text, unroll)
   print(f'{card["name"]} (compiled without a card), jax {jax.__version__}; '
         f'K={_K.value}, batch={_BATCH.value or "full"}, tuning={_TUNING.value}, '
         f'{unroll} step(s) per loop iteration')
   common.print_table('kernels of one loop iteration', ['#', 'where', 'kernel', 'output', 'MB'],
                      [[i + 1, k.computation, k.op.replace('fusion:', ''), k.shape.split('{')[0][:40],
                        f'{k.bytes / 1e6:.2f}'] for i, k in enumerate(in_loop)])
-  per_step_bytes = sum(k.bytes for k in in_loop) / unroll
+  per_step_bytes = summary['bytes_per_step']
   floor = per_step_bytes / card['bandwidth']
-  print(f'\nper step: {len(in_loop) / unroll:.2f} kernels, {per_step_bytes / 1e6:,.1f} MB read '
+  print(f'\nper step: {summary["kernels_per_step"]:.2f} kernels, {per_step_bytes / 1e6:,.1f} MB read '
         f'and written; floor at {card["bandwidth"] / 1e12:.2f} TB/s: {floor * 1e6:,.1f} µs')
   if _BATCH.value:
     epoch = floor * 245
