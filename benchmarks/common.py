@@ -63,6 +63,11 @@ def tuning_variants() -> dict:
       'cublaslt': Tuning(compiler_options={'xla_gpu_enable_cublaslt': True}),
       'no_triton_gemm': Tuning(compiler_options={'xla_gpu_enable_triton_gemm': False}),
       'fullbatch_f32': Tuning(fullbatch_bf16=False),  # the uint8 → float32 pass
+      # a minibatch step's features as they are (CIFAR: 3,073), or zero-padded to a multiple
+      'pad1': Tuning(feature_multiple=1),
+      'pad8': Tuning(feature_multiple=8),
+      'pad64': Tuning(feature_multiple=64),
+      'pad256': Tuning(feature_multiple=256),
   }
 
 

@@ -6,8 +6,9 @@
    GPU at `precision='highest'`), a sweep member against its single run on the GPU, and the
    full-batch objective and gradient against float64 NumPy.
 2. Tuning (run second, so that a run cut short keeps it): the epoch, K = 1,024 and the
-   full-batch step under `train.Tuning` variants (loop unrolling, the guard's form, XLA
-   command buffers for the whole loop, Triton, cuBLASLt or cuBLAS matmuls), each checked
+   full-batch step under `train.Tuning` variants (the features' zero padding to a multiple
+   of 1 (none), 8, 64, 128 (the default) or 256; loop unrolling, XLA command buffers for the
+   whole loop, cuBLAS rather than Triton matmuls; the full batch's formulation), each checked
    against the default variant's weights; the optimized program of each epoch variant is
    written to `hlo/` beside the JSON, with its kernel counts in the JSON.
 3. One epoch (245 steps of batch 200, one `lax.scan`) of one model, uint8 CIFAR-shaped data.
@@ -15,8 +16,8 @@
    model-epochs per second.
 5. One full-batch gradient step over 49,000 rows, alone and per step in a program of ten, and
    its pieces (matmuls, conversion) timed alone in several formulations.
-6. The bias as a parameter of its own (W's rows 16-byte aligned) against the bias trick's
-   column, at K = 1 and 1,024 (not yet run on a GPU).
+6. The bias as a parameter of its own (3,072 features, aligned as they are) against the bias
+   trick's column (3,073 features, padded to 3,200 by default), at K = 1 and 1,024.
 The JSON is rewritten after every section, so a run cut short keeps what it measured.
 Each timing is the median of repeats after a warm-up call; FLOPs and bytes per step give the
 achieved fraction of the card's matmul throughput (TF32 tensor cores: JAX's default float32
@@ -287,15 +288,19 @@ def main(argv):
               f'{describe(entry)}, {kernels}Δw {entry.get("w_max_abs_diff_rel", 0.0):.1e}',
               flush=True)
 
-    epoch_names = [v for v in tunings if v != 'fullbatch_f32'
-                   and (not quick or v in ('default', 'cmdbuf'))]
+    # the variants still in question (stop 14's run, benchmarks/reference/gpu_h200.json, timed
+    # the rest: unrolling by 1, the cond guard, cmdbuf with them, Triton for any GEMM and
+    # cuBLASLt were no faster) and the features' padding (`Tuning.feature_multiple`)
+    epoch_names = [v for v in ('default', 'pad1', 'pad8', 'pad64', 'pad256', 'cmdbuf',
+                               'unroll16', 'no_triton_gemm')
+                   if not quick or v in ('default', 'pad1')]
     variants('epoch', epoch_names,
              lambda t: common.hinge_jax_trainer(dataset, 'multiclass_svm', epoch_steps, tuning=t),
              epoch_steps, repeats, 'epoch',
              lambda e: f'({e["time_s"]["median"] / epoch_steps * 1e6:.1f} µs a step)')
     k = 16 if quick else 1024
 
-    variants('sweep_1024', ('default', 'cmdbuf', 'cmdbuf_cond'),
+    variants('sweep_1024', ('default', 'pad1', 'pad8', 'pad64', 'pad256', 'cmdbuf'),
              lambda t: common.hinge_jax_trainer(dataset, 'multiclass_svm', epoch_steps,
                                                 learning_rates=np.logspace(-8, -6, k), tuning=t),
              epoch_steps, max(3, repeats // 2), None,
@@ -307,9 +312,10 @@ def main(argv):
 
   def bias_column():
     """The epoch (K = 1) and K = 1,024 with the bias as a parameter of its own (W of 3,072
-    features: rows 16-byte aligned) against the bias trick's 3,073rd column, the same model.
+    features, aligned as they are) against the bias trick's 3,073rd column, the same model.
     Timed alone, the K = 1,024 products at 3,073 features ran on cuBLAS's unaligned kernels,
-    2.4× slower than at 3,072 (gpu_profile.py's widths experiment)."""
+    2.4× slower than at 3,072 (gpu_profile.py's widths experiment); the training step now
+    pads them (`Tuning.feature_multiple`)."""
     _, _, plain = common.cifar_dataset(bias_trick=False)
     out = {}
     for k in (1, 16 if quick else 1024):

@@ -66,3 +66,17 @@ def test_max_norm_projection():
 def test_unknown_name_lists_choices():
   with pytest.raises(ConfigError, match=r"reg.name='l3' is not known; choose one of: elastic_net, l1, l2, none"):
     regularizers.get('l3')
+
+
+@pytest.mark.parametrize('name', ['l1', 'elastic_net'])
+def test_l1_subgradient_is_numpy_sign_including_zero(name):
+  """L1's subgradient is sign(w), as the assignment's `np.sign(W)`: 0 at an exact 0 (where
+  `jnp.abs` would give 1), under jit, grad and vmap alike."""
+  w = np.array([[-2.0, 0.0, 3.0, -0.0], [0.0, 1e-30, -1e-30, 5.0]], np.float32)
+  grad = jax.jit(jax.grad(lambda p: regularizers.penalty(
+      {'W': p}, name, regularize_bias=True, bias_column=False, l1_ratio=0.25)))
+  alpha = 1.0 if name == 'l1' else 0.25
+  want = alpha * np.sign(w) + (1 - alpha) * 2 * w * (name != 'l1')
+  np.testing.assert_allclose(grad(jnp.asarray(w)), want, rtol=1e-6)
+  batched = jax.vmap(grad)(jnp.stack([jnp.asarray(w), jnp.zeros_like(w)]))
+  np.testing.assert_array_equal(np.asarray(batched[1]), np.zeros_like(w))

@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from hinge_jax import datasets, losses, optim
+from hinge_jax import config_lib, datasets, losses, optim
 from hinge_jax.train import Spec, Trainer, Tuning, batch_indices, objective
 from helpers import array_dataset, default_config
 
@@ -474,3 +474,53 @@ def test_bf16_full_batch_refuses_data_that_bf16_would_round():
     default = Trainer.create(config, data, [config])  # None: bfloat16 only on accelerators
     assert default.data.x['train'].dtype == (dtype if jax.default_backend() == 'cpu'
                                              else (jnp.bfloat16 if dtype == np.uint8 else dtype))
+
+
+@pytest.mark.parametrize('optimizer,reg,bias_trick,max_norm', [
+    ('sgd', 'l2', True, 0.0), ('momentum', 'l1', True, 0.0), ('nesterov', 'elastic_net', False, 0.0),
+    ('adagrad', 'l1', False, 0.0), ('rmsprop', 'l2', True, 0.5), ('adam', 'l1', True, 0.5),
+    ('adamw', 'elastic_net', True, 0.0)])
+def test_padded_features_train_the_same_model(optimizer, reg, bias_trick, max_norm):
+  """`Tuning.feature_multiple` pads the features with zeros (and W to match) inside each
+  chunk: every optimizer it applies to and every regularizer (L1's subgradient at the padded
+  zeros included) give the unpadded run's weights, optimizer state, losses and divergence."""
+  data = datasets.load(default_config(**{'dataset.bias_trick': bias_trick}).dataset)
+  configs = [default_config(**{'optimizer.name': optimizer, 'optimizer.learning_rate': lr,
+                               'reg.name': reg, 'reg.strength': 1e-2, 'reg.max_norm': max_norm,
+                               'dataset.bias_trick': bias_trick, 'optimizer.weight_decay': 1e-2,
+                               'num_steps': 30, 'eval_every_steps': 10})
+             for lr in (0.01, 1e38)]
+  plain = Trainer.create(configs[0], data, configs, tuning=Tuning(feature_multiple=1))
+  padded = Trainer.create(configs[0], data, configs, tuning=Tuning(feature_multiple=48))
+  d = data.num_features
+  assert plain.tuning.feature_pad(plain.spec) == 0
+  assert padded.tuning.feature_pad(padded.spec) == -d % 48 > 0
+  want, got = _fit_state(plain), _fit_state(padded)
+  assert jax.tree.map(np.shape, got) == jax.tree.map(np.shape, want)  # cut back on exit
+  assert got.diverged.tolist() == want.diverged.tolist()
+  assert got.diverged_step.tolist() == want.diverged_step.tolist()
+  jax.tree.map(lambda g, w: np.testing.assert_allclose(g, w, rtol=2e-5, atol=1e-7), got, want)
+  chunk = lambda t: t.run_chunk(t.init(), 0, 10)[1]
+  np.testing.assert_allclose(np.asarray(chunk(padded)), np.asarray(chunk(plain)), rtol=1e-5)
+  text = padded.compiled_chunk(padded.init(), 10).as_text()
+  assert f'f32[2,10,{d + (-d % 48)}]' in text  # the members' W trains padded
+
+
+def test_features_are_padded_only_where_the_same_model_is_guaranteed(digits):
+  def pad(tuning=Tuning(feature_multiple=48), **fields):
+    config = default_config(**fields)
+    return tuning.feature_pad(Trainer.create(config, digits, [config]).spec)
+  assert pad() == -digits.num_features % 48 == 32
+  assert pad(Tuning()) == (0 if jax.default_backend() == 'cpu' else pad())
+  assert pad(batch_size=0) == 0  # full batch: fullbatch.py's own blocked pass
+  assert pad(strategy='random_search', batch_size=0) == 0
+  config = default_config()
+  own = Trainer.create(config, digits, [config, config_lib.with_fields(config, {'seed': 1})])
+  assert not own.spec.shared_data and Tuning(feature_multiple=48).feature_pad(own.spec) == 0
+  optim.OPTIMIZERS.add('sgd_again', optim.OPTIMIZERS.get('sgd'))
+  try:
+    assert pad(**{'optimizer.name': 'sgd_again'}) == 0  # a registered optimizer: not vetted
+  finally:
+    del optim.OPTIMIZERS._items['sgd_again']
+  with pytest.raises(ValueError, match='feature_multiple=0'):
+    Tuning(feature_multiple=0)

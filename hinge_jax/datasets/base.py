@@ -57,16 +57,21 @@ class Dataset:
 
 
 def preprocess(x: jax.Array, mean: jax.Array, scale, *, bias_trick: bool,
-               dtype=jnp.float32) -> jax.Array:
-  """Raw `(..., D)` features → model features, on the device: (x − mean)·scale [, 1].
+               dtype=jnp.float32, pad: int = 0) -> jax.Array:
+  """Raw `(..., D)` features → model features, on the device: (x − mean)·scale [, 0…0] [, 1].
 
-  Runs inside the jitted step, so uint8 data is converted only a batch at a time.
+  Runs inside the jitted step, so uint8 data is converted only a batch at a time. `pad`
+  zero features go after the pixels (before the bias trick's 1, which stays last): the
+  training step's aligned width (`train.Tuning.feature_multiple`).
   """
   mean = jnp.asarray(mean, dtype).reshape((1,) * (x.ndim - 1) + (-1,))
   x = (x.astype(dtype) - mean) * jnp.asarray(scale, dtype)
+  parts = [x]
+  if pad:
+    parts.append(jnp.zeros(x.shape[:-1] + (pad,), dtype))
   if bias_trick:
-    x = jnp.concatenate([x, jnp.ones(x.shape[:-1] + (1,), dtype)], axis=-1)
-  return x
+    parts.append(jnp.ones(x.shape[:-1] + (1,), dtype))
+  return jnp.concatenate(parts, axis=-1) if len(parts) > 1 else x
 
 
 def split_by_fractions(x: np.ndarray, y: np.ndarray, *, val_fraction: float,
