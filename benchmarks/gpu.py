@@ -291,7 +291,8 @@ def main(argv):
     # the variants still in question (stop 14's run, benchmarks/reference/gpu_h200.json, timed
     # the rest: unrolling by 1, the cond guard, cmdbuf with them, Triton for any GEMM and
     # cuBLASLt were no faster) and the features' padding (`Tuning.feature_multiple`)
-    epoch_names = [v for v in ('default', 'pad1', 'pad8', 'pad64', 'pad256', 'cmdbuf',
+    epoch_names = [v for v in ('default', 'deferred', 'deferred_pad8', 'deferred_pad256',
+                               'deferred_cmdbuf', 'pad1', 'pad8', 'pad64', 'pad256', 'cmdbuf',
                                'unroll16', 'no_triton_gemm')
                    if not quick or v in ('default', 'pad1')]
     variants('epoch', epoch_names,
@@ -300,12 +301,13 @@ def main(argv):
              lambda e: f'({e["time_s"]["median"] / epoch_steps * 1e6:.1f} µs a step)')
     k = 16 if quick else 1024
 
-    variants('sweep_1024', ('default', 'pad1', 'pad8', 'pad64', 'pad256', 'cmdbuf'),
+    variants('sweep_1024', ('default', 'deferred', 'deferred_pad8', 'deferred_pad256',
+                            'deferred_cmdbuf', 'pad1', 'pad8', 'pad64', 'cmdbuf'),
              lambda t: common.hinge_jax_trainer(dataset, 'multiclass_svm', epoch_steps,
                                                 learning_rates=np.logspace(-8, -6, k), tuning=t),
              epoch_steps, max(3, repeats // 2), None,
              lambda e: f'(K = {k}: {e["model_epochs_per_s"]:,.0f} model-epochs/s)', members=k)
-    variants('fullbatch', ('default', 'fullbatch_f32', 'triton_gemm_any', 'cublaslt'),
+    variants('fullbatch', ('default', 'deferred', 'fullbatch_f32', 'triton_gemm_any'),
              lambda t: common.hinge_jax_trainer(dataset, 'multiclass_svm', 1, batch=0, tuning=t),
              1, repeats, 'fullbatch', lambda e: '(one step)')
     return out

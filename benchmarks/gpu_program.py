@@ -92,8 +92,10 @@ def compile_for_card(target: str, dataset, *, k: int = 1, batch: int = 200, step
     state = jax.tree.map(abstract, trainer.init())
     data = jax.tree.map(abstract, trainer.data)
     hp = jax.tree.map(abstract, trainer.hp)
-    chunk = jax.jit(functools.partial(train.train_chunk, spec=trainer.spec, length=steps,
-                                      tuning=tuning), donate_argnums=0)
+    deferred = tuning.guard_mode(trainer.spec) == 'deferred'  # the program that runs (Trainer.run_chunk)
+    chunk = jax.jit(functools.partial(train.train_chunk_deferred if deferred
+                                      else train.train_chunk, spec=trainer.spec, length=steps,
+                                      tuning=tuning), donate_argnums=() if deferred else 0)
     start = jax.ShapeDtypeStruct((), jnp.int32, sharding=on_card)
     text = chunk.lower(state, start, data, hp).compile(
         compiler_options=dict(tuning.compiler_options) or None).as_text()

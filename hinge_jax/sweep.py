@@ -153,11 +153,13 @@ def member_config(config: ml_collections.ConfigDict, values: dict) -> ml_collect
 def member_bytes(spec: Spec, eval_chunk: int) -> int:
   """Rough device bytes one member needs while training and evaluating (float32).
 
-  Parameters, gradients, updates and up to two optimizer slots (D·C each); the member's
-  scores on a batch and an eval chunk; its own minibatch when members do not share one.
+  Parameters, gradients, updates and up to two optimizer slots (D·C each), and the chunk's
+  input copy of the parameters and slots that a deferred guard keeps for a rerun
+  (`train.Tuning.guard`); the member's scores on a batch and an eval chunk; its own
+  minibatch when members do not share one.
   """
   dc = spec.num_features * spec.num_classes
-  per = 4 * (5 * dc + spec.batch_size * spec.num_classes * 4 + eval_chunk * spec.num_classes * 2)
+  per = 4 * (8 * dc + spec.batch_size * spec.num_classes * 4 + eval_chunk * spec.num_classes * 2)
   if not (spec.shared_data or spec.full_batch):
     per += 4 * spec.batch_size * spec.num_features * 2  # gathered batch, as float
   return per

@@ -76,7 +76,7 @@ class Spec:
         fd_chunk=int(config.get('numerical', {}).get('chunk', 256)))
 
 
-GUARDS = ('cond', 'select')
+GUARDS = ('cond', 'select', 'deferred')
 # Optimizers whose update of a zero weight with a zero gradient is zero, from zero-initialized
 # state (`Tuning.feature_multiple`); one registered later is trained unpadded.
 PAD_SAFE_OPTIMIZERS = ('sgd', 'momentum', 'nesterov', 'adagrad', 'rmsprop', 'adam', 'adamw')
@@ -93,9 +93,21 @@ class Tuning:
       on an accelerator (fewer iterations pay the loop's fixed cost).
     guard: how the divergence guard keeps a diverged member's last finite state: 'cond'
       selects only once some member has diverged (a `lax.cond`), 'select' selects every step.
-      Both give the same values. None: 'cond' on the CPU; 'select' on an accelerator, where a
-      conditional reads its predicate back to the host every step unless XLA records it in a
-      command buffer (`compiler_options`).
+      'deferred' trains the chunk with no check per step (members frozen before it stay
+      frozen) and checks once, at its end, that every loss was finite and every member's
+      final weights are; only where one was not does `Trainer.run_chunk` rerun the chunk from
+      its start under 'select'. A weight that turns inf or NaN stays non-finite under every
+      later step (inf + u, NaN + u, inf·0), so the end check sees any step's. All three give
+      the same values and divergence steps ('deferred': XLA fuses the update apart and may
+      round it differently in the last bit; measured on the CPU with Adam). None: 'deferred'
+      for minibatches; for the full batch, whose chunks are short (one step waited for its
+      end check: 0.84 ms against 0.56 on an H200), 'cond' on the CPU and 'select' on an
+      accelerator, where a conditional reads its predicate back to the host every step
+      unless XLA records it in a command buffer (`compiler_options`). Measured, an epoch of
+      CIFAR-shaped minibatches: on an H200 (benchmarks/gpu.py) 1,024 members 82.4 ms under
+      'select', 67.0 ms 'deferred' (the update, W's penalty for the next step and no check:
+      one pass over W), one model 5.47 and 5.48 ms; on the 2-core CPU one model 77.4 ms
+      under 'cond', 72.3 ms 'deferred'.
     compiler_options: XLA options for the training program only, as `(name, value)` pairs
       (for example `(('xla_gpu_enable_command_buffer', 'FUSION,CUBLAS,WHILE,CONDITIONAL'),)`).
     fullbatch_bf16: a full-batch run on uint8 pixels keeps the training split on the device as
@@ -112,7 +124,7 @@ class Tuning:
       CIFAR's 3,073 features, benchmarks/gpu.py): 1,024 members trained an epoch in 122.6 ms
       unpadded (cuBLAS's unaligned kernels), 81.3 ms at 3,136 (multiple 64), 82.8 ms at
       3,200 (128); one model in 6.57, 6.23 and 5.71 ms. Members that draw their own
-      minibatches are not padded (K = 1,024: 720 ms an epoch unpadded, 1,077 ms at 64: the
+      minibatches are not padded (K = 1,024: 703 ms an epoch unpadded, 1,077 ms at 64: the
       padded batches are materialized). The products' sums group differently, so float32
       rounding may differ from an unpadded run.
   """
@@ -145,8 +157,13 @@ class Tuning:
     default = 1 if jax.default_backend() == 'cpu' else 4
     return max(1, min(length, self.scan_unroll or default))
 
-  def guard_mode(self) -> str:
-    return self.guard or ('cond' if jax.default_backend() == 'cpu' else 'select')
+  def guard_mode(self, spec: Optional['Spec'] = None) -> str:
+    """The guard a run of `spec` gets (see `guard`); without a spec, a per-step one."""
+    if self.guard:
+      return self.guard
+    if spec is not None and not spec.full_batch:
+      return 'deferred'
+    return 'cond' if jax.default_backend() == 'cpu' else 'select'
 
   def feature_pad(self, spec: 'Spec') -> int:
     """Zero features a training chunk appends (see `feature_multiple`): 0 where it does not
@@ -318,7 +335,8 @@ def train_step(state: TrainState, step: Array, data: DeviceData, hp: dict, *,
   `idx`: the step's shared minibatch indices when the caller drew them already (they equal
   `batch_indices(seed, step)`, drawn here otherwise). `guard`: see `Tuning.guard`.
   `feature_pad`: the minibatch gets this many zero features (`pad_features`: the state's W
-  has them too).
+  has them too). `guard='deferred'`: no check here; only the members diverged before the step
+  stay frozen (`train_chunk_deferred` checks at the chunk's end).
   """
   k = hp['seed'].shape[0]
   if spec.full_batch:  # the whole training set every step, in one blocked pass (fullbatch.py)
@@ -341,12 +359,16 @@ def train_step(state: TrainState, step: Array, data: DeviceData, hp: dict, *,
     x, y = data.features(data.x['train'][idx], feature_pad), data.y['train'][idx]
     update = jax.vmap(update, in_axes=(0, 0, 0, 0, 0, None))
   params, opt_state, loss = update(state.params, state.opt_state, hp, x, y, step)
+  if guard == 'deferred':
+    return state.replace(params=_where_members(state.diverged, state.params, params),
+                         opt_state=_where_members(state.diverged, state.opt_state, opt_state)
+                         ), loss
   ok = jnp.isfinite(loss) & _all_finite(params)
   newly = ~ok & ~state.diverged
   keep_old = state.diverged | ~ok
   freeze = lambda: (_where_members(keep_old, state.params, params),
                     _where_members(keep_old, state.opt_state, opt_state))
-  if Tuning(guard=guard).guard_mode() == 'cond':  # selects once some member has diverged
+  if (guard or Tuning().guard_mode()) == 'cond':  # selects once some member has diverged
     params, opt_state = jax.lax.cond(jnp.any(keep_old), freeze, lambda: (params, opt_state))
   else:
     params, opt_state = freeze()
@@ -362,11 +384,33 @@ def train_chunk(state: TrainState, start: Array, data: DeviceData, hp: dict, *, 
 
   Shared minibatches are drawn for the whole chunk up front, in one vectorized call (the same
   draws per step): the PRNG's hash is then off the per-step path. `tuning` sets the loop's
-  unrolling (by default a few steps on an accelerator), the guard and the features' aligned
-  width (`Tuning`).
+  unrolling (by default a few steps on an accelerator), the guard (a deferred one is checked
+  per step here: this is the program that reruns a chunk `train_chunk_deferred` found
+  diverging) and the features' aligned width (`Tuning`).
   """
+  guard = tuning.guard_mode(spec)
+  return _scan_chunk(state, start, data, hp, spec=spec, length=length, tuning=tuning,
+                     guard='select' if guard == 'deferred' else guard)
+
+
+def train_chunk_deferred(state: TrainState, start: Array, data: DeviceData, hp: dict, *,
+                         spec: Spec, length: int, tuning: Tuning = Tuning()
+                         ) -> tuple[TrainState, Array, Array]:
+  """`train_chunk` with the guard deferred to the chunk's end (`Tuning.guard='deferred'`).
+
+  Returns `(state, losses, exact)`: `exact` (a bool scalar) says that no member that was
+  training diverged in the chunk (every loss finite, every final weight finite), so the
+  state and losses are `train_chunk`'s; where it is False, rerun `train_chunk` from `state`.
+  """
+  out, losses_ = _scan_chunk(state, start, data, hp, spec=spec, length=length, tuning=tuning,
+                             guard='deferred')
+  finite = jnp.all(jnp.isfinite(losses_), axis=0) & _all_finite(out.params)
+  return out, losses_, jnp.all(state.diverged | finite)
+
+
+def _scan_chunk(state, start, data, hp, *, spec, length, tuning, guard):
   steps = start + jnp.arange(length, dtype=jnp.int32)
-  unroll, guard, pad = tuning.unroll(length), tuning.guard_mode(), tuning.feature_pad(spec)
+  unroll, pad = tuning.unroll(length), tuning.feature_pad(spec)
   one_step = functools.partial(train_step, data=data, hp=hp, spec=spec, guard=guard,
                                feature_pad=pad)
   state = pad_features(state, spec, pad)
@@ -464,6 +508,7 @@ class Trainer:
     compile_time_s: seconds spent compiling (reported apart from training time).
     member_sharding: how the members axis is laid over devices (None: one device).
     tuning: speed settings of the training program (`Tuning`).
+    reruns: chunks run twice: a deferred guard (`Tuning.guard`) found a member diverging.
   """
   spec: Spec
   data: DeviceData
@@ -472,6 +517,7 @@ class Trainer:
   compile_time_s: float = 0.0
   member_sharding: Any = None
   tuning: Tuning = Tuning()
+  reruns: int = 0  # chunks a deferred guard found diverging and reran (`run_chunk`)
   _compiled: dict = dataclasses.field(default_factory=dict)  # shared by with_hyper copies
 
   @classmethod
@@ -524,17 +570,22 @@ class Trainer:
       self.compile_time_s += time.perf_counter() - t0
     return self._compiled['init'](self.hp)
 
-  def compiled_chunk(self, state: TrainState, length: int):
+  def compiled_chunk(self, state: TrainState, length: int, *, rerun: bool = False):
     """The compiled program of `length` training steps (compiled once per length).
 
     A `jax.stages.Compiled`: its `as_text()` is XLA's optimized program, what to read to see
-    how a step was fused (which kernels, which matmul library calls).
+    how a step was fused (which kernels, which matmul library calls). Under a deferred guard
+    (`Tuning.guard`) it is `train_chunk_deferred`'s program, and `rerun=True` gives the one
+    that reruns a chunk that diverged (`train_chunk`'s).
     """
-    key = ('chunk', length)
+    deferred = self.tuning.guard_mode(self.spec) == 'deferred' and not rerun
+    key = ('chunk', length, deferred)
     if key not in self._compiled:
       t0 = time.perf_counter()
-      fn = jax.jit(functools.partial(train_chunk, spec=self.spec, length=length,
-                                     tuning=self.tuning), donate_argnums=0)
+      # the deferred program keeps its input: a chunk that diverged reruns from it
+      fn = jax.jit(functools.partial(train_chunk_deferred if deferred else train_chunk,
+                                     spec=self.spec, length=length, tuning=self.tuning),
+                   donate_argnums=() if deferred else 0)
       lowered = fn.lower(state, np.int32(0), self.data, self.hp)
       options = dict(self.tuning.compiler_options)
       try:
@@ -549,10 +600,20 @@ class Trainer:
     return self._compiled[key]
 
   def run_chunk(self, state: TrainState, start: int, length: int) -> tuple[TrainState, Array]:
+    """`length` steps from step `start`: `(state, (length, K) losses)`. Under a deferred guard
+    it waits for the chunk's end check, and reruns the chunk under a per-step guard where a
+    member diverged in it (`Tuning.guard`)."""
     # A NumPy scalar travels with the call's arguments; `jnp.int32(start)` first runs a program
     # of its own on the device, a conversion and a copy (seen in JAX's profiler on an H200: a
     # lone full-batch step took 0.64 ms with it, 0.50 ms without).
-    return self.compiled_chunk(state, length)(state, np.int32(start), self.data, self.hp)
+    args = (np.int32(start), self.data, self.hp)
+    if self.tuning.guard_mode(self.spec) != 'deferred':
+      return self.compiled_chunk(state, length)(state, *args)
+    out, chunk_losses, exact = self.compiled_chunk(state, length)(state, *args)
+    if bool(exact):
+      return out, chunk_losses
+    self.reruns += 1
+    return self.compiled_chunk(state, length, rerun=True)(state, *args)
 
   def evaluate(self, params, split: str) -> dict:
     """Per-member `loss` (data loss + λR), `accuracy` and `confusion` on a split (numpy)."""

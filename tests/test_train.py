@@ -321,7 +321,7 @@ def _fit_state(trainer):
 
 
 @pytest.mark.parametrize('tuning', [dict(scan_unroll=3), dict(scan_unroll=64),
-                                    dict(guard='select'),
+                                    dict(guard='select'), dict(guard='deferred'),
                                     dict(compiler_options={'xla_cpu_enable_fast_math': False})])
 def test_tuning_changes_the_program_not_the_numbers(digits, tuning):
   """Unrolling, the guard's form and per-program XLA options give the default run's state,
@@ -338,7 +338,41 @@ def test_tuning_changes_the_program_not_the_numbers(digits, tuning):
   np.testing.assert_array_equal(got.params['W'], want.params['W'])  # bitwise (measured on CPU)
   assert np.all(np.isfinite(got.params['W']))
   text = tuned.compiled_chunk(tuned.init(), 20).as_text()
-  assert ('conditional' in text) == (tuned.tuning.guard_mode() == 'cond')
+  assert ('conditional' in text) == (tuned.tuning.guard_mode(tuned.spec) == 'cond')
+  # deferred (also the default for minibatches): the first chunk (where lr 1e38 diverges) ran
+  # twice, the second (the member frozen before it) once
+  assert tuned.reruns == (1 if tuned.tuning.guard_mode(tuned.spec) == 'deferred' else 0)
+  assert default.tuning.guard_mode(default.spec) == 'deferred' and default.reruns == 1
+
+
+@pytest.mark.parametrize('optimizer,max_norm', [('sgd', 0.0), ('adam', 0.0), ('momentum', 1.0)])
+def test_a_deferred_guard_reruns_exactly_the_chunks_where_a_member_diverges(digits, optimizer,
+                                                                            max_norm):
+  """Each member diverging at a different step, in different chunks (and one that never
+  does): the deferred guard's state and losses equal the per-step guard's, chunk by chunk
+  (divergence steps exactly), and only chunks where some member diverged were rerun."""
+  # sgd: members diverging at steps 20, 11, 7 and 1 (chunks 2, 1, 0, 0); the projection
+  # turns a momentum member's inf into NaN (inf·0)
+  lrs = (0.01, 4e3, 2e4, 3e5, 1e38) if optimizer == 'sgd' else (0.01, 1e38)
+  configs = [default_config(**{'optimizer.name': optimizer, 'optimizer.learning_rate': lr,
+                               'reg.max_norm': max_norm, 'loss.name': 'softmax_cross_entropy',
+                               'num_steps': 60, 'eval_every_steps': 10}) for lr in lrs]
+  select = Trainer.create(configs[0], digits, configs, tuning=Tuning(guard='select'))
+  deferred = Trainer.create(configs[0], digits, configs, tuning=Tuning(guard='deferred'))
+  a, b = select.init(), deferred.init()
+  diverging_chunks = 0
+  for start in range(0, 60, 10):
+    before = np.asarray(a.diverged)
+    a, losses_a = select.run_chunk(a, start, 10)
+    b, losses_b = deferred.run_chunk(b, start, 10)
+    diverging_chunks += bool(np.any(np.asarray(a.diverged) & ~before))
+    # the same math; XLA may round a fused update differently (adam here: ~1 ulp)
+    np.testing.assert_allclose(np.asarray(losses_b), np.asarray(losses_a), rtol=1e-5)
+    jax.tree.map(lambda u, v: np.testing.assert_allclose(u, v, rtol=1e-5, atol=1e-7),
+                 jax.tree.map(np.asarray, b), jax.tree.map(np.asarray, a))
+    assert np.asarray(b.diverged_step).tolist() == np.asarray(a.diverged_step).tolist()
+  assert np.asarray(a.diverged).tolist() == [False] + [True] * (len(lrs) - 1)
+  assert deferred.reruns == diverging_chunks == (3 if optimizer == 'sgd' else 1)
 
 
 def test_bad_tuning_is_refused_in_one_line(digits):
