@@ -54,10 +54,8 @@ def tuning_variants() -> dict:
       'unroll1': Tuning(scan_unroll=1),
       'unroll16': Tuning(scan_unroll=16),
       'cond': Tuning(guard='cond'),
-      'deferred': Tuning(guard='deferred'),  # one finiteness check a chunk, not a step
-      'deferred_pad8': Tuning(guard='deferred', feature_multiple=8),
-      'deferred_pad256': Tuning(guard='deferred', feature_multiple=256),
-      'deferred_cmdbuf': Tuning(guard='deferred', compiler_options=CMDBUF),
+      'select': Tuning(guard='select'),  # the per-step guard (minibatches' default: deferred)
+      'deferred': Tuning(guard='deferred'),  # one finiteness check a chunk (also full batch)
       'cmdbuf': Tuning(compiler_options=CMDBUF),
       'cmdbuf_unroll1': Tuning(scan_unroll=1, compiler_options=CMDBUF),
       'cmdbuf_cond': Tuning(guard='cond', compiler_options=CMDBUF),

@@ -6,9 +6,10 @@
    GPU at `precision='highest'`), a sweep member against its single run on the GPU, and the
    full-batch objective and gradient against float64 NumPy.
 2. Tuning (run second, so that a run cut short keeps it): the epoch, K = 1,024 and the
-   full-batch step under `train.Tuning` variants (the features' zero padding to a multiple
-   of 1 (none), 8, 64, 128 (the default) or 256; loop unrolling, XLA command buffers for the
-   whole loop, cuBLAS rather than Triton matmuls; the full batch's formulation), each checked
+   full-batch step under `train.Tuning` variants (the per-step guard against the deferred
+   one; the features' zero padding to a multiple of 1 (none), 8, 64, 128 (the default) or
+   256; loop unrolling, XLA command buffers for the whole loop, cuBLAS rather than Triton
+   matmuls; the full batch's formulation), each checked
    against the default variant's weights; the optimized program of each epoch variant is
    written to `hlo/` beside the JSON, with its kernel counts in the JSON.
 3. One epoch (245 steps of batch 200, one `lax.scan`) of one model, uint8 CIFAR-shaped data.
@@ -288,11 +289,10 @@ def main(argv):
               f'{describe(entry)}, {kernels}Δw {entry.get("w_max_abs_diff_rel", 0.0):.1e}',
               flush=True)
 
-    # the variants still in question (stop 14's run, benchmarks/reference/gpu_h200.json, timed
-    # the rest: unrolling by 1, the cond guard, cmdbuf with them, Triton for any GEMM and
-    # cuBLASLt were no faster) and the features' padding (`Tuning.feature_multiple`)
-    epoch_names = [v for v in ('default', 'deferred', 'deferred_pad8', 'deferred_pad256',
-                               'deferred_cmdbuf', 'pad1', 'pad8', 'pad64', 'pad256', 'cmdbuf',
+    # the variants still in question (earlier runs timed the rest: unrolling by 1, the cond
+    # guard, command buffers with them, Triton for any GEMM and cuBLASLt were no faster; see
+    # the README): the per-step guard against the deferred default, the features' padding
+    epoch_names = [v for v in ('default', 'select', 'pad1', 'pad8', 'pad64', 'pad256', 'cmdbuf',
                                'unroll16', 'no_triton_gemm')
                    if not quick or v in ('default', 'pad1')]
     variants('epoch', epoch_names,
@@ -301,8 +301,7 @@ def main(argv):
              lambda e: f'({e["time_s"]["median"] / epoch_steps * 1e6:.1f} µs a step)')
     k = 16 if quick else 1024
 
-    variants('sweep_1024', ('default', 'deferred', 'deferred_pad8', 'deferred_pad256',
-                            'deferred_cmdbuf', 'pad1', 'pad8', 'pad64', 'cmdbuf'),
+    variants('sweep_1024', ('default', 'select', 'pad1', 'pad8', 'pad64', 'pad256', 'cmdbuf'),
              lambda t: common.hinge_jax_trainer(dataset, 'multiclass_svm', epoch_steps,
                                                 learning_rates=np.logspace(-8, -6, k), tuning=t),
              epoch_steps, max(3, repeats // 2), None,

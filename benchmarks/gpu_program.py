@@ -92,7 +92,8 @@ def compile_for_card(target: str, dataset, *, k: int = 1, batch: int = 200, step
     state = jax.tree.map(abstract, trainer.init())
     data = jax.tree.map(abstract, trainer.data)
     hp = jax.tree.map(abstract, trainer.hp)
-    deferred = tuning.guard_mode(trainer.spec) == 'deferred'  # the program that runs (Trainer.run_chunk)
+    # the program that runs (`Trainer.run_chunk`): under a deferred guard, its unchecked chunk
+    deferred = tuning.guard_mode(trainer.spec) == 'deferred'
     chunk = jax.jit(functools.partial(train.train_chunk_deferred if deferred
                                       else train.train_chunk, spec=trainer.spec, length=steps,
                                       tuning=tuning), donate_argnums=() if deferred else 0)

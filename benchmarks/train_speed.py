@@ -10,6 +10,8 @@ centred inside the step; compile time excluded (one warm-up call). Baselines
 (`common.interleaved`), so machine noise falls on both sides alike. An epoch is 245 steps
 (49,000 / 200); scikit-learn's SGDClassifier is timed for one epoch (`partial_fit`).
 Targets (2-core CPU): hinge_jax ≤ 0.5× NumPy, ≤ 0.4× PyTorch eager, epoch ≤ 0.1× SGDClassifier.
+Also timed alongside: hinge_jax with the per-step divergence guard ('cond', the default before
+the deferred one; `train.Tuning.guard`).
 """
 
 import os
@@ -40,10 +42,12 @@ def main(argv):
   flops = 4 * BATCH * d * c  # forward X·W and backward Xᵀ·dS, per step
   peak = peak_gflops(5)
   results, table = {}, []
+  from hinge_jax.train import Tuning
   for loss in ('multiclass_svm', 'softmax_cross_entropy'):
     trainer = hinge_jax_trainer(dataset, loss, steps)
     ours = common.chunk_runner(trainer, steps)
-    fns = {'ours': ours,
+    per_step_guard = hinge_jax_trainer(dataset, loss, steps, tuning=Tuning(guard='cond'))
+    fns = {'ours': ours, 'ours_per_step_guard': common.chunk_runner(per_step_guard, steps),
            'numpy': lambda: baselines.numpy_sgd(xf, y['train'], w0.copy(), loss=loss,
                                                 steps=steps, batch=BATCH, lr=LR, reg=REG)}
     if baselines.torch_available():
@@ -52,8 +56,11 @@ def main(argv):
           reg=REG)
     timed = common.interleaved(fns, repeats)
     t_ours, t_np = timed['ours'], timed['numpy']
+    t_guard = timed['ours_per_step_guard']
     row = {'hinge_jax_s': t_ours, 'numpy_s': t_np,
-           'ratio_numpy': t_ours['median'] / t_np['median']}
+           'ratio_numpy': t_ours['median'] / t_np['median'],
+           'hinge_jax_per_step_guard_s': t_guard,
+           'ratio_per_step_guard': t_ours['median'] / t_guard['median']}
     if 'torch' in timed:
       t_torch = timed['torch']
       row.update(torch_s=t_torch, ratio_torch=t_ours['median'] / t_torch['median'])
@@ -64,12 +71,13 @@ def main(argv):
     table.append([loss, common.fmt(t_ours), common.fmt(t_np), f'{row["ratio_numpy"]:.2f}',
                   common.fmt(row['torch_s']) if 'torch_s' in row else 'skipped',
                   f'{row["ratio_torch"]:.2f}' if 'ratio_torch' in row else '-',
-                  f'{per_step * 1e3:.3f}', f'{row["gflops"]:.1f}', f'{row["floor_ms"]:.3f}'])
+                  f'{per_step * 1e3:.3f}', f'{row["gflops"]:.1f}', f'{row["floor_ms"]:.3f}',
+                  common.fmt(t_guard), f'{row["ratio_per_step_guard"]:.2f}'])
   common.print_table(
       f'train_speed: {steps} SGD steps, batch {BATCH}, D={d}, C={c}, uint8 data; '
       f'{jax.default_backend()}; ms median (min–max) of {repeats}',
       ['loss', 'hinge_jax', 'numpy', 'ratio', 'torch eager', 'ratio', 'ms/step', 'GFLOP/s',
-       'floor ms/step'], table)
+       'floor ms/step', 'per-step guard', 'ratio'], table)
 
   # one epoch against scikit-learn's SGDClassifier (hinge, L2), one pass of partial_fit
   from sklearn.linear_model import SGDClassifier

@@ -106,8 +106,8 @@ class Tuning:
       unless XLA records it in a command buffer (`compiler_options`). Measured, an epoch of
       CIFAR-shaped minibatches: on an H200 (benchmarks/gpu.py) 1,024 members 82.4 ms under
       'select', 67.0 ms 'deferred' (the update, W's penalty for the next step and no check:
-      one pass over W), one model 5.47 and 5.48 ms; on the 2-core CPU one model 77.4 ms
-      under 'cond', 72.3 ms 'deferred'.
+      one pass over W), one model 5.47 and 5.48 ms; on the 2-core CPU one model's 1,000
+      SVM steps 324 ms under 'cond', 307 ms 'deferred' (benchmarks/train_speed.py).
     compiler_options: XLA options for the training program only, as `(name, value)` pairs
       (for example `(('xla_gpu_enable_command_buffer', 'FUSION,CUBLAS,WHILE,CONDITIONAL'),)`).
     fullbatch_bf16: a full-batch run on uint8 pixels keeps the training split on the device as
