@@ -18,7 +18,6 @@ Needs the CUDA plugin, in its own environment (about 5.5 GB; no GPU or driver ne
       "jax[cuda12]==$(python -c 'import jax; print(jax.__version__)')"
 """
 
-import functools
 import os
 import sys
 
@@ -92,11 +91,7 @@ def compile_for_card(target: str, dataset, *, k: int = 1, batch: int = 200, step
     state = jax.tree.map(abstract, trainer.init())
     data = jax.tree.map(abstract, trainer.data)
     hp = jax.tree.map(abstract, trainer.hp)
-    # the program that runs (`Trainer.run_chunk`): under a deferred guard, its unchecked chunk
-    deferred = tuning.guard_mode(trainer.spec) == 'deferred'
-    chunk = jax.jit(functools.partial(train.train_chunk_deferred if deferred
-                                      else train.train_chunk, spec=trainer.spec, length=steps,
-                                      tuning=tuning), donate_argnums=() if deferred else 0)
+    chunk = train.chunk_program(trainer.spec, steps, tuning)  # what Trainer.run_chunk runs
     start = jax.ShapeDtypeStruct((), jnp.int32, sharding=on_card)
     text = chunk.lower(state, start, data, hp).compile(
         compiler_options=dict(tuning.compiler_options) or None).as_text()

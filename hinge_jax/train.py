@@ -408,6 +408,16 @@ def train_chunk_deferred(state: TrainState, start: Array, data: DeviceData, hp: 
   return out, losses_, jnp.all(state.diverged | finite)
 
 
+def chunk_program(spec: Spec, length: int, tuning: Tuning, *, rerun: bool = False):
+  """The jitted training program of `length` steps that `Trainer.run_chunk` runs:
+  `train_chunk_deferred` under a deferred guard (keeping its input state, which a chunk that
+  diverged reruns from), else `train_chunk` (donating it); `rerun=True`: the rerun's."""
+  deferred = tuning.guard_mode(spec) == 'deferred' and not rerun
+  return jax.jit(functools.partial(train_chunk_deferred if deferred else train_chunk,
+                                   spec=spec, length=length, tuning=tuning),
+                 donate_argnums=() if deferred else 0)
+
+
 def _scan_chunk(state, start, data, hp, *, spec, length, tuning, guard):
   steps = start + jnp.arange(length, dtype=jnp.int32)
   unroll, pad = tuning.unroll(length), tuning.feature_pad(spec)
@@ -424,37 +434,33 @@ def _scan_chunk(state, start, data, hp, *, spec, length, tuning, guard):
   return unpad_features(state, spec, pad), chunk_losses
 
 
-def _w_leaves(tree, spec: Spec, width: int, fn: Callable):
-  """`fn` applied to every `(K, C, width)` leaf of `tree` (W, and its optimizer slots)."""
-  def one(leaf):
-    shaped = getattr(leaf, 'ndim', 0) == 3 and leaf.shape[1:] == (spec.num_classes, width)
-    return fn(leaf) if shaped else leaf
-  return jax.tree.map(one, tree)
+def _resize_features(state: TrainState, spec: Spec, pad: int, *, widen: bool) -> TrainState:
+  """Every `(K, C, width)` leaf of the params and optimizer state (W and its slots) with `pad`
+  zero columns inserted after the pixels' (before the bias trick's last one), or removed."""
+  if not pad:
+    return state
+  cut = spec.num_features - spec.bias_trick  # where the pixels end
+  width = spec.num_features if widen else spec.num_features + pad
+
+  def resize(leaf):
+    if getattr(leaf, 'ndim', 0) != 3 or leaf.shape[1:] != (spec.num_classes, width):
+      return leaf
+    middle = [jnp.zeros(leaf.shape[:2] + (pad,), leaf.dtype)] if widen else []
+    return jnp.concatenate([leaf[..., :cut], *middle, leaf[..., width - spec.bias_trick:]],
+                           axis=-1)
+  return state.replace(params=jax.tree.map(resize, state.params),
+                       opt_state=jax.tree.map(resize, state.opt_state))
 
 
 def pad_features(state: TrainState, spec: Spec, pad: int) -> TrainState:
   """W (and its optimizer slots) with `pad` zero columns after the pixels' (before the bias
   trick's last one): the layout of `preprocess(..., pad=pad)`'s features."""
-  if not pad:
-    return state
-  cut = spec.num_features - spec.bias_trick
-
-  def widen(w):
-    zeros = jnp.zeros(w.shape[:2] + (pad,), w.dtype)
-    return jnp.concatenate([w[..., :cut], zeros, w[..., cut:]], axis=-1)
-  return state.replace(params=_w_leaves(state.params, spec, spec.num_features, widen),
-                       opt_state=_w_leaves(state.opt_state, spec, spec.num_features, widen))
+  return _resize_features(state, spec, pad, widen=True)
 
 
 def unpad_features(state: TrainState, spec: Spec, pad: int) -> TrainState:
   """`pad_features` undone: the padded columns (zero in W) dropped."""
-  if not pad:
-    return state
-  cut = spec.num_features - spec.bias_trick
-  narrow = lambda w: jnp.concatenate([w[..., :cut], w[..., cut + pad:]], axis=-1)
-  width = spec.num_features + pad
-  return state.replace(params=_w_leaves(state.params, spec, width, narrow),
-                       opt_state=_w_leaves(state.opt_state, spec, width, narrow))
+  return _resize_features(state, spec, pad, widen=False)
 
 
 def init_state(hp: dict, *, spec: Spec) -> TrainState:
@@ -578,14 +584,10 @@ class Trainer:
     (`Tuning.guard`) it is `train_chunk_deferred`'s program, and `rerun=True` gives the one
     that reruns a chunk that diverged (`train_chunk`'s).
     """
-    deferred = self.tuning.guard_mode(self.spec) == 'deferred' and not rerun
-    key = ('chunk', length, deferred)
+    key = ('chunk', length, rerun)
     if key not in self._compiled:
       t0 = time.perf_counter()
-      # the deferred program keeps its input: a chunk that diverged reruns from it
-      fn = jax.jit(functools.partial(train_chunk_deferred if deferred else train_chunk,
-                                     spec=self.spec, length=length, tuning=self.tuning),
-                   donate_argnums=() if deferred else 0)
+      fn = chunk_program(self.spec, length, self.tuning, rerun=rerun)
       lowered = fn.lower(state, np.int32(0), self.data, self.hp)
       options = dict(self.tuning.compiler_options)
       try:
