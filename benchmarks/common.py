@@ -70,6 +70,8 @@ def tuning_variants() -> dict:
       'pad8': Tuning(feature_multiple=8),
       'pad64': Tuning(feature_multiple=64),
       'pad256': Tuning(feature_multiple=256),
+      # plain SGD's step as two Pallas kernels (fused.py), not XLA's ~11
+      'fused': Tuning(fused_step=True),
   }
 
 

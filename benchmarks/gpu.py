@@ -5,19 +5,22 @@
 1. Correctness: the same run on the GPU and on the host CPU (both default precision, then the
    GPU at `precision='highest'`), a sweep member against its single run on the GPU, and the
    full-batch objective and gradient against float64 NumPy.
-2. Tuning (run second, so that a run cut short keeps it): the epoch, K = 1,024 and the
+2. Fused: `fused.py`'s two Pallas kernels a step (`Tuning(fused_step=True)`) against XLA's
+   step, one epoch at K = 1, 4, 16, 64 sharing minibatches, both losses, with the weights'
+   difference (run early: it decides whether `fused_step` becomes the GPU's default).
+3. Tuning (run early, so that a run cut short keeps it): the epoch, K = 1,024 and the
    full-batch step under `train.Tuning` variants (the per-step guard against the deferred
    one; the features' zero padding to a multiple of 1 (none), 8, 64, 128 (the default) or
    256; loop unrolling, XLA command buffers for the whole loop, cuBLAS rather than Triton
    matmuls; the full batch's formulation), each checked
    against the default variant's weights; the optimized program of each epoch variant is
    written to `hlo/` beside the JSON, with its kernel counts in the JSON.
-3. One epoch (245 steps of batch 200, one `lax.scan`) of one model, uint8 CIFAR-shaped data.
-4. Sweep scaling, K = 1 … 1024 members sharing minibatches, and K = 1024 with own seeds:
+4. One epoch (245 steps of batch 200, one `lax.scan`) of one model, uint8 CIFAR-shaped data.
+5. Sweep scaling, K = 1 … 1024 members sharing minibatches, and K = 1024 with own seeds:
    model-epochs per second.
-5. One full-batch gradient step over 49,000 rows, alone and per step in a program of ten, and
+6. One full-batch gradient step over 49,000 rows, alone and per step in a program of ten, and
    its pieces (matmuls, conversion) timed alone in several formulations.
-6. The bias as a parameter of its own (3,072 features, aligned as they are) against the bias
+7. The bias as a parameter of its own (3,072 features, aligned as they are) against the bias
    trick's column (3,073 features, padded to 3,200 by default), at K = 1 and 1,024.
 The JSON is rewritten after every section, so a run cut short keeps what it measured.
 Each timing is the median of repeats after a warm-up call; FLOPs and bytes per step give the
@@ -36,7 +39,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from absl import app, flags
 
 _QUICK = flags.DEFINE_bool('quick', False, 'Fewer sizes and repeats.')
-SECTIONS = ('correctness', 'tuning', 'epoch', 'sweep', 'fullbatch', 'fullbatch_parts',
+SECTIONS = ('correctness', 'fused', 'tuning', 'epoch', 'sweep', 'fullbatch', 'fullbatch_parts',
             'bias_column')  # in the order they run
 _SECTIONS = flags.DEFINE_list('sections', None, 'Run only these sections (default: all): '
                               + ', '.join(SECTIONS) + '.')
@@ -148,6 +151,32 @@ def main(argv):
     out['fullbatch_x_dtype'] = str(fb.data.x['train'].dtype)
     print('  ' + ', '.join(f'{k}={v:.2e}' if isinstance(v, float) else f'{k}={v}'
                            for k, v in out.items()))
+    return out
+
+  def fused_step():
+    """An epoch under fused.py's kernels and under XLA's step, side by side."""
+    out = {}
+    for loss in ('multiclass_svm', 'softmax_cross_entropy'):
+      for k in ([1, 16] if quick else [1, 4, 16, 64]):
+        lrs = np.logspace(-8, -6, k) if k > 1 else (common.LR,)
+        row = {}
+        for name in ('default', 'fused'):
+          trainer = common.hinge_jax_trainer(dataset, loss, epoch_steps, learning_rates=lrs,
+                                             tuning=tunings[name])
+          t = timed(trainer, epoch_steps)
+          w = np.asarray(trainer.run_chunk(trainer.init(), 0, epoch_steps)[0].params['W'])
+          row[name] = {'epoch_s': t, 'model_epochs_per_s': k / t['median'], 'w': w}
+          del trainer
+        ref = row['default'].pop('w')
+        row['fused']['w_max_abs_diff_rel'] = float(
+            np.abs(row['fused'].pop('w') - ref).max() / np.abs(ref).max())
+        row['fused_over_default'] = row['fused']['epoch_s']['median'] / row['default'][
+            'epoch_s']['median']
+        out[f'{loss}_k{k}'] = row
+        print(f'  {loss} K={k:3d}: epoch {common.fmt(row["default"]["epoch_s"], 1e3, 2)} ms '
+              f'XLA, {common.fmt(row["fused"]["epoch_s"], 1e3, 2)} ms fused '
+              f'({row["fused_over_default"]:.2f}×; target ≤ 3 ms at K = 1), '
+              f'Δw {row["fused"]["w_max_abs_diff_rel"]:.1e}', flush=True)
     return out
 
   def epoch():
@@ -292,9 +321,9 @@ def main(argv):
     # the variants still in question (earlier runs timed the rest: unrolling by 1, the cond
     # guard, command buffers with them, Triton for any GEMM and cuBLASLt were no faster; see
     # the README): the per-step guard against the deferred default, the features' padding
-    epoch_names = [v for v in ('default', 'select', 'pad1', 'pad8', 'pad64', 'pad256', 'cmdbuf',
+    epoch_names = [v for v in ('default', 'fused', 'select', 'pad1', 'pad8', 'pad64', 'pad256', 'cmdbuf',
                                'unroll16', 'no_triton_gemm')
-                   if not quick or v in ('default', 'pad1')]
+                   if not quick or v in ('default', 'fused', 'pad1')]
     variants('epoch', epoch_names,
              lambda t: common.hinge_jax_trainer(dataset, 'multiclass_svm', epoch_steps, tuning=t),
              epoch_steps, repeats, 'epoch',
@@ -333,6 +362,7 @@ def main(argv):
   # The tuning table goes second: it holds the default of each target next to its variants, so a
   # run cut short by the device's time limit still has what decides the defaults.
   section('correctness', correctness)
+  section('fused', fused_step)
   section('tuning', tuning)
   section('epoch', epoch)
   section('sweep', sweep_scaling)

@@ -56,16 +56,18 @@ CARDS = {'h100': dict(name='NVIDIA H100 80GB HBM3', bandwidth=3_350_000_000_000,
 
 
 def compile_for_card(target: str, dataset, *, k: int = 1, batch: int = 200, steps: int = 245,
-                     tuning=None, loss: str = 'multiclass_svm'):
+                     tuning=None, loss: str = 'multiclass_svm', with_fused_bytes: bool = False):
   """`(optimized HLO text, steps per loop iteration)`: hinge_jax's training program of `steps`
   steps on `dataset`, compiled by XLA for the card `target` ('h100' or 'h200') with no card
-  present. Raises RuntimeError (one line) where JAX's CUDA plugin is not installed."""
+  present. `with_fused_bytes`: also `fused.step_bytes` where the program trains with
+  `fused.py`'s kernels (else None). Raises RuntimeError (one line) where JAX's CUDA plugin is
+  not installed."""
   import jax
   import jax.numpy as jnp
   import numpy as np
   from jax.experimental import topologies
   from benchmarks import common
-  from hinge_jax import train
+  from hinge_jax import fused, train
   card = CARDS[target]
   try:
     topology = topologies.get_topology_desc(
@@ -96,9 +98,12 @@ def compile_for_card(target: str, dataset, *, k: int = 1, batch: int = 200, step
     text = chunk.lower(state, start, data, hp).compile(
         compiler_options=dict(tuning.compiler_options) or None).as_text()
     unroll = tuning.unroll(steps)  # steps in the loop body (train_chunk unrolls full batch too)
+    fused_bytes = None
+    if tuning.fused(trainer.spec, tuning.guard_mode(trainer.spec)):
+      fused_bytes = fused.step_bytes(trainer.spec, k, dataset.x['train'].dtype.itemsize)
   finally:
     jax.default_backend = backend
-  return text, unroll
+  return (text, unroll, fused_bytes) if with_fused_bytes else (text, unroll)
 
 
 def main(argv):
@@ -112,8 +117,9 @@ def main(argv):
   tuning = variants[_TUNING.value]
   x, y, dataset = common.cifar_dataset()
   try:
-    text, unroll = compile_for_card(_TARGET.value, dataset, k=_K.value, batch=_BATCH.value,
-                                     steps=_STEPS.value, tuning=tuning)
+    text, unroll, fused_bytes = compile_for_card(
+        _TARGET.value, dataset, k=_K.value, batch=_BATCH.value, steps=_STEPS.value,
+        tuning=tuning, with_fused_bytes=True)
   except RuntimeError as e:
     sys.exit(str(e))
   if _DUMP.value:
@@ -130,6 +136,11 @@ def main(argv):
                      [[i + 1, k.computation, k.op.replace('fusion:', ''), k.shape.split('{')[0][:40],
                        f'{k.bytes / 1e6:.2f}'] for i, k in enumerate(in_loop)])
   per_step_bytes = summary['bytes_per_step']
+  if fused_bytes is not None:  # the listing counts the Pallas kernels' operands whole
+    print(f'\nthe two Pallas kernels (fused.py) move about {fused_bytes / 1e6:,.2f} MB a step '
+          f'(fused.step_bytes); the listing counts their operands whole: '
+          f'{per_step_bytes / 1e6:,.1f} MB')
+    per_step_bytes = fused_bytes
   floor = per_step_bytes / card['bandwidth']
   print(f'\nper step: {summary["kernels_per_step"]:.2f} kernels, {per_step_bytes / 1e6:,.1f} MB read '
         f'and written; floor at {card["bandwidth"] / 1e12:.2f} TB/s: {floor * 1e6:,.1f} µs')

@@ -21,7 +21,8 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from hinge_jax import config_lib, fullbatch, losses, model, optim, regularizers, strategies
+from hinge_jax import (config_lib, fullbatch, fused, losses, model, optim, regularizers,
+                       strategies)
 from hinge_jax.datasets import SPLITS, Dataset, preprocess
 from hinge_jax.errors import ConfigError
 from hinge_jax.streams import STREAMS, stream_key  # noqa: F401 - re-exported
@@ -127,12 +128,19 @@ class Tuning:
       minibatches are not padded (K = 1,024: 703 ms an epoch unpadded, 1,077 ms at 64: the
       padded batches are materialized). The products' sums group differently, so float32
       rounding may differ from an unpadded run.
+    fused_step: train a chunk `fused.applies` to (plain minibatch SGD of the WW SVM or
+      softmax sharing minibatches, the deferred guard) with `fused.py`'s two hand-written
+      kernels a step instead of XLA's step (about 11 kernels on a GPU). The same model, sums
+      grouped differently (float32 rounding differs); on the CPU the kernels run in Pallas's
+      interpreter (for tests: slow). None: off (False) everywhere until a GPU measurement
+      says it pays (benchmarks/gpu.py's tuning table has it as 'fused').
   """
   scan_unroll: Optional[int] = None
   guard: Optional[str] = None
   compiler_options: tuple = ()
   fullbatch_bf16: Optional[bool] = None
   feature_multiple: Optional[int] = None
+  fused_step: Optional[bool] = None
 
   def __post_init__(self):
     if self.scan_unroll is not None and (not isinstance(self.scan_unroll, int)
@@ -144,8 +152,9 @@ class Tuning:
                                               or self.feature_multiple < 1):
       raise ValueError(f'feature_multiple={self.feature_multiple!r} must be a positive integer '
                        'or None')
-    if self.fullbatch_bf16 not in (None, True, False):
-      raise ValueError(f'fullbatch_bf16={self.fullbatch_bf16!r} must be True, False or None')
+    for name in ('fullbatch_bf16', 'fused_step'):
+      if getattr(self, name) not in (None, True, False):
+        raise ValueError(f'{name}={getattr(self, name)!r} must be True, False or None')
     try:
       options = dict(self.compiler_options)
     except (TypeError, ValueError):
@@ -164,6 +173,10 @@ class Tuning:
     if spec is not None and not spec.full_batch:
       return 'deferred'
     return 'cond' if jax.default_backend() == 'cpu' else 'select'
+
+  def fused(self, spec: 'Spec', guard: str) -> bool:
+    """Whether a chunk of `spec` under `guard` trains with `fused.py`'s kernels."""
+    return bool(self.fused_step) and fused.applies(spec, guard)
 
   def feature_pad(self, spec: 'Spec') -> int:
     """Zero features a training chunk appends (see `feature_multiple`): 0 where it does not
@@ -419,6 +432,9 @@ def chunk_program(spec: Spec, length: int, tuning: Tuning, *, rerun: bool = Fals
 
 
 def _scan_chunk(state, start, data, hp, *, spec, length, tuning, guard):
+  if tuning.fused(spec, guard):
+    return fused.train_chunk(state, start, data, hp, spec=spec, length=length,
+                             unroll=tuning.unroll(length))
   steps = start + jnp.arange(length, dtype=jnp.int32)
   unroll, pad = tuning.unroll(length), tuning.feature_pad(spec)
   one_step = functools.partial(train_step, data=data, hp=hp, spec=spec, guard=guard,

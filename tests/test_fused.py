@@ -1,0 +1,177 @@
+"""fused.py: plain minibatch SGD as two Pallas kernels a step (on the CPU, in Pallas's
+interpreter), against the XLA step of train.py and against `jax.grad` of losses.py."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from hinge_jax import fused, losses, sweep
+from hinge_jax.train import Trainer, Tuning
+
+from helpers import array_dataset, default_config
+
+
+def _data(n=400, d=300, classes=7, dtype=np.uint8, seed=0):
+  """Pixels with class structure: 300 pixels + the bias trick pad to 384 features (3 blocks
+  of 128, the last one part pixels, part padding, the bias last); 7 classes pad to 16."""
+  rng = np.random.default_rng(seed)
+  y = rng.integers(0, classes, n)
+  x = np.clip(rng.integers(40, 216, (classes, d))[y] + rng.integers(-40, 41, (n, d)), 0, 255)
+  return array_dataset(x.astype(dtype), y, classes, scale=1 / 255, bias_trick=True)
+
+
+def _configs(lrs=(0.05,), **fields):
+  base = {'optimizer.name': 'sgd', 'batch_size': 50, 'num_steps': 24, 'eval_every_steps': 8,
+          'reg.strength': 1e-2, 'dataset.bias_trick': True, **fields}
+  return [default_config(**{**base, 'optimizer.learning_rate': lr}) for lr in lrs]
+
+
+def _trainers(data, configs):
+  xla = Trainer.create(configs[0], data, configs, tuning=Tuning(guard='deferred'))
+  pallas = Trainer.create(configs[0], data, configs, tuning=Tuning(fused_step=True))
+  return xla, pallas
+
+
+@pytest.mark.parametrize('loss,squared', [('multiclass_svm', False), ('multiclass_svm', True),
+                                          ('softmax_cross_entropy', False)])
+def test_loss_gradient_is_jax_grad_of_the_library_loss(loss, squared):
+  """The kernel's hand-derived dL/ds equals `jax.grad` of losses.py's mean loss over the valid
+  rows, classes past C count for nothing, and ties (margin exactly 0) take the strict
+  indicator's subgradient."""
+  rng = np.random.default_rng(1)
+  rows, c, c_pad, batch = 32, 7, 16, 27  # rows 27..31 are padding
+  s = rng.normal(size=(rows, c_pad)).astype(np.float32)
+  y = rng.integers(0, c, rows).astype(np.int32)
+  s[:, c:] = rng.normal(size=(rows, c_pad - c)) * 100  # garbage in the padded classes
+  s[3, 1] = s[3, y[3]] - 1.0  # a tie: margin exactly 0 (Δ = 1)
+  row_ok = np.arange(rows) < batch
+  got_l, got_ds = fused._loss_and_grad(
+      jnp.asarray(s), jnp.asarray(y), jnp.asarray(row_ok), loss=loss, squared=squared,
+      num_classes=c, batch=batch, margin=jnp.float32(1.0))
+  fn = losses.get(loss)
+  per_row = fn(jnp.asarray(s[:batch, :c]), jnp.asarray(y[:batch]), margin=1.0, squared=squared)
+  ds = jax.grad(lambda v: jnp.mean(fn(v, jnp.asarray(y[:batch]), margin=1.0,
+                                      squared=squared)))(jnp.asarray(s[:batch, :c]))
+  np.testing.assert_allclose(np.asarray(got_l)[:batch], per_row, rtol=1e-6, atol=1e-6)
+  np.testing.assert_allclose(np.asarray(got_ds)[:batch, :c], ds, rtol=1e-6, atol=1e-8)
+  assert not np.asarray(got_l)[batch:].any() and not np.asarray(got_ds)[batch:].any()
+  assert not np.asarray(got_ds)[:, c:].any()
+
+
+def test_svm_loss_keeps_nan_scores_nan():
+  """A NaN score gives a NaN loss (losses.hinge's rule), so the chunk's end check sees it."""
+  s = jnp.zeros((32, 16)).at[0, 2].set(jnp.nan)
+  got, _ = fused._loss_and_grad(s, jnp.zeros((32,), jnp.int32), jnp.ones((32,), bool),
+                                loss='multiclass_svm', squared=False, num_classes=10,
+                                batch=32, margin=jnp.float32(1.0))
+  assert np.isnan(got[0]) and np.isfinite(got[1:]).all()
+
+
+@pytest.mark.parametrize('fields,diverges', [
+    ({'loss.name': 'multiclass_svm', 'reg.name': 'l2'}, True),
+    ({'loss.name': 'multiclass_svm', 'loss.squared': True, 'reg.name': 'l1',
+      'reg.regularize_bias': False, 'optimizer.schedule': 'step', 'optimizer.decay_steps': 5},
+     True),
+    ({'loss.name': 'softmax_cross_entropy', 'reg.name': 'elastic_net', 'reg.l1_ratio': 0.3,
+      'optimizer.schedule': 'cosine', 'sampling': 'epochs'}, True),
+    # softmax unregularized does not diverge at lr 1e38 (its gradient saturates) unless its
+    # scores overflow, which rounding decides: a second member at 0.5 instead
+    ({'loss.name': 'softmax_cross_entropy', 'reg.name': 'none', 'loss.margin': 2.0}, False)])
+def test_fused_chunks_train_the_xla_steps_model(fields, diverges):
+  """Two members (one diverging at lr 1e38, so its chunk is rerun) trained by the kernels and
+  by XLA's step: the same weights (float32 sums grouped differently), optimizer state, losses
+  and divergence steps."""
+  data = _data()
+  xla, pallas = _trainers(data, _configs((0.05, 1e38 if diverges else 0.5), **fields))
+  assert pallas.tuning.fused(pallas.spec, 'deferred')
+  assert not xla.tuning.fused(xla.spec, 'deferred')
+  rows, states = {}, {}
+  for name, trainer in (('xla', xla), ('pallas', pallas)):
+    rows[name] = []
+    states[name] = jax.tree.map(np.asarray, trainer.fit(
+        trainer.init(), on_eval=lambda s, st, row, name=name: rows[name].append(row)))
+  want, got = states['xla'], states['pallas']
+  assert got.diverged.tolist() == want.diverged.tolist() == [False, diverges]
+  assert got.diverged_step.tolist() == want.diverged_step.tolist()
+  np.testing.assert_allclose(got.params['W'], want.params['W'], rtol=1e-4, atol=1e-6)
+  jax.tree.map(np.testing.assert_array_equal, got.opt_state, want.opt_state)
+  assert pallas.reruns == xla.reruns == (1 if diverges else 0)  # reran under the XLA step
+  assert len(rows['pallas']) == len(rows['xla']) == 3
+  for a, b in zip(rows['xla'], rows['pallas']):
+    np.testing.assert_allclose(b['loss'][0], a['loss'][0], rtol=1e-5)
+
+
+def test_fused_chunk_losses_are_the_objective_at_each_step():
+  """Each step's reported loss is the objective (data loss + λR) at the weights it started
+  from, as the XLA step reports it; float32 storage works as uint8 does."""
+  data = _data(dtype=np.float32)
+  xla, pallas = _trainers(data, _configs((0.05, 0.2), **{'reg.strength': 0.1}))
+  (_, want, _), (_, got, _) = (t.compiled_chunk(t.init(), 8)(t.init(), np.int32(0), t.data,
+                                                             t.hp) for t in (xla, pallas))
+  np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-5)
+  assert np.asarray(got).shape == (8, 2)
+
+
+def test_the_same_seed_gives_the_same_bits():
+  data = _data()
+  runs = [jax.tree.map(np.asarray, t.fit(t.init()))
+          for t in (_trainers(data, _configs())[1] for _ in range(2))]
+  jax.tree.map(np.testing.assert_array_equal, *runs)
+
+
+@pytest.mark.parametrize('fields,members', [
+    ({'optimizer.name': 'momentum'}, 1),  # optimizer state beyond the learning rate
+    ({'dataset.bias_trick': False}, 1),  # a separate b
+    ({'loss.name': 'crammer_singer'}, 1),
+    ({'reg.max_norm': 1.0}, 1),
+    ({'batch_size': 0}, 1),  # full batch: fullbatch.py's pass
+    ({}, 'own seeds'),  # members drawing their own minibatches
+])
+def test_fused_step_applies_only_where_it_computes_the_same_step(fields, members):
+  """Elsewhere `fused_step=True` leaves the XLA step (bitwise the same run)."""
+  bias_trick = fields.get('dataset.bias_trick', True)
+  data = _data() if bias_trick else array_dataset(*_raw(), 7, scale=1 / 255)
+  configs = _configs(**fields)
+  if members == 'own seeds':
+    configs = configs + [sweep.member_config(configs[0], {'seed': 1})]
+  xla, pallas = _trainers(data, configs)
+  assert not pallas.tuning.fused(pallas.spec, pallas.tuning.guard_mode(pallas.spec))
+  jax.tree.map(np.testing.assert_array_equal, jax.tree.map(np.asarray, pallas.fit(pallas.init())),
+               jax.tree.map(np.asarray, xla.fit(xla.init())))
+
+
+def test_fused_step_needs_the_deferred_guard():
+  data = _data()
+  spec = _trainers(data, _configs())[1].spec
+  assert fused.applies(spec, 'deferred')
+  assert not fused.applies(spec, 'select') and not fused.applies(spec, 'cond')
+  assert not Tuning().fused(spec, 'deferred')  # off unless asked for
+  with pytest.raises(ValueError, match='fused_step'):
+    Tuning(fused_step='yes')
+
+
+def test_layout_pads_to_the_kernels_blocks():
+  spec = _trainers(_data(), _configs())[1].spec  # 301 features, 7 classes, batch 50
+  assert fused.layout(spec) == dict(c_pad=16, b_pad=64, d_pad=384, blocks=3, splits=3)
+
+
+def test_program_compiled_for_an_h200_runs_two_kernels_a_step():
+  """The Triton lowering, on XLA's output for an H200 (no card needed, but JAX's CUDA plugin;
+  skipped without it): a CIFAR-shaped step is the two Pallas kernels, with no XLA gather,
+  matmul or reduction left in the loop."""
+  from benchmarks import gpu_program, hlo_kernels
+  try:
+    text, unroll = gpu_program.compile_for_card('h200', _data(), steps=8,
+                                                tuning=Tuning(fused_step=True))
+  except RuntimeError as e:
+    pytest.skip(str(e))
+  loop = [k for k in hlo_kernels.kernels(text) if k.computation.startswith('ENTRY/body')]
+  assert sum('triton' in k.op for k in loop) == 2 * unroll
+  assert all('triton' in k.op or k.shape.startswith('s32[]') for k in loop)
+
+
+def _raw(n=400, d=300, classes=7):
+  rng = np.random.default_rng(0)
+  return rng.integers(0, 256, (n, d)).astype(np.uint8), rng.integers(0, classes, n)
+
