@@ -70,8 +70,12 @@ def tuning_variants() -> dict:
       'pad8': Tuning(feature_multiple=8),
       'pad64': Tuning(feature_multiple=64),
       'pad256': Tuning(feature_multiple=256),
-      # plain SGD's step as two Pallas kernels (fused.py), not XLA's ~11
-      'fused': Tuning(fused_step=True),
+      # fused.py: plain SGD's step as two Pallas kernels (not XLA's ~11), or XLA's forward
+      # with the backward product and update as one Pallas kernel (dW never written)
+      'pallas_step': Tuning(pallas='step'),
+      'pallas_update': Tuning(pallas='update'),
+      'pallas_step_w8': Tuning(pallas='step', pallas_warps=8),
+      'pallas_update_w8': Tuning(pallas='update', pallas_warps=8),
   }
 
 

@@ -60,8 +60,8 @@ def compile_for_card(target: str, dataset, *, k: int = 1, batch: int = 200, step
   """`(optimized HLO text, steps per loop iteration)`: hinge_jax's training program of `steps`
   steps on `dataset`, compiled by XLA for the card `target` ('h100' or 'h200') with no card
   present. `with_fused_bytes`: also `fused.step_bytes` where the program trains with
-  `fused.py`'s kernels (else None). Raises RuntimeError (one line) where JAX's CUDA plugin is
-  not installed."""
+  `fused.py`'s two-kernel step (else None; the listing's count holds for 'update'). Raises
+  RuntimeError (one line) where JAX's CUDA plugin is not installed."""
   import jax
   import jax.numpy as jnp
   import numpy as np
@@ -99,7 +99,7 @@ def compile_for_card(target: str, dataset, *, k: int = 1, batch: int = 200, step
         compiler_options=dict(tuning.compiler_options) or None).as_text()
     unroll = tuning.unroll(steps)  # steps in the loop body (train_chunk unrolls full batch too)
     fused_bytes = None
-    if tuning.fused(trainer.spec, tuning.guard_mode(trainer.spec)):
+    if tuning.pallas_mode(trainer.spec, tuning.guard_mode(trainer.spec)) == 'step':
       fused_bytes = fused.step_bytes(trainer.spec, k, dataset.x['train'].dtype.itemsize)
   finally:
     jax.default_backend = backend

@@ -1,33 +1,40 @@
-"""Minibatch SGD as two hand-fused kernels a step (Pallas), for a GPU's small models.
+"""Minibatch SGD with hand-written kernels (Pallas, Triton on a GPU): `train.Tuning.pallas`.
 
 XLA compiles one minibatch SGD step of a CIFAR-sized model into about 11 kernels (the gather
 and conversion of the batch, a split-K forward product and its reduction, the loss and its
-gradient in several small reductions, the backward product, the update); on an H200 each runs
-about 1.7 µs, launch-bound, so one model's epoch takes 5.5 ms however small the math
-(benchmarks/gpu_profile.py). Here a step is two kernels:
+gradient in several small reductions, the backward product, the update). Two regimes leave
+time on the table (benchmarks/gpu_profile.py, an H200):
+- one model: each kernel runs about 1.7 µs, launch-bound, so an epoch takes 5.5 ms however
+  small the math;
+- 1,024 members: XLA writes dW (131 MB) and reads it back in a separate update pass over W.
 
+Mode 'step' (`step_chunk`), for one or a few members: a step is two kernels.
 1. `scores`: grid (members, row blocks, feature splits). Each program gathers its rows of
    the minibatch straight from the stored training split (uint8 stays uint8 in memory),
    centres and scales them, and multiplies them with its share of W: partial scores
    `(K, splits, B_pad, C_pad)`.
 2. `update`: grid (members, feature blocks). Each program sums the partial scores, computes
-   the loss and its gradient with respect to the scores (hand-derived, checked against
-   `jax.grad` in tests/test_fused.py), gathers its feature block of the minibatch again,
-   multiplies, adds the regularizer's gradient and writes W's block updated in place. It
-   also writes the block's share of the penalty and (block 0) the data loss, into a
-   `(steps, K, blocks + 1)` buffer that is summed into the step losses after the loop, in
-   a fixed order (no atomics: the same seed gives the same bits).
-
-The chunk runs as a `fori_loop` whose body is these two calls; indices, labels and learning
+   the loss and its gradient with respect to the scores (hand-derived for the WW SVM and
+   softmax, checked against `jax.grad` in tests/test_fused.py), gathers its feature block
+   of the minibatch again, multiplies, adds the regularizer's gradient and writes W's block
+   updated in place. It also writes the block's share of the penalty and (block 0) the data
+   loss, into a `(steps, K, blocks + 1)` buffer summed into the step losses after the loop,
+   in a fixed order (no atomics: the same seed gives the same bits).
+The chunk runs as a `fori_loop` whose body is these calls; indices, labels and learning
 rates for the whole chunk are computed before it. Inside, W is padded to `C_pad` classes
 (zero rows, masked out of the loss) and `D_pad` features (zero columns after the pixels, the
 bias trick's 1 last, as `train.Tuning.feature_multiple` lays them out).
 
+Mode 'update' (`update_chunk`), for many members: XLA computes the features, the forward
+product and the loss's gradient (any loss); one kernel, tile by tile of W (members ×
+classes, features), computes dW = dSᵀx and writes W − lr·(dW + λ∇R(W)) in place, with each
+row's penalty: dW never reaches memory.
+
 Scope (`applies`): strategy `sgd` with the plain `sgd` optimizer (any schedule), shared
-minibatches, the bias trick, the WW SVM (squared or not) or softmax, regularizer none, l2,
-l1 or elastic net, no max-norm, the deferred guard. Elsewhere `train` runs its XLA step.
-On the CPU the kernels run in Pallas's interpreter (tests only: slow). It is the same model,
-but not the same bits as the XLA step: sums group differently.
+minibatches, the bias trick, regularizer none, l2, l1 or elastic net, no max-norm, the
+deferred guard; 'step' also needs the WW SVM (squared or not) or softmax. Elsewhere `train`
+runs its XLA step. On the CPU the kernels run in Pallas's interpreter (tests only: slow).
+It is the same model, but not the same bits as the XLA step: sums group differently.
 """
 
 import functools
@@ -47,11 +54,20 @@ LOSSES = ('multiclass_svm', 'softmax_cross_entropy')
 REGULARIZERS = ('none', 'l2', 'l1', 'elastic_net')
 
 
-def applies(spec, guard: str) -> bool:
-  """Whether `train_chunk` can train a chunk of `spec` (see the module's docstring)."""
+MODES = ('step', 'update')
+
+
+def applies(spec, guard: str, mode: str = 'step') -> bool:
+  """Whether `mode`'s chunk can train `spec` (see the module's docstring): plain minibatch SGD
+  sharing its minibatches under the deferred guard, the bias trick, no max-norm, a
+  regularizer in `REGULARIZERS`; 'step' also needs a loss in `LOSSES` ('update' takes any:
+  XLA differentiates it)."""
+  if mode not in MODES:
+    raise ValueError(f'unknown Pallas mode {mode!r}; choose from {MODES}')
   return (spec.strategy == 'sgd' and spec.optimizer == 'sgd' and not spec.full_batch
           and spec.shared_data and spec.bias_trick and not spec.max_norm
-          and spec.loss in LOSSES and spec.reg in REGULARIZERS and guard == 'deferred')
+          and spec.reg in REGULARIZERS and guard == 'deferred'
+          and (mode == 'update' or spec.loss in LOSSES))
 
 
 def _pow2(n: int, least: int = 16) -> int:
@@ -202,15 +218,14 @@ def _unpad_w(w: Array, spec) -> Array:
   return jnp.concatenate([w[:, :c, :d - 1], w[:, :c, -1:]], axis=-1)
 
 
-def train_chunk(state, start: Array, data, hp: dict, *, spec, length: int,
-                unroll: int = 1, interpret: bool | None = None, num_warps: int = 4):
-  """`length` plain-SGD steps of every member from step `start` (the deferred guard: members
-  diverged before stay frozen): `(state, (length, K) losses)`, as `train._scan_chunk`
-  returns them. `unroll`: steps per loop iteration. `interpret`: run Pallas's interpreter
-  (None: on the CPU). `num_warps`: Triton's warps per program."""
+def step_chunk(state, start: Array, data, hp: dict, *, spec, length: int,
+               unroll: int = 1, interpret: bool | None = None, num_warps: int = 4):
+  """`length` plain-SGD steps of every member from step `start`, two kernels a step (the
+  deferred guard: members diverged before stay frozen): `(state, (length, K) losses)`, as
+  `train._scan_chunk` returns them. `unroll`: steps per loop iteration. `interpret`: run
+  Pallas's interpreter (None: on the CPU). `num_warps`: Triton's warps per program."""
   from jax.experimental import pallas as pl
   from jax.experimental.pallas import triton as plgpu
-  from hinge_jax import train  # the minibatch draws, shared with the XLA step
 
   if interpret is None:
     interpret = jax.default_backend() == 'cpu'
@@ -218,13 +233,9 @@ def train_chunk(state, start: Array, data, hp: dict, *, spec, length: int,
   k = hp['seed'].shape[0]
   b, b_pad, c_pad, d_pad = spec.batch_size, lay['b_pad'], lay['c_pad'], lay['d_pad']
   pixels = spec.num_features - 1
-  steps = start + jnp.arange(length, dtype=jnp.int32)
-  idx = jax.vmap(lambda t: train.batch_indices(hp['seed'][0], t, spec=spec))(steps)
-  idx = jnp.pad(idx.astype(jnp.int32), ((0, 0), (0, b_pad - b)))
+  idx, lr = _draws(start, hp, spec=spec, length=length)
+  idx = jnp.pad(idx, ((0, 0), (0, b_pad - b)))
   labels = data.y['train'][idx].astype(jnp.int32)
-  rate = lambda t: jax.vmap(lambda h: optim.learning_rate(
-      spec.schedule, t, h, num_steps=spec.num_steps, decay_steps=spec.decay_steps))(hp)
-  lr = jax.vmap(rate)(steps).astype(jnp.float32)  # (length, K)
   mean = jnp.zeros((d_pad,), jnp.float32).at[:pixels].set(data.mean.astype(jnp.float32))
   bias = jnp.zeros((d_pad,), jnp.float32).at[d_pad - 1].set(1.0)
   scale = jnp.reshape(data.scale, (1,)).astype(jnp.float32)
@@ -268,14 +279,130 @@ def train_chunk(state, start: Array, data, hp: dict, *, spec, length: int,
       0, loops, lambda i, c: steps_from(jnp.reshape(i * unroll, (1,)), unroll, c), carry)
   w, stats = steps_from(np.array([loops * unroll], np.int32), tail, carry)
   losses = stats[..., -1] + hp['reg_strength'][None, :] * jnp.sum(stats[..., :-1], axis=-1)
+  return _finish(state, _unpad_w(w, spec), lr, length), losses
 
+
+def _draws(start, hp: dict, *, spec, length: int):
+  """The chunk's shared minibatch indices `(length, B)` (train.batch_indices: the XLA step's
+  draws) and each member's scheduled learning rate `(length, K)`."""
+  from hinge_jax import train
+  steps = start + jnp.arange(length, dtype=jnp.int32)
+  idx = jax.vmap(lambda t: train.batch_indices(hp['seed'][0], t, spec=spec))(steps)
+  rate = lambda t: jax.vmap(lambda h: optim.learning_rate(
+      spec.schedule, t, h, num_steps=spec.num_steps, decay_steps=spec.decay_steps))(hp)
+  return idx.astype(jnp.int32), jax.vmap(rate)(steps).astype(jnp.float32)
+
+
+def _finish(state, w: Array, lr: Array, length: int):
+  """The state after the chunk: W, and the sgd optimizer's state as `length` optax updates
+  leave it (its step count, the last step's injected learning rate); frozen members kept."""
   training = ~state.diverged
   opt = state.opt_state
   opt = opt._replace(count=jnp.where(training, opt.count + length, opt.count),
                      hyperparams={**opt.hyperparams, 'learning_rate': jnp.where(
                          training, lr[-1], opt.hyperparams['learning_rate'])})
-  params = {**state.params, 'W': _unpad_w(w, spec).astype(state.params['W'].dtype)}
-  return state.replace(params=params, opt_state=opt), losses
+  params = {**state.params, 'W': w.astype(state.params['W'].dtype)}
+  return state.replace(params=params, opt_state=opt)
+
+
+WIDE_ROWS = 128  # rows of W (members × classes) an update program writes
+WIDE_BATCH = 32  # minibatch rows a product step of the update program takes
+
+
+def _backward_update_kernel(ds_ref, x_ref, lr_ref, lam_ref, l1_ref, frozen_ref, w_ref,
+                            w_out_ref, pen_ref, *, classes, members, width, batch, reg,
+                            regularize_bias, load):
+  """W's rows r0… and features c0…: W − lr·(dSᵀx + λ∇R(W)), with each row's penalty."""
+  from jax.experimental import pallas as pl
+  i, j = pl.program_id(0), pl.program_id(1)
+  rows = w_out_ref.shape[0] // pl.num_programs(0)
+  r0, c0 = i * rows, j * COLS
+  member = (r0 + jnp.arange(rows)) // classes
+  ok = member < members
+  member = jnp.minimum(member, members - 1)
+  lr, lam, l1_ratio, frozen = (load(ref.at[member], mask=ok, other=0)
+                               for ref in (lr_ref, lam_ref, l1_ref, frozen_ref))
+
+  row_ids = (r0 + jnp.arange(rows))[:, None]
+  col_ids = (c0 + jnp.arange(COLS))[None, :]
+
+  def body(q, acc):
+    # the batch's rows past its end and dS's rows past K·C read as 0 (masked, not padded)
+    b = q * WIDE_BATCH + jnp.arange(WIDE_BATCH)
+    ds = load(ds_ref.at[row_ids, b[None, :]], mask=ok[:, None] & (b < batch)[None, :],
+              other=0)
+    x = load(x_ref.at[b[:, None], col_ids], mask=(b < batch)[:, None], other=0)
+    return acc + jax.lax.dot_general(ds, x, (((1,), (0,)), ((), ())),
+                                     preferred_element_type=jnp.float32)
+  grad = jax.lax.fori_loop(0, -(-batch // WIDE_BATCH), body,
+                           jnp.zeros((rows, COLS), jnp.float32))
+  w = w_ref[pl.ds(r0, rows), pl.ds(c0, COLS)]
+  penalized = w
+  if not regularize_bias:  # the bias trick's column, W's last, is left out of the penalty
+    penalized = jnp.where((c0 + jnp.arange(COLS) == width - 1)[None, :], 0.0, w)
+  if reg == 'none':
+    penalty = jnp.zeros((rows,), jnp.float32)
+  else:
+    a = {'l2': 0.0, 'l1': 1.0}.get(reg, l1_ratio[:, None])
+    penalty = jnp.sum(a * jnp.abs(penalized) + (1 - a) * penalized * penalized, axis=1)
+    grad = grad + lam[:, None] * (a * jnp.sign(penalized) + (1 - a) * 2 * penalized)
+  w_out_ref[pl.ds(r0, rows), pl.ds(c0, COLS)] = jnp.where(
+      (frozen != 0)[:, None], w, w - lr[:, None] * grad)
+  pen_ref[pl.ds(r0, rows), j] = penalty
+
+
+def update_chunk(state, start: Array, data, hp: dict, *, spec, length: int, unroll: int = 1,
+                 interpret: bool | None = None, num_warps: int = 4):
+  """`step_chunk`'s contract, for many members: XLA computes each step's features, scores,
+  loss and dL/dS (`jax.value_and_grad` of `losses.py`'s loss: any loss); one Pallas kernel
+  computes dW = dSᵀx tile by tile and writes W − lr·(dW + λ∇R(W)) in place, with each row's
+  penalty for the step's loss. dW is never written to memory: at 1,024 CIFAR members that is
+  131 MB a step not written and read back, and XLA's separate update pass not run."""
+  from jax.experimental import pallas as pl
+  from jax.experimental.pallas import triton as plgpu
+  from hinge_jax import losses, model
+
+  if interpret is None:
+    interpret = jax.default_backend() == 'cpu'
+  k, c, d = state.params['W'].shape
+  d_pad = -(-d // COLS) * COLS
+  kc = k * c
+  rows = min(WIDE_ROWS, _pow2(kc))
+  kc_pad = -(-kc // rows) * rows
+  b = spec.batch_size
+  idx, lr = _draws(start, hp, spec=spec, length=length)
+  load = plgpu.load if not interpret else _interpret_load
+  params = {} if interpret else dict(
+      compiler_params=plgpu.CompilerParams(num_warps=num_warps, num_stages=2))
+  call = pl.pallas_call(
+      functools.partial(_backward_update_kernel, classes=c, members=k, width=d_pad,
+                        batch=b, reg=spec.reg, regularize_bias=spec.regularize_bias,
+                        load=load),
+      out_shape=(jax.ShapeDtypeStruct((kc_pad, d_pad), jnp.float32),
+                 jax.ShapeDtypeStruct((kc_pad, d_pad // COLS), jnp.float32)),
+      grid=(kc_pad // rows, d_pad // COLS), input_output_aliases={6: 0},
+      interpret=interpret, name='hinge_jax_backward_update', **params)
+  frozen = state.diverged.astype(jnp.float32)
+  lam, l1_ratio = hp['reg_strength'].astype(jnp.float32), hp['l1_ratio'].astype(jnp.float32)
+
+  def member_loss(s, y, margin):
+    return jnp.mean(losses.get(spec.loss)(s, y, margin=margin, squared=spec.squared))
+
+  def step(w, inputs):
+    ids, lr_t = inputs
+    x = data.features(data.x['train'][ids], d_pad - d)
+    y = data.y['train'][ids]
+    s = jax.vmap(lambda wm: model.scores({'W': wm}, x))(w[:kc].reshape(k, c, d_pad))
+    data_loss, ds = jax.vmap(jax.value_and_grad(member_loss), in_axes=(0, None, 0))(
+        s, y, hp['margin'])
+    ds_t = jnp.swapaxes(ds, 1, 2).reshape(kc, b)
+    w, pen = call(ds_t, x, lr_t, lam, l1_ratio, frozen, w)
+    return w, data_loss + lam * jnp.sum(pen[:kc].reshape(k, -1), axis=1)
+
+  w0 = jnp.pad(_pad_w(state.params['W'].astype(jnp.float32), dict(d_pad=d_pad, c_pad=c)
+                      ).reshape(kc, d_pad), ((0, kc_pad - kc), (0, 0)))
+  w, chunk_losses = jax.lax.scan(step, w0, (idx, lr), unroll=max(1, min(unroll, length)))
+  return _finish(state, _unpad_w(w[:kc].reshape(k, c, d_pad), spec), lr, length), chunk_losses
 
 
 def _interpret_load(ref, *, mask=None, other=None):

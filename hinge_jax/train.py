@@ -128,19 +128,24 @@ class Tuning:
       minibatches are not padded (K = 1,024: 703 ms an epoch unpadded, 1,077 ms at 64: the
       padded batches are materialized). The products' sums group differently, so float32
       rounding may differ from an unpadded run.
-    fused_step: train a chunk `fused.applies` to (plain minibatch SGD of the WW SVM or
-      softmax sharing minibatches, the deferred guard) with `fused.py`'s two hand-written
-      kernels a step instead of XLA's step (about 11 kernels on a GPU). The same model, sums
-      grouped differently (float32 rounding differs); on the CPU the kernels run in Pallas's
-      interpreter (for tests: slow). None: off (False) everywhere until a GPU measurement
-      says it pays (benchmarks/gpu.py's tuning table has it as 'fused').
+    pallas: train a chunk with hand-written kernels (`fused.py`) where `fused.applies`
+      (plain minibatch SGD sharing minibatches, the deferred guard, the bias trick):
+      'step' runs each step as two Pallas kernels (the WW SVM or softmax; for one or a few
+      members, whose XLA step is about 11 launch-bound kernels on a GPU); 'update' keeps
+      XLA's forward product and loss and runs the backward product and the SGD update as one
+      Pallas kernel (any loss; for many members, whose step is bound by W's passes). The same
+      model, sums grouped differently (float32 rounding differs). On the CPU the kernels run
+      in Pallas's interpreter (for tests: slow). None: XLA's step everywhere, until a GPU
+      measurement says a mode pays (benchmarks/gpu.py's `fused` section times both).
+    pallas_warps: Triton's warps per program for those kernels (None: 4).
   """
   scan_unroll: Optional[int] = None
   guard: Optional[str] = None
   compiler_options: tuple = ()
   fullbatch_bf16: Optional[bool] = None
   feature_multiple: Optional[int] = None
-  fused_step: Optional[bool] = None
+  pallas: Optional[str] = None
+  pallas_warps: Optional[int] = None
 
   def __post_init__(self):
     if self.scan_unroll is not None and (not isinstance(self.scan_unroll, int)
@@ -152,9 +157,12 @@ class Tuning:
                                               or self.feature_multiple < 1):
       raise ValueError(f'feature_multiple={self.feature_multiple!r} must be a positive integer '
                        'or None')
-    for name in ('fullbatch_bf16', 'fused_step'):
-      if getattr(self, name) not in (None, True, False):
-        raise ValueError(f'{name}={getattr(self, name)!r} must be True, False or None')
+    if self.fullbatch_bf16 not in (None, True, False):
+      raise ValueError(f'fullbatch_bf16={self.fullbatch_bf16!r} must be True, False or None')
+    if self.pallas_warps is not None and self.pallas_warps not in (1, 2, 4, 8, 16):
+      raise ValueError(f'pallas_warps={self.pallas_warps!r} must be 1, 2, 4, 8 or 16 (or None)')
+    if self.pallas is not None and self.pallas not in fused.MODES:
+      raise ValueError(f'pallas={self.pallas!r} is not one of {fused.MODES} (or None)')
     try:
       options = dict(self.compiler_options)
     except (TypeError, ValueError):
@@ -174,9 +182,9 @@ class Tuning:
       return 'deferred'
     return 'cond' if jax.default_backend() == 'cpu' else 'select'
 
-  def fused(self, spec: 'Spec', guard: str) -> bool:
-    """Whether a chunk of `spec` under `guard` trains with `fused.py`'s kernels."""
-    return bool(self.fused_step) and fused.applies(spec, guard)
+  def pallas_mode(self, spec: 'Spec', guard: str) -> Optional[str]:
+    """The `fused.py` mode a chunk of `spec` under `guard` trains with (None: XLA's step)."""
+    return self.pallas if self.pallas and fused.applies(spec, guard, self.pallas) else None
 
   def feature_pad(self, spec: 'Spec') -> int:
     """Zero features a training chunk appends (see `feature_multiple`): 0 where it does not
@@ -432,9 +440,11 @@ def chunk_program(spec: Spec, length: int, tuning: Tuning, *, rerun: bool = Fals
 
 
 def _scan_chunk(state, start, data, hp, *, spec, length, tuning, guard):
-  if tuning.fused(spec, guard):
-    return fused.train_chunk(state, start, data, hp, spec=spec, length=length,
-                             unroll=tuning.unroll(length))
+  mode = tuning.pallas_mode(spec, guard)
+  if mode:
+    chunk = fused.step_chunk if mode == 'step' else fused.update_chunk
+    return chunk(state, start, data, hp, spec=spec, length=length, unroll=tuning.unroll(length),
+                 num_warps=tuning.pallas_warps or 4)
   steps = start + jnp.arange(length, dtype=jnp.int32)
   unroll, pad = tuning.unroll(length), tuning.feature_pad(spec)
   one_step = functools.partial(train_step, data=data, hp=hp, spec=spec, guard=guard,

@@ -1,5 +1,6 @@
-"""fused.py: plain minibatch SGD as two Pallas kernels a step (on the CPU, in Pallas's
-interpreter), against the XLA step of train.py and against `jax.grad` of losses.py."""
+"""fused.py: plain minibatch SGD with Pallas kernels (on the CPU, in Pallas's interpreter):
+two kernels a step ('step') and XLA's forward with a backward-and-update kernel ('update'),
+against the XLA step of train.py and against `jax.grad` of losses.py."""
 
 import jax
 import jax.numpy as jnp
@@ -27,9 +28,9 @@ def _configs(lrs=(0.05,), **fields):
   return [default_config(**{**base, 'optimizer.learning_rate': lr}) for lr in lrs]
 
 
-def _trainers(data, configs):
+def _trainers(data, configs, mode='step'):
   xla = Trainer.create(configs[0], data, configs, tuning=Tuning(guard='deferred'))
-  pallas = Trainer.create(configs[0], data, configs, tuning=Tuning(fused_step=True))
+  pallas = Trainer.create(configs[0], data, configs, tuning=Tuning(pallas=mode))
   return xla, pallas
 
 
@@ -68,7 +69,7 @@ def test_svm_loss_keeps_nan_scores_nan():
   assert np.isnan(got[0]) and np.isfinite(got[1:]).all()
 
 
-@pytest.mark.parametrize('fields,diverges', [
+CASES = [
     ({'loss.name': 'multiclass_svm', 'reg.name': 'l2'}, True),
     ({'loss.name': 'multiclass_svm', 'loss.squared': True, 'reg.name': 'l1',
       'reg.regularize_bias': False, 'optimizer.schedule': 'step', 'optimizer.decay_steps': 5},
@@ -77,15 +78,21 @@ def test_svm_loss_keeps_nan_scores_nan():
       'optimizer.schedule': 'cosine', 'sampling': 'epochs'}, True),
     # softmax unregularized does not diverge at lr 1e38 (its gradient saturates) unless its
     # scores overflow, which rounding decides: a second member at 0.5 instead
-    ({'loss.name': 'softmax_cross_entropy', 'reg.name': 'none', 'loss.margin': 2.0}, False)])
-def test_fused_chunks_train_the_xla_steps_model(fields, diverges):
-  """Two members (one diverging at lr 1e38, so its chunk is rerun) trained by the kernels and
-  by XLA's step: the same weights (float32 sums grouped differently), optimizer state, losses
-  and divergence steps."""
+    ({'loss.name': 'softmax_cross_entropy', 'reg.name': 'none', 'loss.margin': 2.0}, False)]
+
+
+@pytest.mark.parametrize('mode,fields,diverges', [('step', *c) for c in CASES] + [
+    ('update', *c) for c in CASES[:2]] + [
+    ('update', {'loss.name': 'crammer_singer', 'reg.name': 'elastic_net'}, True),
+    ('update', {'loss.name': 'one_vs_all', 'reg.name': 'none', 'num_steps': 23}, False)])
+def test_pallas_chunks_train_the_xla_steps_model(mode, fields, diverges):
+  """Two members (one diverging at lr 1e38, so its chunk is rerun) trained with the kernels
+  and with XLA's step: the same weights (float32 sums grouped differently), optimizer state,
+  losses and divergence steps. 'update' takes any loss; 23 steps leave a short last chunk."""
   data = _data()
-  xla, pallas = _trainers(data, _configs((0.05, 1e38 if diverges else 0.5), **fields))
-  assert pallas.tuning.fused(pallas.spec, 'deferred')
-  assert not xla.tuning.fused(xla.spec, 'deferred')
+  xla, pallas = _trainers(data, _configs((0.05, 1e38 if diverges else 0.5), **fields), mode)
+  assert pallas.tuning.pallas_mode(pallas.spec, 'deferred') == mode
+  assert xla.tuning.pallas_mode(xla.spec, 'deferred') is None
   rows, states = {}, {}
   for name, trainer in (('xla', xla), ('pallas', pallas)):
     rows[name] = []
@@ -102,53 +109,62 @@ def test_fused_chunks_train_the_xla_steps_model(fields, diverges):
     np.testing.assert_allclose(b['loss'][0], a['loss'][0], rtol=1e-5)
 
 
-def test_fused_chunk_losses_are_the_objective_at_each_step():
+@pytest.mark.parametrize('mode', ['step', 'update'])
+def test_pallas_chunk_losses_are_the_objective_at_each_step(mode):
   """Each step's reported loss is the objective (data loss + λR) at the weights it started
-  from, as the XLA step reports it; float32 storage works as uint8 does."""
+  from, as the XLA step reports it; float32 storage works as uint8 does; 9 members (90 rows
+  of W: 'update' pads them to its tile)."""
   data = _data(dtype=np.float32)
-  xla, pallas = _trainers(data, _configs((0.05, 0.2), **{'reg.strength': 0.1}))
-  (_, want, _), (_, got, _) = (t.compiled_chunk(t.init(), 8)(t.init(), np.int32(0), t.data,
-                                                             t.hp) for t in (xla, pallas))
+  xla, pallas = _trainers(data, _configs(np.linspace(0.05, 0.2, 9), **{'reg.strength': 0.1}),
+                          mode)
+  (state_x, want, _), (state_p, got, _) = (
+      t.compiled_chunk(t.init(), 8)(t.init(), np.int32(0), t.data, t.hp) for t in (xla, pallas))
   np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-5)
-  assert np.asarray(got).shape == (8, 2)
+  assert np.asarray(got).shape == (8, 9)
+  np.testing.assert_allclose(state_p.params['W'], state_x.params['W'], rtol=1e-4, atol=1e-6)
 
 
-def test_the_same_seed_gives_the_same_bits():
+@pytest.mark.parametrize('mode', ['step', 'update'])
+def test_the_same_seed_gives_the_same_bits(mode):
   data = _data()
   runs = [jax.tree.map(np.asarray, t.fit(t.init()))
-          for t in (_trainers(data, _configs())[1] for _ in range(2))]
+          for t in (_trainers(data, _configs(), mode)[1] for _ in range(2))]
   jax.tree.map(np.testing.assert_array_equal, *runs)
 
 
-@pytest.mark.parametrize('fields,members', [
-    ({'optimizer.name': 'momentum'}, 1),  # optimizer state beyond the learning rate
-    ({'dataset.bias_trick': False}, 1),  # a separate b
-    ({'loss.name': 'crammer_singer'}, 1),
-    ({'reg.max_norm': 1.0}, 1),
-    ({'batch_size': 0}, 1),  # full batch: fullbatch.py's pass
-    ({}, 'own seeds'),  # members drawing their own minibatches
+@pytest.mark.parametrize('mode,fields,members', [
+    ('step', {'optimizer.name': 'momentum'}, 1),  # optimizer state beyond the learning rate
+    ('update', {'optimizer.name': 'adam'}, 1),
+    ('step', {'dataset.bias_trick': False}, 1),  # a separate b
+    ('step', {'loss.name': 'crammer_singer'}, 1),  # 'step' differentiates two losses by hand
+    ('update', {'reg.max_norm': 1.0}, 1),
+    ('step', {'batch_size': 0}, 1),  # full batch: fullbatch.py's pass
+    ('update', {}, 'own seeds'),  # members drawing their own minibatches
 ])
-def test_fused_step_applies_only_where_it_computes_the_same_step(fields, members):
-  """Elsewhere `fused_step=True` leaves the XLA step (bitwise the same run)."""
+def test_pallas_applies_only_where_it_computes_the_same_step(mode, fields, members):
+  """Elsewhere `Tuning(pallas=...)` leaves the XLA step (bitwise the same run)."""
   bias_trick = fields.get('dataset.bias_trick', True)
   data = _data() if bias_trick else array_dataset(*_raw(), 7, scale=1 / 255)
   configs = _configs(**fields)
   if members == 'own seeds':
     configs = configs + [sweep.member_config(configs[0], {'seed': 1})]
-  xla, pallas = _trainers(data, configs)
-  assert not pallas.tuning.fused(pallas.spec, pallas.tuning.guard_mode(pallas.spec))
+  xla, pallas = _trainers(data, configs, mode)
+  assert pallas.tuning.pallas_mode(pallas.spec, pallas.tuning.guard_mode(pallas.spec)) is None
   jax.tree.map(np.testing.assert_array_equal, jax.tree.map(np.asarray, pallas.fit(pallas.init())),
                jax.tree.map(np.asarray, xla.fit(xla.init())))
 
 
-def test_fused_step_needs_the_deferred_guard():
-  data = _data()
-  spec = _trainers(data, _configs())[1].spec
-  assert fused.applies(spec, 'deferred')
-  assert not fused.applies(spec, 'select') and not fused.applies(spec, 'cond')
-  assert not Tuning().fused(spec, 'deferred')  # off unless asked for
-  with pytest.raises(ValueError, match='fused_step'):
-    Tuning(fused_step='yes')
+def test_pallas_needs_the_deferred_guard_and_a_known_mode():
+  spec = _trainers(_data(), _configs())[1].spec
+  assert fused.applies(spec, 'deferred', 'step') and fused.applies(spec, 'deferred', 'update')
+  assert not fused.applies(spec, 'select') and not fused.applies(spec, 'cond', 'update')
+  assert Tuning().pallas_mode(spec, 'deferred') is None  # off unless asked for
+  with pytest.raises(ValueError, match="pallas='fast'"):
+    Tuning(pallas='fast')
+  with pytest.raises(ValueError, match='pallas_warps=3'):
+    Tuning(pallas='step', pallas_warps=3)
+  with pytest.raises(ValueError, match="unknown Pallas mode 'fast'"):
+    fused.applies(spec, 'deferred', 'fast')
 
 
 def test_layout_pads_to_the_kernels_blocks():
@@ -156,19 +172,26 @@ def test_layout_pads_to_the_kernels_blocks():
   assert fused.layout(spec) == dict(c_pad=16, b_pad=64, d_pad=384, blocks=3, splits=3)
 
 
-def test_program_compiled_for_an_h200_runs_two_kernels_a_step():
+@pytest.mark.parametrize('mode', ['step', 'update'])
+def test_program_compiled_for_an_h200_runs_the_pallas_kernels(mode):
   """The Triton lowering, on XLA's output for an H200 (no card needed, but JAX's CUDA plugin;
-  skipped without it): a CIFAR-shaped step is the two Pallas kernels, with no XLA gather,
-  matmul or reduction left in the loop."""
+  skipped without it). 'step': each step is the two Pallas kernels, with no XLA gather,
+  matmul or reduction left in the loop. 'update': one Pallas kernel a step and one XLA
+  matmul (the forward product's: none computes dW)."""
   from benchmarks import gpu_program, hlo_kernels
   try:
-    text, unroll = gpu_program.compile_for_card('h200', _data(), steps=8,
-                                                tuning=Tuning(fused_step=True))
+    text, unroll = gpu_program.compile_for_card('h200', _data(), k=4, steps=8,
+                                                tuning=Tuning(pallas=mode))
   except RuntimeError as e:
     pytest.skip(str(e))
   loop = [k for k in hlo_kernels.kernels(text) if k.computation.startswith('ENTRY/body')]
-  assert sum('triton' in k.op for k in loop) == 2 * unroll
-  assert all('triton' in k.op or k.shape.startswith('s32[]') for k in loop)
+  pallas = [k for k in loop if 'xla.gpu.triton' in k.op]
+  if mode == 'step':
+    assert len(pallas) == 2 * unroll
+    assert all(k in pallas or k.shape.startswith('s32[]') for k in loop)
+  else:
+    assert len(pallas) == unroll
+    assert sum('gemm' in k.op or 'cublas' in k.op for k in loop) == unroll
 
 
 def _raw(n=400, d=300, classes=7):
