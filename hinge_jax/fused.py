@@ -52,9 +52,7 @@ COLS = 128  # features a program handles at a time (W's padded width is a multip
 MAX_SPLITS = 8  # the forward product's feature splits (programs per row block)
 LOSSES = ('multiclass_svm', 'softmax_cross_entropy')
 REGULARIZERS = ('none', 'l2', 'l1', 'elastic_net')
-
-
-MODES = ('step', 'update')
+MODES = ('step', 'update')  # see the module's docstring
 
 
 def applies(spec, guard: str, mode: str = 'step') -> bool:
@@ -98,13 +96,13 @@ def _features(x_ref, ids, row_ok, c0, mean_ref, bias_ref, scale, pixels, load):
   """The `(ROWS, COLS)` model features of rows `ids`, columns c0…: (x − mean)·scale in the
   pixels, 0 after them, the bias trick's 1 last (`bias_ref`)."""
   cols = c0 + jnp.arange(COLS)
-  x = load(x_ref.at[ids, pl_ds(c0, COLS)], mask=row_ok[:, None] & (cols < pixels)[None, :],
+  x = load(x_ref.at[ids, _ds(c0, COLS)], mask=row_ok[:, None] & (cols < pixels)[None, :],
            other=0).astype(jnp.float32)
-  return (x - mean_ref[pl_ds(c0, COLS)][None, :]) * scale + bias_ref[pl_ds(c0, COLS)][None, :]
+  return (x - mean_ref[_ds(c0, COLS)][None, :]) * scale + bias_ref[_ds(c0, COLS)][None, :]
 
 
-def pl_ds(start, size):
-  from jax.experimental import pallas as pl
+def _ds(start, size):
+  from jax.experimental import pallas as pl  # lazily: `import hinge_jax` stays Pallas-free
   return pl.ds(start, size)
 
 
@@ -242,9 +240,8 @@ def step_chunk(state, start: Array, data, hp: dict, *, spec, length: int,
   hyper = jnp.stack([hp['reg_strength'], hp['margin'], hp['l1_ratio'],
                      state.diverged.astype(jnp.float32)], axis=1).astype(jnp.float32)
   x = data.x['train']
-  load = functools.partial(plgpu.load) if not interpret else _interpret_load
-  params = {} if interpret else dict(
-      compiler_params=plgpu.CompilerParams(num_warps=num_warps, num_stages=2))
+  load = plgpu.load if not interpret else _interpret_load
+  params = {} if interpret else _triton_params(plgpu, num_warps)
 
   scores = pl.pallas_call(
       functools.partial(_scores_kernel, pixels=pixels,
@@ -372,8 +369,7 @@ def update_chunk(state, start: Array, data, hp: dict, *, spec, length: int, unro
   b = spec.batch_size
   idx, lr = _draws(start, hp, spec=spec, length=length)
   load = plgpu.load if not interpret else _interpret_load
-  params = {} if interpret else dict(
-      compiler_params=plgpu.CompilerParams(num_warps=num_warps, num_stages=2))
+  params = {} if interpret else _triton_params(plgpu, num_warps)
   call = pl.pallas_call(
       functools.partial(_backward_update_kernel, classes=c, members=k, width=d_pad,
                         batch=b, reg=spec.reg, regularize_bias=spec.regularize_bias,
@@ -403,6 +399,12 @@ def update_chunk(state, start: Array, data, hp: dict, *, spec, length: int, unro
                       ).reshape(kc, d_pad), ((0, kc_pad - kc), (0, 0)))
   w, chunk_losses = jax.lax.scan(step, w0, (idx, lr), unroll=max(1, min(unroll, length)))
   return _finish(state, _unpad_w(w[:kc].reshape(k, c, d_pad), spec), lr, length), chunk_losses
+
+
+def _triton_params(plgpu, num_warps: int) -> dict:
+  """`pallas_call`'s Triton settings (`CompilerParams`; `TritonCompilerParams` in older JAX)."""
+  params = getattr(plgpu, 'CompilerParams', None) or getattr(plgpu, 'TritonCompilerParams')
+  return dict(compiler_params=params(num_warps=num_warps, num_stages=2))
 
 
 def _interpret_load(ref, *, mask=None, other=None):
