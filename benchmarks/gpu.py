@@ -178,9 +178,9 @@ def main(argv):
           print(f'  {loss} K={k} {name}: {row[name]["error"][:300]}', flush=True)
           continue
         row[name] = {'epoch_s': t, 'model_epochs_per_s': k / t['median']}
-        if ref is None:
+        if name == 'default':
           ref = w
-        else:
+        elif ref is not None:
           row[name]['w_max_abs_diff_rel'] = float(np.abs(w - ref).max() / np.abs(ref).max())
           row[name]['over_default'] = t['median'] / row['default']['epoch_s']['median']
         print(f'  {loss} K={k:4d} {name}: epoch {common.fmt(t, 1e3, 2)} ms, '
