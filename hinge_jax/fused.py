@@ -307,12 +307,11 @@ WIDE_BATCH = 32  # minibatch rows a product step of the update program takes
 
 
 def _backward_update_kernel(ds_ref, x_ref, lr_ref, lam_ref, l1_ref, frozen_ref, w_ref,
-                            w_out_ref, pen_ref, *, classes, members, width, batch, reg,
-                            regularize_bias, load):
+                            w_out_ref, pen_ref, *, rows, classes, members, width, batch,
+                            reg, regularize_bias, load):
   """W's rows r0… and features c0…: W − lr·(dSᵀx + λ∇R(W)), with each row's penalty."""
   from jax.experimental import pallas as pl
   i, j = pl.program_id(0), pl.program_id(1)
-  rows = w_out_ref.shape[0] // pl.num_programs(0)
   r0, c0 = i * rows, j * COLS
   member = (r0 + jnp.arange(rows)) // classes
   ok = member < members
@@ -371,7 +370,7 @@ def update_chunk(state, start: Array, data, hp: dict, *, spec, length: int, unro
   load = plgpu.load if not interpret else _interpret_load
   params = {} if interpret else _triton_params(plgpu, num_warps)
   call = pl.pallas_call(
-      functools.partial(_backward_update_kernel, classes=c, members=k, width=d_pad,
+      functools.partial(_backward_update_kernel, rows=rows, classes=c, members=k, width=d_pad,
                         batch=b, reg=spec.reg, regularize_bias=spec.regularize_bias,
                         load=load),
       out_shape=(jax.ShapeDtypeStruct((kc_pad, d_pad), jnp.float32),
