@@ -202,18 +202,19 @@ def _update_kernel(t_ref, u_ref, idx_ref, y_ref, x_ref, mean_ref, bias_ref, scal
     stats_ref[t, k, pl.num_programs(1)] = total / batch
 
 
-def _pad_w(w: Array, lay: dict) -> Array:
-  """`(K, C, D)` → `(K, C_pad, D_pad)`: zero classes below, zero features before the bias."""
-  k, c, d = w.shape
-  cut = d - 1  # the pixels end; the bias trick's column follows
-  zeros = jnp.zeros((k, c, lay['d_pad'] - d), w.dtype)
-  w = jnp.concatenate([w[..., :cut], zeros, w[..., cut:]], axis=-1)
-  return jnp.pad(w, ((0, 0), (0, lay['c_pad'] - c), (0, 0)))
+def _padded_w(state, spec, d_pad: int, c_pad: int) -> Array:
+  """W `(K, C_pad, D_pad)` in float32: `train.pad_features`'s layout (zero features after the
+  pixels, the bias trick's column last), zero classes below."""
+  from hinge_jax import train
+  w = train.pad_features(state, spec, d_pad - spec.num_features).params['W']
+  return jnp.pad(w.astype(jnp.float32), ((0, 0), (0, c_pad - spec.num_classes), (0, 0)))
 
 
-def _unpad_w(w: Array, spec) -> Array:
-  d, c = spec.num_features, spec.num_classes
-  return jnp.concatenate([w[:, :c, :d - 1], w[:, :c, -1:]], axis=-1)
+def _unpadded_w(state, w: Array, spec) -> Array:
+  """`_padded_w` undone (`train.unpad_features`): W `(K, C, D)`."""
+  from hinge_jax import train
+  padded = state.replace(params={**state.params, 'W': w[:, :spec.num_classes]})
+  return train.unpad_features(padded, spec, w.shape[-1] - spec.num_features).params['W']
 
 
 def step_chunk(state, start: Array, data, hp: dict, *, spec, length: int,
@@ -268,7 +269,7 @@ def step_chunk(state, start: Array, data, hp: dict, *, spec, length: int,
       carry = update(base, offset, idx, labels, x, mean, bias, scale, lr, hyper, part, w, stats)
     return carry
 
-  carry = (_pad_w(state.params['W'].astype(jnp.float32), lay),
+  carry = (_padded_w(state, spec, d_pad, c_pad),
            jnp.zeros((length, k, lay['blocks'] + 1), jnp.float32))
   unroll = max(1, min(unroll, length))
   loops, tail = divmod(length, unroll)
@@ -276,7 +277,7 @@ def step_chunk(state, start: Array, data, hp: dict, *, spec, length: int,
       0, loops, lambda i, c: steps_from(jnp.reshape(i * unroll, (1,)), unroll, c), carry)
   w, stats = steps_from(np.array([loops * unroll], np.int32), tail, carry)
   losses = stats[..., -1] + hp['reg_strength'][None, :] * jnp.sum(stats[..., :-1], axis=-1)
-  return _finish(state, _unpad_w(w, spec), lr, length), losses
+  return _finish(state, _unpadded_w(state, w, spec), lr, length), losses
 
 
 def _draws(start, hp: dict, *, spec, length: int):
@@ -394,10 +395,10 @@ def update_chunk(state, start: Array, data, hp: dict, *, spec, length: int, unro
     w, pen = call(ds_t, x, lr_t, lam, l1_ratio, frozen, w)
     return w, data_loss + lam * jnp.sum(pen[:kc].reshape(k, -1), axis=1)
 
-  w0 = jnp.pad(_pad_w(state.params['W'].astype(jnp.float32), dict(d_pad=d_pad, c_pad=c)
-                      ).reshape(kc, d_pad), ((0, kc_pad - kc), (0, 0)))
+  w0 = jnp.pad(_padded_w(state, spec, d_pad, c).reshape(kc, d_pad), ((0, kc_pad - kc), (0, 0)))
   w, chunk_losses = jax.lax.scan(step, w0, (idx, lr), unroll=max(1, min(unroll, length)))
-  return _finish(state, _unpad_w(w[:kc].reshape(k, c, d_pad), spec), lr, length), chunk_losses
+  return (_finish(state, _unpadded_w(state, w[:kc].reshape(k, c, d_pad), spec), lr, length),
+          chunk_losses)
 
 
 def _triton_params(plgpu, num_warps: int) -> dict:
