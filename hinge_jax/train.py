@@ -159,7 +159,8 @@ class Tuning:
                        'or None')
     if self.fullbatch_bf16 not in (None, True, False):
       raise ValueError(f'fullbatch_bf16={self.fullbatch_bf16!r} must be True, False or None')
-    if self.pallas_warps is not None and self.pallas_warps not in (1, 2, 4, 8, 16):
+    if self.pallas_warps is not None and (isinstance(self.pallas_warps, bool)
+                                          or self.pallas_warps not in (1, 2, 4, 8, 16)):
       raise ValueError(f'pallas_warps={self.pallas_warps!r} must be 1, 2, 4, 8 or 16 (or None)')
     if self.pallas is not None and self.pallas not in fused.MODES:
       raise ValueError(f'pallas={self.pallas!r} is not one of {fused.MODES} (or None)')

@@ -161,8 +161,9 @@ def test_pallas_needs_the_deferred_guard_and_a_known_mode():
   assert Tuning().pallas_mode(spec, 'deferred') is None  # off unless asked for
   with pytest.raises(ValueError, match="pallas='fast'"):
     Tuning(pallas='fast')
-  with pytest.raises(ValueError, match='pallas_warps=3'):
-    Tuning(pallas='step', pallas_warps=3)
+  for warps in (3, True):
+    with pytest.raises(ValueError, match=f'pallas_warps={warps}'):
+      Tuning(pallas='step', pallas_warps=warps)
   with pytest.raises(ValueError, match="unknown Pallas mode 'fast'"):
     fused.applies(spec, 'deferred', 'fast')
 
