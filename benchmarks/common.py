@@ -71,11 +71,16 @@ def tuning_variants() -> dict:
       'pad64': Tuning(feature_multiple=64),
       'pad256': Tuning(feature_multiple=256),
       # fused.py: plain SGD's step as two Pallas kernels (not XLA's ~11), or XLA's forward
-      # with the backward product and update as one Pallas kernel (dW never written)
+      # with the backward product and update as one Pallas kernel (dW never written); by
+      # default 4 warps a program for 'step', 8 for 'update' (fused.WARPS), and 'update's
+      # tile 128 rows of W: against 8 for 'step', and for 'update' 4 (which spills registers:
+      # gpu_program.py's ptxas table), 16, and 64-row tiles (two programs an SM, not one)
       'pallas_step': Tuning(pallas='step'),
       'pallas_update': Tuning(pallas='update'),
       'pallas_step_w8': Tuning(pallas='step', pallas_warps=8),
-      'pallas_update_w8': Tuning(pallas='update', pallas_warps=8),
+      'pallas_update_w4': Tuning(pallas='update', pallas_warps=4),
+      'pallas_update_w16': Tuning(pallas='update', pallas_warps=16),
+      'pallas_update_r64': Tuning(pallas='update', pallas_tile_rows=64),
   }
 
 

@@ -164,7 +164,8 @@ def main(argv):
       lrs = np.logspace(-8, -6, k) if k > 1 else (common.LR,)
       modes = (['default'] + (['pallas_step'] if k <= 64 else []) + ['pallas_update']
                + (['pallas_step_w8'] if k == 1 else [])
-               + (['pallas_update_w8'] if k >= 256 else []))
+               + (['pallas_update_w4', 'pallas_update_w16', 'pallas_update_r64']
+                  if k >= 256 else []))
       row, ref = {}, None
       for name in modes:
         try:

@@ -1,7 +1,7 @@
 """What hinge_jax's training step becomes on a GPU, compiled here without one.
 
   python benchmarks/gpu_program.py [--target=h200] [--k=1] [--batch=200] [--steps=245]
-                                   [--tuning=default] [--dump=FILE.txt]
+                                   [--tuning=default] [--dump=FILE.txt] [--noptxas]
 
 XLA compiles the real training program (`train.train_chunk`, CIFAR-shaped uint8 data) for a
 described card with no card present (JAX's deviceless ahead-of-time compilation), and
@@ -12,14 +12,25 @@ What the listing cannot show: the matmul configurations the autotuner picks on a
 (here XLA's defaults), and command buffers (assembled after this program). Only
 `benchmarks/gpu.py` on a GPU measures time.
 
+Where the program runs `fused.py`'s Pallas kernels, it also lists what `ptxas -v` says of
+each (registers and spills a thread) with its launch (grid, threads, shared memory) and the
+programs an SM holds at once as registers and shared memory allow: a kernel that spills, or
+holds one program an SM, shows it before a card is lent.
+
 Needs the CUDA plugin, in its own environment (about 5.5 GB; no GPU or driver needed):
 
   python -m venv /tmp/venv-cuda && /tmp/venv-cuda/bin/pip install -r requirements.txt \\
       "jax[cuda12]==$(python -c 'import jax; print(jax.__version__)')"
 """
 
+import glob
 import os
+import re
+import shutil
+import subprocess
 import sys
+import tempfile
+from typing import NamedTuple, Optional
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -31,6 +42,8 @@ _BATCH = flags.DEFINE_integer('batch', 200, 'Minibatch size; 0 = full batch.')
 _STEPS = flags.DEFINE_integer('steps', 245, 'Steps in the compiled chunk (an epoch: 245).')
 _TUNING = flags.DEFINE_string('tuning', 'default', 'A variant of common.tuning_variants().')
 _DUMP = flags.DEFINE_string('dump', None, 'Also write the optimized HLO here.')
+_PTXAS = flags.DEFINE_bool('ptxas', True, 'List the Pallas kernels\' registers and spills '
+                           '(ptxas -v), where the program has any and ptxas is found.')
 
 # The fields XLA's GPU compiler reads from a device (xla/stream_executor DeviceDescription),
 # from the vendors' data sheets for the SXM parts: 132 SMs, 50 MiB L2, compute capability 9.0.
@@ -50,18 +63,124 @@ runtime_version {{ major: 12 minor: 8 patch: 0 }}
 device_description_str: "{name}"
 """
 CARDS = {'h100': dict(name='NVIDIA H100 80GB HBM3', bandwidth=3_350_000_000_000,
-                      memory=84_929_347_584),
+                      memory=84_929_347_584, arch='sm_90a'),
          'h200': dict(name='NVIDIA H200', bandwidth=4_800_000_000_000,
-                      memory=150_011_723_776)}
+                      memory=150_011_723_776, arch='sm_90a')}
+# An SM of compute capability 9.0 (CUDA's occupancy rules): registers, shared memory (of
+# which 1 KB a program is the system's), resident warps and programs.
+SM = dict(registers=65536, shared=233472, shared_reserved=1024, warps=64, programs=32)
+
+
+class CardProgram(NamedTuple):
+  """`compile_for_card`'s result."""
+  text: str  # the optimized HLO
+  unroll: int  # steps a loop iteration runs
+  fused_bytes: Optional[int]  # `fused.step_bytes` where the program runs 'step', else None
+  kernels: tuple = ()  # `pallas_kernels`' rows, where asked for (`ptxas=True`)
+
+
+class PallasKernel(NamedTuple):
+  """One Pallas (Triton) kernel of a program compiled for a card, as `ptxas -v` and XLA's
+  launch say."""
+  name: str
+  grid: tuple
+  threads: int
+  shared_bytes: int
+  registers: int  # a thread's
+  spill_bytes: int  # a thread's spill stores + loads
+  programs_per_sm: int  # resident at once, as registers and shared memory allow
+
+  @property
+  def waves(self) -> float:
+    """The grid's programs over what 132 SMs hold at once."""
+    programs = 1
+    for g in self.grid:
+      programs *= g
+    return programs / (132 * max(self.programs_per_sm, 1))
+
+
+def programs_per_sm(registers: int, threads: int, shared_bytes: int) -> int:
+  """Programs (thread blocks) one compute-capability-9.0 SM holds at once: registers are
+  allocated a warp at a time in units of 256 (8 a thread)."""
+  warps = -(-threads // 32)
+  by_registers = SM['registers'] // (-(-registers // 8) * 8 * 32) // warps
+  by_shared = SM['shared'] // (shared_bytes + SM['shared_reserved'])
+  return min(by_registers, by_shared, SM['warps'] // warps, SM['programs'])
+
+
+_LAUNCH = re.compile(r'(hinge_jax_\w+) grid: \[([\d, ]+)\] threads: \[(\d+)[\d, ]*\]\s+'
+                     r'shared_memory: (\d+) bytes')
+
+
+def parse_ptxas(report: str) -> dict:
+  """`{entry: (registers, spill bytes)}` from `ptxas -v`'s report."""
+  out, entry = {}, None
+  for line in report.splitlines():
+    m = re.search(r"Compiling entry function '(\w+)'", line)
+    if m:
+      entry = m.group(1)
+    m = re.search(r'(\d+) bytes spill stores, (\d+) bytes spill loads', line)
+    if m and entry:
+      out[entry] = (out.get(entry, (0, 0))[0], int(m.group(1)) + int(m.group(2)))
+    m = re.search(r'Used (\d+) registers', line)
+    if m and entry:
+      out[entry] = (int(m.group(1)), out.get(entry, (0, 0))[1])
+  return out
+
+
+def find_ptxas() -> Optional[str]:
+  """ptxas on PATH, else the one JAX's CUDA plugin installs (nvidia-cuda-nvcc), else None."""
+  found = shutil.which('ptxas')
+  if found:
+    return found
+  try:
+    import nvidia.cuda_nvcc as nvcc  # pylint: disable=import-outside-toplevel
+  except ImportError:
+    return None
+  for root in list(getattr(nvcc, '__path__', [])):
+    candidate = os.path.join(root, 'bin', 'ptxas')
+    if os.access(candidate, os.X_OK):
+      return candidate
+  return None
+
+
+def pallas_kernels(dump_dir: str, arch: str) -> tuple:
+  """The Pallas kernels of the program XLA dumped into `dump_dir` (`xla_dump_to`): each
+  kernel's PTX through `ptxas -v` for `arch`, with its launch from XLA's thunk sequence.
+  Raises RuntimeError (one line) where ptxas is not found."""
+  ptxas = find_ptxas()
+  if ptxas is None:
+    raise RuntimeError('ptxas not found: install the CUDA plugin (its nvidia-cuda-nvcc) or '
+                       'put CUDA\'s bin on PATH')
+  launches = {}
+  for path in glob.glob(os.path.join(dump_dir, '*thunk_sequence.txt')):
+    with open(path) as f:
+      for m in _LAUNCH.finditer(f.read()):
+        launches[m.group(1)] = (tuple(int(g) for g in m.group(2).split(',')),
+                                int(m.group(3)), int(m.group(4)))
+  found = {}
+  for path in sorted(glob.glob(os.path.join(dump_dir, '*.ptx'))):
+    with open(path) as f:
+      if '.entry hinge_jax_' not in f.read():
+        continue
+    report = subprocess.run([ptxas, f'-arch={arch}', '-v', path, '-o', os.devnull],
+                            capture_output=True, text=True, check=True).stderr
+    found.update(parse_ptxas(report))
+  rows = []
+  for name, (registers, spills) in sorted(found.items()):
+    grid, threads, shared = launches.get(name, ((0,), 0, 0))
+    rows.append(PallasKernel(name, grid, threads, shared, registers, spills,
+                             programs_per_sm(registers, threads, shared) if threads else 0))
+  return tuple(rows)
 
 
 def compile_for_card(target: str, dataset, *, k: int = 1, batch: int = 200, steps: int = 245,
-                     tuning=None, loss: str = 'multiclass_svm', with_fused_bytes: bool = False):
-  """`(optimized HLO text, steps per loop iteration)`: hinge_jax's training program of `steps`
-  steps on `dataset`, compiled by XLA for the card `target` ('h100' or 'h200') with no card
-  present. `with_fused_bytes`: also `fused.step_bytes` where the program trains with
-  `fused.py`'s two-kernel step (else None; the listing's count holds for 'update'). Raises
-  RuntimeError (one line) where JAX's CUDA plugin is not installed."""
+                     tuning=None, loss: str = 'multiclass_svm',
+                     ptxas: bool = False) -> CardProgram:
+  """hinge_jax's training program of `steps` steps on `dataset`, compiled by XLA for the card
+  `target` ('h100' or 'h200') with no card present (`CardProgram`). `ptxas`: also its Pallas
+  kernels' registers and spills (`pallas_kernels`). Raises RuntimeError (one line) where
+  JAX's CUDA plugin (or, asked for, ptxas) is not installed."""
   import jax
   import jax.numpy as jnp
   import numpy as np
@@ -95,15 +214,24 @@ def compile_for_card(target: str, dataset, *, k: int = 1, batch: int = 200, step
     hp = jax.tree.map(abstract, trainer.hp)
     chunk = train.chunk_program(trainer.spec, steps, tuning)  # what Trainer.run_chunk runs
     start = jax.ShapeDtypeStruct((), jnp.int32, sharding=on_card)
-    text = chunk.lower(state, start, data, hp).compile(
-        compiler_options=dict(tuning.compiler_options) or None).as_text()
+    options = dict(tuning.compiler_options)
+    dump_dir = tempfile.mkdtemp(prefix='hinge_jax_ptx_') if ptxas else None
+    if dump_dir:
+      options['xla_dump_to'] = dump_dir
+    try:
+      text = chunk.lower(state, start, data, hp).compile(
+          compiler_options=options or None).as_text()
+      kernels = pallas_kernels(dump_dir, card['arch']) if dump_dir else ()
+    finally:
+      if dump_dir:
+        shutil.rmtree(dump_dir, ignore_errors=True)
     unroll = tuning.unroll(steps)  # steps in the loop body (train_chunk unrolls full batch too)
     fused_bytes = None
     if tuning.pallas_mode(trainer.spec, tuning.guard_mode(trainer.spec)) == 'step':
       fused_bytes = fused.step_bytes(trainer.spec, k, dataset.x['train'].dtype.itemsize)
   finally:
     jax.default_backend = backend
-  return (text, unroll, fused_bytes) if with_fused_bytes else (text, unroll)
+  return CardProgram(text, unroll, fused_bytes, kernels)
 
 
 def main(argv):
@@ -116,10 +244,11 @@ def main(argv):
     sys.exit(f'--tuning={_TUNING.value} is not one of: {", ".join(variants)}')
   tuning = variants[_TUNING.value]
   x, y, dataset = common.cifar_dataset()
+  ptxas = _PTXAS.value and bool(tuning.pallas) and find_ptxas() is not None
   try:
-    text, unroll, fused_bytes = compile_for_card(
+    text, unroll, fused_bytes, pallas = compile_for_card(
         _TARGET.value, dataset, k=_K.value, batch=_BATCH.value, steps=_STEPS.value,
-        tuning=tuning, with_fused_bytes=True)
+        tuning=tuning, ptxas=ptxas)
   except RuntimeError as e:
     sys.exit(str(e))
   if _DUMP.value:
@@ -135,6 +264,15 @@ def main(argv):
   common.print_table('kernels of one loop iteration', ['#', 'where', 'kernel', 'output', 'MB'],
                      [[i + 1, k.computation, k.op.replace('fusion:', ''), k.shape.split('{')[0][:40],
                        f'{k.bytes / 1e6:.2f}'] for i, k in enumerate(in_loop)])
+  if pallas:
+    common.print_table(
+        f'the Pallas kernels (ptxas -v, {card["arch"]}; what an SM holds at once)',
+        ['kernel', 'grid', 'threads', 'shared KB', 'registers', 'spilled B', 'per SM',
+         'waves'],
+        [[k.name, 'x'.join(map(str, k.grid)), k.threads, f'{k.shared_bytes / 1024:.1f}',
+          k.registers, k.spill_bytes, k.programs_per_sm, f'{k.waves:.2f}'] for k in pallas])
+  elif tuning.pallas and _PTXAS.value:
+    print('\n(ptxas not found: the Pallas kernels\' registers are not listed)')
   per_step_bytes = summary['bytes_per_step']
   if fused_bytes is not None:  # the listing counts the Pallas kernels' operands whole
     print(f'\nthe two Pallas kernels (fused.py) move about {fused_bytes / 1e6:,.2f} MB a step '

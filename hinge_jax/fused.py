@@ -53,6 +53,12 @@ MAX_SPLITS = 8  # the forward product's feature splits (programs per row block)
 LOSSES = ('multiclass_svm', 'softmax_cross_entropy')
 REGULARIZERS = ('none', 'l2', 'l1', 'elastic_net')
 MODES = ('step', 'update')  # see the module's docstring
+# Triton's warps per program where `train.Tuning.pallas_warps` is None. From `ptxas -v` on
+# the kernels compiled for an H100/H200 (sm_90a; benchmarks/gpu_program.py --tuning=...):
+# 'step' at 4 warps uses 127-128 registers a thread, no spills (1 warp spills); 'update's
+# 128 × 128 tile at 4 warps needs 255 registers and spills 1.4 KB a thread (its accumulator
+# and W's tile are both 64 KB), at 8 warps 251 registers and no spills.
+WARPS = {'step': 4, 'update': 8}
 
 
 def applies(spec, guard: str, mode: str = 'step') -> bool:
@@ -218,7 +224,8 @@ def _unpadded_w(state, w: Array, spec) -> Array:
 
 
 def step_chunk(state, start: Array, data, hp: dict, *, spec, length: int,
-               unroll: int = 1, interpret: bool | None = None, num_warps: int = 4):
+               unroll: int = 1, interpret: bool | None = None,
+               num_warps: int = WARPS['step']):
   """`length` plain-SGD steps of every member from step `start`, two kernels a step (the
   deferred guard: members diverged before stay frozen): `(state, (length, K) losses)`, as
   `train._scan_chunk` returns them. `unroll`: steps per loop iteration. `interpret`: run
@@ -303,7 +310,8 @@ def _finish(state, w: Array, lr: Array, length: int):
   return state.replace(params=params, opt_state=opt)
 
 
-WIDE_ROWS = 128  # rows of W (members × classes) an update program writes
+WIDE_ROWS = 128  # rows of W (members × classes) an update program writes (the default)
+TILE_ROWS = (16, 32, 64, 128, 256)  # the heights `update_chunk` takes
 WIDE_BATCH = 32  # minibatch rows a product step of the update program takes
 
 
@@ -349,12 +357,15 @@ def _backward_update_kernel(ds_ref, x_ref, lr_ref, lam_ref, l1_ref, frozen_ref, 
 
 
 def update_chunk(state, start: Array, data, hp: dict, *, spec, length: int, unroll: int = 1,
-                 interpret: bool | None = None, num_warps: int = 4):
+                 interpret: bool | None = None, num_warps: int = WARPS['update'],
+                 tile_rows: int = WIDE_ROWS):
   """`step_chunk`'s contract, for many members: XLA computes each step's features, scores,
   loss and dL/dS (`jax.value_and_grad` of `losses.py`'s loss: any loss); one Pallas kernel
   computes dW = dSᵀx tile by tile and writes W − lr·(dW + λ∇R(W)) in place, with each row's
   penalty for the step's loss. dW is never written to memory: at 1,024 CIFAR members that is
-  131 MB a step not written and read back, and XLA's separate update pass not run."""
+  131 MB a step not written and read back, and XLA's separate update pass not run.
+  `tile_rows`: W's rows (members × classes) a program writes, one of `TILE_ROWS` (by 128
+  features)."""
   from jax.experimental import pallas as pl
   from jax.experimental.pallas import triton as plgpu
   from hinge_jax import losses, model
@@ -364,7 +375,9 @@ def update_chunk(state, start: Array, data, hp: dict, *, spec, length: int, unro
   k, c, d = state.params['W'].shape
   d_pad = -(-d // COLS) * COLS
   kc = k * c
-  rows = min(WIDE_ROWS, _pow2(kc))
+  if tile_rows not in TILE_ROWS:
+    raise ValueError(f'tile_rows={tile_rows!r} must be one of {TILE_ROWS}')
+  rows = min(tile_rows, _pow2(kc))
   kc_pad = -(-kc // rows) * rows
   b = spec.batch_size
   idx, lr = _draws(start, hp, spec=spec, length=length)

@@ -137,7 +137,10 @@ class Tuning:
       model, sums grouped differently (float32 rounding differs). On the CPU the kernels run
       in Pallas's interpreter (for tests: slow). None: XLA's step everywhere, until a GPU
       measurement says a mode pays (benchmarks/gpu.py's `fused` section times both).
-    pallas_warps: Triton's warps per program for those kernels (None: 4).
+    pallas_warps: Triton's warps per program for those kernels (None: `fused.WARPS`, 4 for
+      'step' and 8 for 'update': the fewest at which `ptxas` spills no register).
+    pallas_tile_rows: the rows of W (members × classes) one program of 'update's kernel
+      updates, by 128 features (None: `fused.WIDE_ROWS`, 128).
   """
   scan_unroll: Optional[int] = None
   guard: Optional[str] = None
@@ -146,6 +149,7 @@ class Tuning:
   feature_multiple: Optional[int] = None
   pallas: Optional[str] = None
   pallas_warps: Optional[int] = None
+  pallas_tile_rows: Optional[int] = None
 
   def __post_init__(self):
     if self.scan_unroll is not None and (not isinstance(self.scan_unroll, int)
@@ -162,6 +166,10 @@ class Tuning:
     if self.pallas_warps is not None and (isinstance(self.pallas_warps, bool)
                                           or self.pallas_warps not in (1, 2, 4, 8, 16)):
       raise ValueError(f'pallas_warps={self.pallas_warps!r} must be 1, 2, 4, 8 or 16 (or None)')
+    if self.pallas_tile_rows is not None and (isinstance(self.pallas_tile_rows, bool)
+                                              or self.pallas_tile_rows not in fused.TILE_ROWS):
+      raise ValueError(f'pallas_tile_rows={self.pallas_tile_rows!r} must be one of '
+                       f'{fused.TILE_ROWS} (or None)')
     if self.pallas is not None and self.pallas not in fused.MODES:
       raise ValueError(f'pallas={self.pallas!r} is not one of {fused.MODES} (or None)')
     try:
@@ -443,9 +451,10 @@ def chunk_program(spec: Spec, length: int, tuning: Tuning, *, rerun: bool = Fals
 def _scan_chunk(state, start, data, hp, *, spec, length, tuning, guard):
   mode = tuning.pallas_mode(spec, guard)
   if mode:
-    chunk = fused.step_chunk if mode == 'step' else fused.update_chunk
+    chunk = fused.step_chunk if mode == 'step' else functools.partial(
+        fused.update_chunk, tile_rows=tuning.pallas_tile_rows or fused.WIDE_ROWS)
     return chunk(state, start, data, hp, spec=spec, length=length, unroll=tuning.unroll(length),
-                 num_warps=tuning.pallas_warps or 4)
+                 num_warps=tuning.pallas_warps or fused.WARPS[mode])
   steps = start + jnp.arange(length, dtype=jnp.int32)
   unroll, pad = tuning.unroll(length), tuning.feature_pad(spec)
   one_step = functools.partial(train_step, data=data, hp=hp, spec=spec, guard=guard,

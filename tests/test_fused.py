@@ -28,9 +28,9 @@ def _configs(lrs=(0.05,), **fields):
   return [default_config(**{**base, 'optimizer.learning_rate': lr}) for lr in lrs]
 
 
-def _trainers(data, configs, mode='step'):
+def _trainers(data, configs, mode='step', **tuning):
   xla = Trainer.create(configs[0], data, configs, tuning=Tuning(guard='deferred'))
-  pallas = Trainer.create(configs[0], data, configs, tuning=Tuning(pallas=mode))
+  pallas = Trainer.create(configs[0], data, configs, tuning=Tuning(pallas=mode, **tuning))
   return xla, pallas
 
 
@@ -109,14 +109,14 @@ def test_pallas_chunks_train_the_xla_steps_model(mode, fields, diverges):
     np.testing.assert_allclose(b['loss'][0], a['loss'][0], rtol=1e-5)
 
 
-@pytest.mark.parametrize('mode', ['step', 'update'])
-def test_pallas_chunk_losses_are_the_objective_at_each_step(mode):
+@pytest.mark.parametrize('mode,tile_rows', [('step', None), ('update', None), ('update', 16)])
+def test_pallas_chunk_losses_are_the_objective_at_each_step(mode, tile_rows):
   """Each step's reported loss is the objective (data loss + λR) at the weights it started
-  from, as the XLA step reports it; float32 storage works as uint8 does; 9 members (90 rows
-  of W: 'update' pads them to its tile)."""
+  from, as the XLA step reports it; float32 storage works as uint8 does; 9 members (63 rows
+  of W: 'update' pads them to its tile of 64, or to 6 tiles of 16, a member across two)."""
   data = _data(dtype=np.float32)
   xla, pallas = _trainers(data, _configs(np.linspace(0.05, 0.2, 9), **{'reg.strength': 0.1}),
-                          mode)
+                          mode, pallas_tile_rows=tile_rows)
   (state_x, want, _), (state_p, got, _) = (
       t.compiled_chunk(t.init(), 8)(t.init(), np.int32(0), t.data, t.hp) for t in (xla, pallas))
   np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-5)
@@ -164,6 +164,9 @@ def test_pallas_needs_the_deferred_guard_and_a_known_mode():
   for warps in (3, True):
     with pytest.raises(ValueError, match=f'pallas_warps={warps}'):
       Tuning(pallas='step', pallas_warps=warps)
+  for rows in (48, True):
+    with pytest.raises(ValueError, match=f'pallas_tile_rows={rows}'):
+      Tuning(pallas='update', pallas_tile_rows=rows)
   with pytest.raises(ValueError, match="unknown Pallas mode 'fast'"):
     fused.applies(spec, 'deferred', 'fast')
 
@@ -181,8 +184,8 @@ def test_program_compiled_for_an_h200_runs_the_pallas_kernels(mode):
   matmul (the forward product's: none computes dW)."""
   from benchmarks import gpu_program, hlo_kernels
   try:
-    text, unroll = gpu_program.compile_for_card('h200', _data(), k=4, steps=8,
-                                                tuning=Tuning(pallas=mode))
+    text, unroll, _, _ = gpu_program.compile_for_card('h200', _data(), k=4, steps=8,
+                                                      tuning=Tuning(pallas=mode))
   except RuntimeError as e:
     pytest.skip(str(e))
   loop = [k for k in hlo_kernels.kernels(text) if k.computation.startswith('ENTRY/body')]
@@ -193,6 +196,52 @@ def test_program_compiled_for_an_h200_runs_the_pallas_kernels(mode):
   else:
     assert len(pallas) == unroll
     assert sum('gemm' in k.op or 'cublas' in k.op for k in loop) == unroll
+
+
+@pytest.mark.parametrize('mode,members', [('step', 1), ('update', 1024)])
+def test_default_pallas_kernels_spill_no_register_on_an_h200(mode, members):
+  """CIFAR's 3,073 features and 10 classes, compiled for an H200 (JAX's CUDA plugin and its
+  ptxas; skipped without them): at `fused.WARPS`, no kernel spills a register to local
+  memory, and an SM holds at least one program."""
+  from benchmarks import gpu_program
+  rng = np.random.default_rng(0)
+  data = array_dataset(rng.integers(0, 256, (256, 3072)).astype(np.uint8),
+                       rng.integers(0, 10, 256), 10, scale=1 / 255, bias_trick=True)
+  try:
+    kernels = gpu_program.compile_for_card('h200', data, k=members, steps=4,
+                                           tuning=Tuning(pallas=mode), ptxas=True).kernels
+  except RuntimeError as e:
+    pytest.skip(str(e))
+  assert sorted(k.name for k in kernels) == (
+      ['hinge_jax_scores', 'hinge_jax_update'] if mode == 'step'
+      else ['hinge_jax_backward_update'])
+  for k in kernels:
+    assert k.spill_bytes == 0 and k.programs_per_sm >= 1, k
+    assert k.threads == 32 * fused.WARPS[mode], k
+
+
+def test_ptxas_report_and_occupancy_arithmetic():
+  """What `gpu_program` reads from `ptxas -v`, and CUDA's occupancy rules for an sm_90 SM."""
+  from benchmarks import gpu_program
+  report = """ptxas info    : 0 bytes gmem
+ptxas info    : Compiling entry function 'hinge_jax_backward_update' for 'sm_90a'
+ptxas info    : Function properties for hinge_jax_backward_update
+    1368 bytes stack frame, 1400 bytes spill stores, 1404 bytes spill loads
+ptxas info    : Used 255 registers, used 1 barriers, 1368 bytes cumulative stack size
+ptxas info    : Compiling entry function 'hinge_jax_scores' for 'sm_90a'
+ptxas info    : Function properties for hinge_jax_scores
+    0 bytes stack frame, 0 bytes spill stores, 0 bytes spill loads
+ptxas info    : Used 127 registers, used 1 barriers"""
+  assert gpu_program.parse_ptxas(report) == {'hinge_jax_backward_update': (255, 2804),
+                                             'hinge_jax_scores': (127, 0)}
+  per_sm = gpu_program.programs_per_sm
+  assert per_sm(127, 128, 29696) == 4  # 128 registers × 128 threads: 4 of 65,536
+  assert per_sm(251, 256, 0) == 1  # 256 × 256 registers
+  assert per_sm(128, 512, 0) == 1 and per_sm(92, 512, 0) == 1  # 96 × 512 × 2 > 65,536
+  assert per_sm(32, 128, 100_000) == 2  # shared memory: 2 × (100,000 + 1,024) ≤ 233,472
+  assert per_sm(16, 32, 0) == 32  # at most 32 programs
+  k = gpu_program.PallasKernel('k', (80, 25), 256, 0, 251, 0, 1)
+  assert k.waves == pytest.approx(2000 / 132)
 
 
 def _raw(n=400, d=300, classes=7):
