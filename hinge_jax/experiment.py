@@ -318,6 +318,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
           'checkpoint_saves': len(saves),
           'checkpoint_save_s_mean': float(np.mean(saves)) if saves else None,
           'checkpoint_save_s_total': float(np.sum(saves)),
+          # chunks run again under a per-step guard: a member diverged in them (train.Trainer)
+          'chunk_reruns': trainer.reruns,
           'compilation_cache_dir': jax.config.jax_compilation_cache_dir or None,
       },
       'metadata': {**metadata.run_metadata(), 'seed': int(config.seed),

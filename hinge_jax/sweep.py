@@ -302,6 +302,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, log=print, overwrite: b
              'swept_fields': list(points[0]), 'programs': programs,
              'members_per_program': per_program, 'devices': n_dev,
              'compile_time_s': compile_s, 'wall_time_s': time.perf_counter() - wall_start,
+             'chunk_reruns': trainer.reruns,  # chunks rerun: a member diverged (train.Trainer)
              'metadata': metadata.run_metadata(), 'config': config.to_dict()}
   io_utils.write_json(os.path.join(workdir, 'sweep.json'), summary)
   _write_best(config, workdir, dataset, members[best], best, rows[best], params_of[best],

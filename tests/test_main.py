@@ -15,6 +15,7 @@ def test_default_config_on_digits(tmp_path):
   results = json.loads((tmp_path / 'results.json').read_text())
   assert results['test_accuracy'] >= 0.95
   assert results['diverged'] is False and results['steps'] == 1000 and results['seed'] == 0
+  assert results['timing']['chunk_reruns'] == 0
   for key in ('train_accuracy', 'val_accuracy', 'final_loss', 'wall_time_s'):
     assert isinstance(results[key], float)
   rows = [json.loads(line) for line in (tmp_path / 'metrics.jsonl').read_text().splitlines()]
@@ -88,6 +89,7 @@ def test_divergence_writes_results_and_exits_nonzero(tmp_path):
   results = json.loads((tmp_path / 'results.json').read_text())
   assert results['diverged'] is True
   assert results['diverged_step'] == int(line.split('diverged at step ')[1].split(':')[0])
+  assert results['timing']['chunk_reruns'] == 1  # the chunk it diverged in, step by step
   # every file is complete JSON (no half-written file)
   json.loads((tmp_path / 'config.json').read_text())
   assert not [f for f in os.listdir(tmp_path) if f.startswith('.')]

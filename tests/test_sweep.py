@@ -107,12 +107,14 @@ def test_each_member_equals_its_single_run_and_seeds_draw_their_own_batches(tmp_
 def test_divergence_is_isolated(tmp_path, digits):
   common = {**BASE, 'sweep.devices': 1, 'loss.name': 'softmax_cross_entropy',
             'optimizer.name': 'sgd'}
-  with_bad = sweep.run(default_config(**common, **{
+  bad = sweep.run(default_config(**common, **{
       'sweep.grid': 'optimizer.learning_rate=0.05,1e38,0.2'}), str(tmp_path / 'a'),
-                       log=lambda *a: None)['members']
-  without = sweep.run(default_config(**common, **{
+                  log=lambda *a: None)
+  good = sweep.run(default_config(**common, **{
       'sweep.grid': 'optimizer.learning_rate=0.05,0.2'}), str(tmp_path / 'b'),
-                      log=lambda *a: None)['members']
+                   log=lambda *a: None)
+  with_bad, without = bad['members'], good['members']
+  assert bad['chunk_reruns'] == 1 and good['chunk_reruns'] == 0  # the chunk it diverged in
   assert [r['diverged'] for r in with_bad] == [False, True, False]
   assert with_bad[1]['diverged_step'] is not None
   for a, b in zip([with_bad[0], with_bad[2]], without):
