@@ -165,7 +165,7 @@ def main(argv):
       modes = (['default'] + (['pallas_step'] if k <= 64 else []) + ['pallas_update']
                + (['pallas_step_w8'] if k == 1 else [])
                + (['pallas_update_w4', 'pallas_update_w16', 'pallas_update_r64']
-                  if k >= 256 else []))
+                  if k == 1024 else []))
       row, ref = {}, None
       for name in modes:
         try:

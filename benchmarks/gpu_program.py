@@ -69,6 +69,7 @@ CARDS = {'h100': dict(name='NVIDIA H100 80GB HBM3', bandwidth=3_350_000_000_000,
 # An SM of compute capability 9.0 (CUDA's occupancy rules): registers, shared memory (of
 # which 1 KB a program is the system's), resident warps and programs.
 SM = dict(registers=65536, shared=233472, shared_reserved=1024, warps=64, programs=32)
+SMS = 132  # the H100's and H200's (SXM)
 
 
 class CardProgram(NamedTuple):
@@ -92,11 +93,11 @@ class PallasKernel(NamedTuple):
 
   @property
   def waves(self) -> float:
-    """The grid's programs over what 132 SMs hold at once."""
+    """The grid's programs over what the card's `SMS` hold at once."""
     programs = 1
     for g in self.grid:
       programs *= g
-    return programs / (132 * max(self.programs_per_sm, 1))
+    return programs / (SMS * max(self.programs_per_sm, 1))
 
 
 def programs_per_sm(registers: int, threads: int, shared_bytes: int) -> int:

@@ -138,7 +138,7 @@ class Tuning:
       in Pallas's interpreter (for tests: slow). None: XLA's step everywhere, until a GPU
       measurement says a mode pays (benchmarks/gpu.py's `fused` section times both).
     pallas_warps: Triton's warps per program for those kernels (None: `fused.WARPS`, 4 for
-      'step' and 8 for 'update': the fewest at which `ptxas` spills no register).
+      'step' and 8 for 'update': at 4, 'update''s tile spills registers to local memory).
     pallas_tile_rows: the rows of W (members × classes) one program of 'update's kernel
       updates, by 128 features (None: `fused.WIDE_ROWS`, 128).
   """
