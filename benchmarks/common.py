@@ -71,10 +71,10 @@ def tuning_variants() -> dict:
       'pad64': Tuning(feature_multiple=64),
       'pad256': Tuning(feature_multiple=256),
       # fused.py: plain SGD's step as two Pallas kernels (not XLA's ~11), or XLA's forward
-      # with the backward product and update as one Pallas kernel (dW never written); by
-      # default 4 warps a program for 'step', 8 for 'update' (fused.WARPS), and 'update's
-      # tile 128 rows of W: against 8 for 'step', and for 'update' 4 (which spills registers:
-      # gpu_program.py's ptxas table), 16, and 64-row tiles (two programs an SM, not one)
+      # with the backward product and update as one Pallas kernel (dW never written). By
+      # default 4 warps a program for 'step', 8 for 'update' (fused.WARPS), whose tiles are
+      # 128 rows of W. Variants: 'step' at 8 warps; 'update' at 4 (it spills registers:
+      # gpu_program.py's ptxas table), at 16, and with 64-row tiles (two programs an SM)
       'pallas_step': Tuning(pallas='step'),
       'pallas_update': Tuning(pallas='update'),
       'pallas_step_w8': Tuning(pallas='step', pallas_warps=8),
