@@ -78,6 +78,10 @@ def tuning_variants() -> dict:
       'pallas_step': Tuning(pallas='step'),
       'pallas_update': Tuning(pallas='update'),
       'pallas_step_w8': Tuning(pallas='step', pallas_warps=8),
+      # 'step''s update kernel taking the batch 64 or 128 rows an iteration, not 32: 4 or 2
+      # dependent iterations a step, not 7 (a step of one model is latency-bound)
+      'pallas_step_b64': Tuning(pallas='step', pallas_batch_rows=64),
+      'pallas_step_b128': Tuning(pallas='step', pallas_batch_rows=128),
       'pallas_update_w4': Tuning(pallas='update', pallas_warps=4),
       'pallas_update_w16': Tuning(pallas='update', pallas_warps=16),
       'pallas_update_r64': Tuning(pallas='update', pallas_tile_rows=64),

@@ -163,7 +163,7 @@ def main(argv):
     for loss, k in cases:
       lrs = np.logspace(-8, -6, k) if k > 1 else (common.LR,)
       modes = (['default'] + (['pallas_step'] if k <= 64 else []) + ['pallas_update']
-               + (['pallas_step_w8'] if k == 1 else [])
+               + (['pallas_step_w8', 'pallas_step_b64', 'pallas_step_b128'] if k == 1 else [])
                + (['pallas_update_w4', 'pallas_update_w16', 'pallas_update_r64']
                   if k == 1024 else []))
       row, ref = {}, None

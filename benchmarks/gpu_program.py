@@ -229,7 +229,8 @@ def compile_for_card(target: str, dataset, *, k: int = 1, batch: int = 200, step
     unroll = tuning.unroll(steps)  # steps in the loop body (train_chunk unrolls full batch too)
     fused_bytes = None
     if tuning.pallas_mode(trainer.spec, tuning.guard_mode(trainer.spec)) == 'step':
-      fused_bytes = fused.step_bytes(trainer.spec, k, dataset.x['train'].dtype.itemsize)
+      fused_bytes = fused.step_bytes(trainer.spec, k, dataset.x['train'].dtype.itemsize,
+                                     tuning.pallas_batch_rows or fused.ROWS)
   finally:
     jax.default_backend = backend
   return CardProgram(text, unroll, fused_bytes, kernels)

@@ -48,6 +48,7 @@ from hinge_jax import optim
 Array = jax.Array
 
 ROWS = 32  # minibatch rows a program handles at a time
+BATCH_ROWS = (16, 32, 64, 128)  # minibatch rows a kernel's loop may take an iteration
 COLS = 128  # features a program handles at a time (W's padded width is a multiple)
 MAX_SPLITS = 8  # the forward product's feature splits (programs per row block)
 LOSSES = ('multiclass_svm', 'softmax_cross_entropy')
@@ -78,28 +79,30 @@ def _pow2(n: int, least: int = 16) -> int:
   return max(least, 1 << max(n - 1, 0).bit_length())
 
 
-def layout(spec) -> dict:
-  """The padded shapes: classes `c_pad`, rows `b_pad`, features `d_pad` (a multiple of
-  COLS), feature blocks `blocks` and forward splits `splits` (a divisor of `blocks`)."""
+def layout(spec, batch_rows: int = ROWS) -> dict:
+  """The padded shapes: classes `c_pad`, rows `b_pad` (a multiple of ROWS and of the update
+  kernel's `batch_rows`), features `d_pad` (a multiple of COLS), feature blocks `blocks` and
+  forward splits `splits` (a divisor of `blocks`)."""
   blocks = -(-spec.num_features // COLS)
   splits = max(s for s in range(1, MAX_SPLITS + 1) if blocks % s == 0)
-  return dict(c_pad=_pow2(spec.num_classes), b_pad=-(-spec.batch_size // ROWS) * ROWS,
+  rows = max(ROWS, batch_rows)
+  return dict(c_pad=_pow2(spec.num_classes), b_pad=-(-spec.batch_size // rows) * rows,
               d_pad=blocks * COLS, blocks=blocks, splits=splits)
 
 
-def step_bytes(spec, num_members: int, itemsize: int) -> int:
+def step_bytes(spec, num_members: int, itemsize: int, batch_rows: int = ROWS) -> int:
   """Bytes a step moves through memory at least once: the minibatch's rows of the stored
   split read by both kernels (`itemsize` bytes a pixel), W read twice and written once, the
   partial scores written and read. (An HLO listing counts a Pallas kernel's operands whole:
   the training split.)"""
-  lay = layout(spec)
+  lay = layout(spec, batch_rows)
   w = num_members * lay['c_pad'] * lay['d_pad'] * 4
   part = num_members * lay['splits'] * lay['b_pad'] * lay['c_pad'] * 4
   return 2 * spec.batch_size * (spec.num_features - 1) * itemsize + 3 * w + 2 * part
 
 
 def _features(x_ref, ids, row_ok, c0, mean_ref, bias_ref, scale, pixels, load):
-  """The `(ROWS, COLS)` model features of rows `ids`, columns c0…: (x − mean)·scale in the
+  """The `(len(ids), COLS)` model features of rows `ids`, columns c0…: (x − mean)·scale in the
   pixels, 0 after them, the bias trick's 1 last (`bias_ref`)."""
   cols = c0 + jnp.arange(COLS)
   x = load(x_ref.at[ids, _ds(c0, COLS)], mask=row_ok[:, None] & (cols < pixels)[None, :],
@@ -132,7 +135,7 @@ def _scores_kernel(t_ref, u_ref, idx_ref, x_ref, mean_ref, bias_ref, scale_ref, 
 
 
 def _loss_and_grad(s, y, row_ok, *, loss, squared, num_classes, batch, margin):
-  """Per-row losses `(ROWS,)` and d(mean loss)/ds `(ROWS, C_pad)` of the scores `s`; classes
+  """Per-row losses `(rows,)` and d(mean loss)/ds `(rows, C_pad)` of the scores `s`; classes
   at and past `num_classes` and rows not `row_ok` count for nothing."""
   classes = jnp.arange(s.shape[1])[None, :]
   class_ok = classes < num_classes
@@ -160,7 +163,7 @@ def _loss_and_grad(s, y, row_ok, *, loss, squared, num_classes, batch, margin):
 def _update_kernel(t_ref, u_ref, idx_ref, y_ref, x_ref, mean_ref, bias_ref, scale_ref, lr_ref,
                    hyper_ref, part_ref, w_ref, stats_in_ref, w_out_ref, stats_ref, *,
                    pixels, width, splits, loss, squared, reg, regularize_bias, num_classes,
-                   batch, load):
+                   batch, batch_rows, load):
   from jax.experimental import pallas as pl
   del stats_in_ref  # aliased to stats_ref
   k, j = pl.program_id(0), pl.program_id(1)
@@ -173,8 +176,8 @@ def _update_kernel(t_ref, u_ref, idx_ref, y_ref, x_ref, mean_ref, bias_ref, scal
 
   def body(r, carry):
     acc, total = carry
-    rows = pl.ds(r * ROWS, ROWS)
-    row_ok = r * ROWS + jnp.arange(ROWS) < batch
+    rows = pl.ds(r * batch_rows, batch_rows)
+    row_ok = r * batch_rows + jnp.arange(batch_rows) < batch
     s = part_ref[k, 0, rows, :]
     for i in range(1, splits):
       s = s + part_ref[k, i, rows, :]
@@ -187,7 +190,8 @@ def _update_kernel(t_ref, u_ref, idx_ref, y_ref, x_ref, mean_ref, bias_ref, scal
                                     preferred_element_type=jnp.float32)
     return acc, total + jnp.sum(losses)
   grad, total = jax.lax.fori_loop(
-      0, -(-batch // ROWS), body, (jnp.zeros((c_pad, COLS), jnp.float32), jnp.float32(0)))
+      0, -(-batch // batch_rows), body,
+      (jnp.zeros((c_pad, COLS), jnp.float32), jnp.float32(0)))
 
   penalized = w
   if not regularize_bias:  # the bias trick's column, W's last, is left out of the penalty
@@ -225,17 +229,21 @@ def _unpadded_w(state, w: Array, spec) -> Array:
 
 def step_chunk(state, start: Array, data, hp: dict, *, spec, length: int,
                unroll: int = 1, interpret: bool | None = None,
-               num_warps: int = WARPS['step']):
+               num_warps: int = WARPS['step'], batch_rows: int = ROWS):
   """`length` plain-SGD steps of every member from step `start`, two kernels a step (the
   deferred guard: members diverged before stay frozen): `(state, (length, K) losses)`, as
   `train._scan_chunk` returns them. `unroll`: steps per loop iteration. `interpret`: run
-  Pallas's interpreter (None: on the CPU). `num_warps`: Triton's warps per program."""
+  Pallas's interpreter (None: on the CPU). `num_warps`: Triton's warps per program.
+  `batch_rows`: the minibatch rows an iteration of the update kernel's loop takes, one of
+  `BATCH_ROWS` (the scores kernel takes ROWS a program)."""
   from jax.experimental import pallas as pl
   from jax.experimental.pallas import triton as plgpu
 
   if interpret is None:
     interpret = jax.default_backend() == 'cpu'
-  lay = layout(spec)
+  if batch_rows not in BATCH_ROWS:
+    raise ValueError(f'batch_rows={batch_rows!r} must be one of {BATCH_ROWS}')
+  lay = layout(spec, batch_rows)
   k = hp['seed'].shape[0]
   b, b_pad, c_pad, d_pad = spec.batch_size, lay['b_pad'], lay['c_pad'], lay['d_pad']
   pixels = spec.num_features - 1
@@ -261,7 +269,7 @@ def step_chunk(state, start: Array, data, hp: dict, *, spec, length: int,
       functools.partial(_update_kernel, pixels=pixels, width=d_pad, splits=lay['splits'],
                         loss=spec.loss, squared=spec.squared, reg=spec.reg,
                         regularize_bias=spec.regularize_bias, num_classes=spec.num_classes,
-                        batch=b, load=load),
+                        batch=b, batch_rows=batch_rows, load=load),
       out_shape=(jax.ShapeDtypeStruct((k, c_pad, d_pad), jnp.float32),
                  jax.ShapeDtypeStruct((length, k, lay['blocks'] + 1), jnp.float32)),
       grid=(k, lay['blocks']), input_output_aliases={11: 0, 12: 1}, interpret=interpret,
@@ -312,12 +320,12 @@ def _finish(state, w: Array, lr: Array, length: int):
 
 WIDE_ROWS = 128  # rows of W (members × classes) an update program writes (the default)
 TILE_ROWS = (16, 32, 64, 128, 256)  # the heights `update_chunk` takes
-WIDE_BATCH = 32  # minibatch rows a product step of the update program takes
+WIDE_BATCH = 32  # minibatch rows a product step of the update program takes (the default)
 
 
 def _backward_update_kernel(ds_ref, x_ref, lr_ref, lam_ref, l1_ref, frozen_ref, w_ref,
                             w_out_ref, pen_ref, *, rows, classes, members, width, batch,
-                            reg, regularize_bias, load):
+                            batch_rows, reg, regularize_bias, load):
   """W's rows r0… and features c0…: W − lr·(dSᵀx + λ∇R(W)), with each row's penalty."""
   from jax.experimental import pallas as pl
   i, j = pl.program_id(0), pl.program_id(1)
@@ -333,13 +341,13 @@ def _backward_update_kernel(ds_ref, x_ref, lr_ref, lam_ref, l1_ref, frozen_ref, 
 
   def body(q, acc):
     # the batch's rows past its end and dS's rows past K·C read as 0 (masked, not padded)
-    b = q * WIDE_BATCH + jnp.arange(WIDE_BATCH)
+    b = q * batch_rows + jnp.arange(batch_rows)
     ds = load(ds_ref.at[row_ids, b[None, :]], mask=ok[:, None] & (b < batch)[None, :],
               other=0)
     x = load(x_ref.at[b[:, None], col_ids], mask=(b < batch)[:, None], other=0)
     return acc + jax.lax.dot_general(ds, x, (((1,), (0,)), ((), ())),
                                      preferred_element_type=jnp.float32)
-  grad = jax.lax.fori_loop(0, -(-batch // WIDE_BATCH), body,
+  grad = jax.lax.fori_loop(0, -(-batch // batch_rows), body,
                            jnp.zeros((rows, COLS), jnp.float32))
   w = w_ref[pl.ds(r0, rows), pl.ds(c0, COLS)]
   penalized = w
@@ -358,14 +366,15 @@ def _backward_update_kernel(ds_ref, x_ref, lr_ref, lam_ref, l1_ref, frozen_ref, 
 
 def update_chunk(state, start: Array, data, hp: dict, *, spec, length: int, unroll: int = 1,
                  interpret: bool | None = None, num_warps: int = WARPS['update'],
-                 tile_rows: int = WIDE_ROWS):
+                 tile_rows: int = WIDE_ROWS, batch_rows: int = WIDE_BATCH):
   """`step_chunk`'s contract, for many members: XLA computes each step's features, scores,
   loss and dL/dS (`jax.value_and_grad` of `losses.py`'s loss: any loss); one Pallas kernel
   computes dW = dSᵀx tile by tile and writes W − lr·(dW + λ∇R(W)) in place, with each row's
   penalty for the step's loss. dW is never written to memory: at 1,024 CIFAR members that is
   131 MB a step not written and read back, and XLA's separate update pass not run.
   `tile_rows`: W's rows (members × classes) a program writes, one of `TILE_ROWS` (by 128
-  features)."""
+  features). `batch_rows`: the minibatch rows an iteration of its product takes, one of
+  `BATCH_ROWS`."""
   from jax.experimental import pallas as pl
   from jax.experimental.pallas import triton as plgpu
   from hinge_jax import losses, model
@@ -377,6 +386,8 @@ def update_chunk(state, start: Array, data, hp: dict, *, spec, length: int, unro
   kc = k * c
   if tile_rows not in TILE_ROWS:
     raise ValueError(f'tile_rows={tile_rows!r} must be one of {TILE_ROWS}')
+  if batch_rows not in BATCH_ROWS:
+    raise ValueError(f'batch_rows={batch_rows!r} must be one of {BATCH_ROWS}')
   rows = min(tile_rows, _pow2(kc))
   kc_pad = -(-kc // rows) * rows
   b = spec.batch_size
@@ -385,8 +396,8 @@ def update_chunk(state, start: Array, data, hp: dict, *, spec, length: int, unro
   params = {} if interpret else _triton_params(plgpu, num_warps)
   call = pl.pallas_call(
       functools.partial(_backward_update_kernel, rows=rows, classes=c, members=k, width=d_pad,
-                        batch=b, reg=spec.reg, regularize_bias=spec.regularize_bias,
-                        load=load),
+                        batch=b, batch_rows=batch_rows, reg=spec.reg,
+                        regularize_bias=spec.regularize_bias, load=load),
       out_shape=(jax.ShapeDtypeStruct((kc_pad, d_pad), jnp.float32),
                  jax.ShapeDtypeStruct((kc_pad, d_pad // COLS), jnp.float32)),
       grid=(kc_pad // rows, d_pad // COLS), input_output_aliases={6: 0},

@@ -141,6 +141,9 @@ class Tuning:
       'step' and 8 for 'update': at 4, 'update''s tile spills registers to local memory).
     pallas_tile_rows: the rows of W (members × classes) one program of 'update's kernel
       updates, by 128 features (None: `fused.WIDE_ROWS`, 128).
+    pallas_batch_rows: the minibatch rows an iteration of the loop over the batch takes in
+      'step''s update kernel and in 'update''s kernel (None: 32; one of `fused.BATCH_ROWS`):
+      fewer, longer iterations against smaller tiles.
   """
   scan_unroll: Optional[int] = None
   guard: Optional[str] = None
@@ -150,6 +153,7 @@ class Tuning:
   pallas: Optional[str] = None
   pallas_warps: Optional[int] = None
   pallas_tile_rows: Optional[int] = None
+  pallas_batch_rows: Optional[int] = None
 
   def __post_init__(self):
     if self.scan_unroll is not None and (not isinstance(self.scan_unroll, int)
@@ -170,6 +174,10 @@ class Tuning:
                                               or self.pallas_tile_rows not in fused.TILE_ROWS):
       raise ValueError(f'pallas_tile_rows={self.pallas_tile_rows!r} must be one of '
                        f'{fused.TILE_ROWS} (or None)')
+    if self.pallas_batch_rows is not None and (isinstance(self.pallas_batch_rows, bool) or
+                                               self.pallas_batch_rows not in fused.BATCH_ROWS):
+      raise ValueError(f'pallas_batch_rows={self.pallas_batch_rows!r} must be one of '
+                       f'{fused.BATCH_ROWS} (or None)')
     if self.pallas is not None and self.pallas not in fused.MODES:
       raise ValueError(f'pallas={self.pallas!r} is not one of {fused.MODES} (or None)')
     try:
@@ -451,8 +459,13 @@ def chunk_program(spec: Spec, length: int, tuning: Tuning, *, rerun: bool = Fals
 def _scan_chunk(state, start, data, hp, *, spec, length, tuning, guard):
   mode = tuning.pallas_mode(spec, guard)
   if mode:
-    chunk = fused.step_chunk if mode == 'step' else functools.partial(
-        fused.update_chunk, tile_rows=tuning.pallas_tile_rows or fused.WIDE_ROWS)
+    if mode == 'step':
+      chunk = functools.partial(fused.step_chunk,
+                                batch_rows=tuning.pallas_batch_rows or fused.ROWS)
+    else:
+      chunk = functools.partial(fused.update_chunk,
+                                tile_rows=tuning.pallas_tile_rows or fused.WIDE_ROWS,
+                                batch_rows=tuning.pallas_batch_rows or fused.WIDE_BATCH)
     return chunk(state, start, data, hp, spec=spec, length=length, unroll=tuning.unroll(length),
                  num_warps=tuning.pallas_warps or fused.WARPS[mode])
   steps = start + jnp.arange(length, dtype=jnp.int32)

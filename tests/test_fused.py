@@ -109,14 +109,17 @@ def test_pallas_chunks_train_the_xla_steps_model(mode, fields, diverges):
     np.testing.assert_allclose(b['loss'][0], a['loss'][0], rtol=1e-5)
 
 
-@pytest.mark.parametrize('mode,tile_rows', [('step', None), ('update', None), ('update', 16)])
-def test_pallas_chunk_losses_are_the_objective_at_each_step(mode, tile_rows):
+@pytest.mark.parametrize('mode,tile_rows,batch_rows', [
+    ('step', None, None), ('step', None, 16), ('step', None, 64),
+    ('update', None, None), ('update', 16, None), ('update', None, 16), ('update', None, 64)])
+def test_pallas_chunk_losses_are_the_objective_at_each_step(mode, tile_rows, batch_rows):
   """Each step's reported loss is the objective (data loss + λR) at the weights it started
   from, as the XLA step reports it; float32 storage works as uint8 does; 9 members (63 rows
-  of W: 'update' pads them to its tile of 64, or to 6 tiles of 16, a member across two)."""
+  of W: 'update' pads them to its tile of 64, or to 6 tiles of 16, a member across two); the
+  batch of 50 taken 16 rows an iteration (the last part padding) or 64 at once."""
   data = _data(dtype=np.float32)
   xla, pallas = _trainers(data, _configs(np.linspace(0.05, 0.2, 9), **{'reg.strength': 0.1}),
-                          mode, pallas_tile_rows=tile_rows)
+                          mode, pallas_tile_rows=tile_rows, pallas_batch_rows=batch_rows)
   (state_x, want, _), (state_p, got, _) = (
       t.compiled_chunk(t.init(), 8)(t.init(), np.int32(0), t.data, t.hp) for t in (xla, pallas))
   np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-5)
@@ -167,6 +170,8 @@ def test_pallas_needs_the_deferred_guard_and_a_known_mode():
   for rows in (48, True):
     with pytest.raises(ValueError, match=f'pallas_tile_rows={rows}'):
       Tuning(pallas='update', pallas_tile_rows=rows)
+    with pytest.raises(ValueError, match=f'pallas_batch_rows={rows}'):
+      Tuning(pallas='step', pallas_batch_rows=rows)
   with pytest.raises(ValueError, match="unknown Pallas mode 'fast'"):
     fused.applies(spec, 'deferred', 'fast')
 
