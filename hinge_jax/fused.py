@@ -60,6 +60,7 @@ MODES = ('step', 'update')  # see the module's docstring
 # 128 × 128 tile at 4 warps needs 255 registers and spills 1.4 KB a thread (its accumulator
 # and W's tile are both 64 KB), at 8 warps 251 registers and no spills.
 WARPS = {'step': 4, 'update': 8}
+WARP_CHOICES = (1, 2, 4, 8, 16)  # what `train.Tuning.pallas_warps` takes
 
 
 def applies(spec, guard: str, mode: str = 'step') -> bool:
@@ -237,10 +238,7 @@ def step_chunk(state, start: Array, data, hp: dict, *, spec, length: int,
   `batch_rows`: the minibatch rows an iteration of the update kernel's loop takes, one of
   `BATCH_ROWS` (the scores kernel takes ROWS a program)."""
   from jax.experimental import pallas as pl
-  from jax.experimental.pallas import triton as plgpu
 
-  if interpret is None:
-    interpret = jax.default_backend() == 'cpu'
   if batch_rows not in BATCH_ROWS:
     raise ValueError(f'batch_rows={batch_rows!r} must be one of {BATCH_ROWS}')
   lay = layout(spec, batch_rows)
@@ -256,8 +254,7 @@ def step_chunk(state, start: Array, data, hp: dict, *, spec, length: int,
   hyper = jnp.stack([hp['reg_strength'], hp['margin'], hp['l1_ratio'],
                      state.diverged.astype(jnp.float32)], axis=1).astype(jnp.float32)
   x = data.x['train']
-  load = plgpu.load if not interpret else _interpret_load
-  params = {} if interpret else _triton_params(plgpu, num_warps)
+  interpret, load, params = _lowering(interpret, num_warps)
 
   scores = pl.pallas_call(
       functools.partial(_scores_kernel, pixels=pixels,
@@ -376,11 +373,8 @@ def update_chunk(state, start: Array, data, hp: dict, *, spec, length: int, unro
   features). `batch_rows`: the minibatch rows an iteration of its product takes, one of
   `BATCH_ROWS`."""
   from jax.experimental import pallas as pl
-  from jax.experimental.pallas import triton as plgpu
   from hinge_jax import losses, model
 
-  if interpret is None:
-    interpret = jax.default_backend() == 'cpu'
   k, c, d = state.params['W'].shape
   d_pad = -(-d // COLS) * COLS
   kc = k * c
@@ -392,8 +386,7 @@ def update_chunk(state, start: Array, data, hp: dict, *, spec, length: int, unro
   kc_pad = -(-kc // rows) * rows
   b = spec.batch_size
   idx, lr = _draws(start, hp, spec=spec, length=length)
-  load = plgpu.load if not interpret else _interpret_load
-  params = {} if interpret else _triton_params(plgpu, num_warps)
+  interpret, load, params = _lowering(interpret, num_warps)
   call = pl.pallas_call(
       functools.partial(_backward_update_kernel, rows=rows, classes=c, members=k, width=d_pad,
                         batch=b, batch_rows=batch_rows, reg=spec.reg,
@@ -425,10 +418,17 @@ def update_chunk(state, start: Array, data, hp: dict, *, spec, length: int, unro
           chunk_losses)
 
 
-def _triton_params(plgpu, num_warps: int) -> dict:
-  """`pallas_call`'s Triton settings (`CompilerParams`; `TritonCompilerParams` in older JAX)."""
+def _lowering(interpret: bool | None, num_warps: int):
+  """`(interpret, load, pallas_call settings)`: Pallas's interpreter (None: on the CPU) with
+  `_interpret_load`, else Triton's masked `load` and its `num_warps` (`CompilerParams`;
+  `TritonCompilerParams` in older JAX)."""
+  if interpret is None:
+    interpret = jax.default_backend() == 'cpu'
+  if interpret:
+    return True, _interpret_load, {}
+  from jax.experimental.pallas import triton as plgpu
   params = getattr(plgpu, 'CompilerParams', None) or getattr(plgpu, 'TritonCompilerParams')
-  return dict(compiler_params=params(num_warps=num_warps, num_stages=2))
+  return False, plgpu.load, dict(compiler_params=params(num_warps=num_warps, num_stages=2))
 
 
 def _interpret_load(ref, *, mask=None, other=None):

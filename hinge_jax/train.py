@@ -167,19 +167,12 @@ class Tuning:
                        'or None')
     if self.fullbatch_bf16 not in (None, True, False):
       raise ValueError(f'fullbatch_bf16={self.fullbatch_bf16!r} must be True, False or None')
-    if self.pallas_warps is not None and (isinstance(self.pallas_warps, bool)
-                                          or self.pallas_warps not in (1, 2, 4, 8, 16)):
-      raise ValueError(f'pallas_warps={self.pallas_warps!r} must be 1, 2, 4, 8 or 16 (or None)')
-    if self.pallas_tile_rows is not None and (isinstance(self.pallas_tile_rows, bool)
-                                              or self.pallas_tile_rows not in fused.TILE_ROWS):
-      raise ValueError(f'pallas_tile_rows={self.pallas_tile_rows!r} must be one of '
-                       f'{fused.TILE_ROWS} (or None)')
-    if self.pallas_batch_rows is not None and (isinstance(self.pallas_batch_rows, bool) or
-                                               self.pallas_batch_rows not in fused.BATCH_ROWS):
-      raise ValueError(f'pallas_batch_rows={self.pallas_batch_rows!r} must be one of '
-                       f'{fused.BATCH_ROWS} (or None)')
-    if self.pallas is not None and self.pallas not in fused.MODES:
-      raise ValueError(f'pallas={self.pallas!r} is not one of {fused.MODES} (or None)')
+    for name, choices in (('pallas', fused.MODES), ('pallas_warps', fused.WARP_CHOICES),
+                          ('pallas_tile_rows', fused.TILE_ROWS),
+                          ('pallas_batch_rows', fused.BATCH_ROWS)):
+      value = getattr(self, name)  # a bool is refused, not taken as 1
+      if value is not None and (isinstance(value, bool) or value not in choices):
+        raise ValueError(f'{name}={value!r} must be one of {choices} (or None)')
     try:
       options = dict(self.compiler_options)
     except (TypeError, ValueError):
