@@ -35,6 +35,11 @@ minibatches, the bias trick, regularizer none, l2, l1 or elastic net, no max-nor
 deferred guard; 'step' also needs the WW SVM (squared or not) or softmax. Elsewhere `train`
 runs its XLA step. On the CPU the kernels run in Pallas's interpreter (tests only: slow).
 It is the same model, but not the same bits as the XLA step: sums group differently.
+
+On a GPU the kernels compile through Pallas's Triton backend, which JAX 0.11 deprecates (to
+be removed in a later version: the Pallas changelog). Where a JAX lacks it, a chunk asked to
+run them stops with a one-line error that names `Tuning(pallas=None)`; XLA's step, the
+default, needs no Pallas at all.
 """
 
 import functools
@@ -43,7 +48,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from hinge_jax import optim
+from hinge_jax import errors, optim
 
 Array = jax.Array
 
@@ -426,7 +431,12 @@ def _lowering(interpret: bool | None, num_warps: int):
     interpret = jax.default_backend() == 'cpu'
   if interpret:
     return True, _interpret_load, {}
-  from jax.experimental.pallas import triton as plgpu
+  try:
+    from jax.experimental.pallas import triton as plgpu
+  except ImportError as e:  # deprecated in JAX 0.11, to be removed (the Pallas changelog)
+    raise errors.UserError(
+        f"Tuning.pallas needs Pallas's Triton backend, which JAX {jax.__version__} does not "
+        f"have ({e}); train with Tuning(pallas=None), XLA's step") from None
   params = getattr(plgpu, 'CompilerParams', None) or getattr(plgpu, 'TritonCompilerParams')
   return False, plgpu.load, dict(compiler_params=params(num_warps=num_warps, num_stages=2))
 

@@ -253,3 +253,18 @@ def _raw(n=400, d=300, classes=7):
   rng = np.random.default_rng(0)
   return rng.integers(0, 256, (n, d)).astype(np.uint8), rng.integers(0, classes, n)
 
+
+
+def test_a_jax_without_pallas_triton_gets_one_line_naming_the_fix(monkeypatch):
+  """Pallas's Triton backend is deprecated from JAX 0.11: where it is gone, compiling the
+  kernels for a GPU stops with a one-line error naming `Tuning(pallas=None)`, not an
+  ImportError from inside the lowering."""
+  import sys
+  from hinge_jax import errors
+  from jax.experimental import pallas
+  monkeypatch.setitem(sys.modules, 'jax.experimental.pallas.triton', None)  # import fails
+  monkeypatch.delattr(pallas, 'triton', raising=False)  # as if never imported
+  with pytest.raises(errors.UserError, match=r"Triton backend.*Tuning\(pallas=None\)") as info:
+    fused._lowering(False, 4)
+  assert '\n' not in str(info.value)
+  assert fused._lowering(True, 4)[0] is True  # the interpreter (CPU tests) does not need it
