@@ -36,14 +36,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from absl import app, flags
 
-_TARGET = flags.DEFINE_enum('target', 'h200', ['h100', 'h200'], 'The card to compile for.')
-_K = flags.DEFINE_integer('k', 1, 'Members trained together (sharing minibatches).')
-_BATCH = flags.DEFINE_integer('batch', 200, 'Minibatch size; 0 = full batch.')
-_STEPS = flags.DEFINE_integer('steps', 245, 'Steps in the compiled chunk (an epoch: 245).')
-_TUNING = flags.DEFINE_string('tuning', 'default', 'A variant of common.tuning_variants().')
-_DUMP = flags.DEFINE_string('dump', None, 'Also write the optimized HLO here.')
-_PTXAS = flags.DEFINE_bool('ptxas', True, 'List the Pallas kernels\' registers and spills '
-                           '(ptxas -v), where the program has any and ptxas is found.')
+FLAGS = flags.FLAGS
 
 # The fields XLA's GPU compiler reads from a device (xla/stream_executor DeviceDescription),
 # from the vendors' data sheets for the SXM parts: 132 SMs, 50 MiB L2, compute capability 9.0.
@@ -175,6 +168,26 @@ def pallas_kernels(dump_dir: str, arch: str) -> tuple:
   return tuple(rows)
 
 
+def card_sharding(target: str):
+  """A sharding that places an abstract array (`jax.ShapeDtypeStruct(..., sharding=...)`) on
+  one card of kind `target` ('h100' or 'h200') that is not here: what XLA then compiles is
+  that card's program (JAX's deviceless ahead-of-time compilation). Raises RuntimeError (one
+  line) where JAX's CUDA plugin is not installed."""
+  import jax
+  from jax.experimental import topologies
+  try:
+    topology = topologies.get_topology_desc(
+        platform='cuda', topology='1x1x1',
+        target_config=_TARGET_CONFIG.format(**CARDS[target]))
+  except Exception as e:  # noqa: BLE001 - the usual cause, in one line
+    raise RuntimeError(f'cannot compile for a GPU here ({type(e).__name__}: '
+                       f'{str(e).splitlines()[0]}); install the CUDA plugin as '
+                       'benchmarks/gpu_program.py\'s docstring says, and where no NVIDIA driver '
+                       'is installed set JAX_SKIP_CUDA_CONSTRAINTS_CHECK=1') from None
+  mesh = topologies.make_mesh(topology, (1,), ('d',))
+  return jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+
+
 def compile_for_card(target: str, dataset, *, k: int = 1, batch: int = 200, steps: int = 245,
                      tuning=None, loss: str = 'multiclass_svm',
                      ptxas: bool = False) -> CardProgram:
@@ -185,21 +198,10 @@ def compile_for_card(target: str, dataset, *, k: int = 1, batch: int = 200, step
   import jax
   import jax.numpy as jnp
   import numpy as np
-  from jax.experimental import topologies
   from benchmarks import common
   from hinge_jax import fused, train
   card = CARDS[target]
-  try:
-    topology = topologies.get_topology_desc(
-        platform='cuda', topology='1x1x1',
-        target_config=_TARGET_CONFIG.format(**card))
-  except Exception as e:  # noqa: BLE001 - the usual cause, in one line
-    raise RuntimeError(f'cannot compile for a GPU here ({type(e).__name__}: '
-                       f'{str(e).splitlines()[0]}); install the CUDA plugin as '
-                       'benchmarks/gpu_program.py\'s docstring says, and where no NVIDIA driver '
-                       'is installed set JAX_SKIP_CUDA_CONSTRAINTS_CHECK=1') from None
-  mesh = topologies.make_mesh(topology, (1,), ('d',))
-  on_card = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+  on_card = card_sharding(target)
   tuning = tuning or train.Tuning()
 
   # Trace as the GPU backend would (its defaults: loop unrolling, the guard, bfloat16 storage)
@@ -240,28 +242,28 @@ def main(argv):
   del argv
   import jax
   from benchmarks import common, hlo_kernels
-  card = CARDS[_TARGET.value]
+  card = CARDS[FLAGS.target]
   variants = common.tuning_variants()
-  if _TUNING.value not in variants:
-    sys.exit(f'--tuning={_TUNING.value} is not one of: {", ".join(variants)}')
-  tuning = variants[_TUNING.value]
+  if FLAGS.tuning not in variants:
+    sys.exit(f'--tuning={FLAGS.tuning} is not one of: {", ".join(variants)}')
+  tuning = variants[FLAGS.tuning]
   x, y, dataset = common.cifar_dataset()
-  ptxas = _PTXAS.value and bool(tuning.pallas) and find_ptxas() is not None
+  ptxas = FLAGS.ptxas and bool(tuning.pallas) and find_ptxas() is not None
   try:
     text, unroll, fused_bytes, pallas = compile_for_card(
-        _TARGET.value, dataset, k=_K.value, batch=_BATCH.value, steps=_STEPS.value,
+        FLAGS.target, dataset, k=FLAGS.k, batch=FLAGS.batch, steps=FLAGS.steps,
         tuning=tuning, ptxas=ptxas)
   except RuntimeError as e:
     sys.exit(str(e))
-  if _DUMP.value:
-    with open(_DUMP.value, 'w') as f:
+  if FLAGS.dump:
+    with open(FLAGS.dump, 'w') as f:
       f.write(text)
 
   kernels = hlo_kernels.kernels(text)
   in_loop = [k for k in kernels if k.computation != 'ENTRY'] or kernels  # no loop: one step
   summary = hlo_kernels.loop_summary(text, unroll)
   print(f'{card["name"]} (compiled without a card), jax {jax.__version__}; '
-        f'K={_K.value}, batch={_BATCH.value or "full"}, tuning={_TUNING.value}, '
+        f'K={FLAGS.k}, batch={FLAGS.batch or "full"}, tuning={FLAGS.tuning}, '
         f'{unroll} step(s) per loop iteration')
   common.print_table('kernels of one loop iteration', ['#', 'where', 'kernel', 'output', 'MB'],
                      [[i + 1, k.computation, k.op.replace('fusion:', ''), k.shape.split('{')[0][:40],
@@ -273,7 +275,7 @@ def main(argv):
          'waves'],
         [[k.name, 'x'.join(map(str, k.grid)), k.threads, f'{k.shared_bytes / 1024:.1f}',
           k.registers, k.spill_bytes, k.programs_per_sm, f'{k.waves:.2f}'] for k in pallas])
-  elif tuning.pallas and _PTXAS.value:
+  elif tuning.pallas and FLAGS.ptxas:
     print('\n(ptxas not found: the Pallas kernels\' registers are not listed)')
   per_step_bytes = summary['bytes_per_step']
   if fused_bytes is not None:  # the listing counts the Pallas kernels' operands whole
@@ -284,13 +286,21 @@ def main(argv):
   floor = per_step_bytes / card['bandwidth']
   print(f'\nper step: {summary["kernels_per_step"]:.2f} kernels, {per_step_bytes / 1e6:,.1f} MB read '
         f'and written; floor at {card["bandwidth"] / 1e12:.2f} TB/s: {floor * 1e6:,.1f} µs')
-  if _BATCH.value:
+  if FLAGS.batch:
     epoch = floor * 245
     print(f'an epoch (245 steps) ≥ {epoch * 1e3:.2f} ms on bandwidth alone; '
-          f'≤ {_K.value / epoch:,.0f} model-epochs/s')
+          f'≤ {FLAGS.k / epoch:,.0f} model-epochs/s')
 
 
-if __name__ == '__main__':
+if __name__ == '__main__':  # flags here: the module's functions import beside other scripts'
+  flags.DEFINE_enum('target', 'h200', ['h100', 'h200'], 'The card to compile for.')
+  flags.DEFINE_integer('k', 1, 'Members trained together (sharing minibatches).')
+  flags.DEFINE_integer('batch', 200, 'Minibatch size; 0 = full batch.')
+  flags.DEFINE_integer('steps', 245, 'Steps in the compiled chunk (an epoch: 245).')
+  flags.DEFINE_string('tuning', 'default', 'A variant of common.tuning_variants().')
+  flags.DEFINE_string('dump', None, 'Also write the optimized HLO here.')
+  flags.DEFINE_bool('ptxas', True, 'List the Pallas kernels\' registers and spills '
+                    '(ptxas -v), where the program has any and ptxas is found.')
   os.environ.setdefault('CUDA_VISIBLE_DEVICES', '-1')  # compile for the described card only
   os.environ.setdefault('JAX_SKIP_CUDA_CONSTRAINTS_CHECK', '1')  # no driver to check against
   app.run(main)
