@@ -52,7 +52,7 @@ def decay_floor(lrs, lam: float, steps: int) -> float:
   return float(np.min(np.abs(1 - 2 * np.asarray(lrs, np.float64) * lam) ** steps))
 
 
-def epoch_program(variant: str, steps: int, num_classes: int, unroll: int = UNROLL):
+def epoch_program(variant: str, steps: int, unroll: int = UNROLL):
   """`f(w0, x, y, mean, idx, lrs, lam) -> (W after `steps` steps, (steps, K) step losses)`:
   K members' SGD on the WW SVM with λ‖W‖² (bias included), minibatch t = rows `idx[t]` of
   the uint8 `x`, centred by `mean`; W as `(K, C, FEATURES)`. Not jitted."""
@@ -130,7 +130,7 @@ def card_program(variant: str, k: int, steps: int, target: str = 'h200') -> str:
             ((), jnp.float32))
   args = [jax.ShapeDtypeStruct(shape, dtype, sharding=on_card) for shape, dtype in shapes]
   options = NO_TRITON_GEMM if variant != 'plain' else None
-  return jax.jit(epoch_program(variant, steps, c)).lower(*args).compile(
+  return jax.jit(epoch_program(variant, steps)).lower(*args).compile(
       compiler_options=options).as_text()
 
 
@@ -193,7 +193,7 @@ def main(argv):
     ref = None
     for variant in VARIANTS:
       options = NO_TRITON_GEMM if (on_gpu and variant != 'plain') else None
-      compiled = jax.jit(epoch_program(variant, steps, c)).lower(*args).compile(
+      compiled = jax.jit(epoch_program(variant, steps)).lower(*args).compile(
           compiler_options=options)
       summary = hlo_kernels.loop_summary(compiled.as_text(), UNROLL)
       t = common.repeat(lambda: jax.block_until_ready(compiled(*args)), repeats)

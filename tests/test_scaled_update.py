@@ -50,7 +50,7 @@ def test_every_variant_trains_the_textbook_models(problem, variant):
   the same W and the same step losses, penalty included, as plain SGD and as float64 NumPy."""
   import jax
   args, want_w, want_loss = problem
-  w, step_losses = jax.jit(su.epoch_program(variant, len(args[4]), 10))(*args)
+  w, step_losses = jax.jit(su.epoch_program(variant, len(args[4])))(*args)
   w, step_losses = np.asarray(w), np.asarray(step_losses)
   assert np.abs(w - want_w).max() <= 1e-5 * np.abs(want_w).max()
   np.testing.assert_allclose(step_losses, want_loss, rtol=2e-5)
@@ -67,7 +67,7 @@ def test_decay_floor_is_the_smallest_members_decay_over_the_chunk():
 
 def test_unknown_variant_is_one_line():
   with pytest.raises(ValueError, match=r"unknown variant 'fast'; choose from"):
-    su.epoch_program('fast', 4, 10)
+    su.epoch_program('fast', 4)
 
 
 def test_h200_program_accumulates_into_w_inside_the_gemm():
