@@ -67,12 +67,14 @@ def epoch_program(variant: str, steps: int, unroll: int = UNROLL):
   def features(x, mean, rows):
     pixels = x[rows].astype(jnp.float32) - mean[None, :]
     b, d = pixels.shape
-    return jnp.concatenate([pixels, jnp.zeros((b, FEATURES - d - 1), jnp.float32),
-                            jnp.ones((b, 1), jnp.float32)], axis=1)
+    return pixels, jnp.concatenate([pixels, jnp.zeros((b, FEATURES - d - 1), jnp.float32),
+                                    jnp.ones((b, 1), jnp.float32)], axis=1)
 
-  def data_loss_and_grad(scores, labels):  # scores (K, B, C): each member's mean loss
+  def data_loss_and_grad(scores, labels):
+    # scores (K, C, B), as the GEMM W·Xᵀ writes them and hinge_jax's model.scores computes
+    # them; the library's loss takes classes last
     def total(s):
-      per_member = jnp.mean(svm(s, labels[None, :], margin=1.0), axis=1)
+      per_member = jnp.mean(svm(jnp.swapaxes(s, 1, 2), labels[None, :], margin=1.0), axis=1)
       return jnp.sum(per_member), per_member
     (_, per_member), ds = jax.value_and_grad(total, has_aux=True)(scores)
     return per_member, ds
@@ -83,13 +85,13 @@ def epoch_program(variant: str, steps: int, unroll: int = UNROLL):
 
     def body(t, carry):
       w, c, q, out = carry
-      xb = features(x, mean, idx[t])
+      pixels, xb = features(x, mean, idx[t])
       yb = y[idx[t]]
-      raw = jnp.einsum('bd,kcd->kbc', xb, w)
+      raw = jnp.einsum('kcd,bd->kcb', w, xb)
       if not scaled:
         data, ds = data_loss_and_grad(raw, yb)
         penalty = lam * jnp.sum(w * w, axis=(1, 2))
-        w = decay[:, None, None] * w - lrs[:, None, None] * jnp.einsum('kbc,bd->kcd', ds, xb)
+        w = decay[:, None, None] * w - lrs[:, None, None] * jnp.einsum('kcb,bd->kcd', ds, xb)
         return w, c, q, out.at[t].set(data + penalty)
       data, ds = data_loss_and_grad(c[:, None, None] * raw, yb)
       if variant == 'scaled':
@@ -97,11 +99,13 @@ def epoch_program(variant: str, steps: int, unroll: int = UNROLL):
       penalty = lam * c * c * q
       c_next = decay * c
       alpha = -lrs / c_next
-      grad_v = jnp.einsum('kbc,bd->kcd', ds * alpha[:, None, None], xb)
+      grad_v = jnp.einsum('kcb,bd->kcd', ds * alpha[:, None, None], xb)
       if variant == 'scaled_gram':
-        gram = xb @ xb.T
+        # XXᵀ from the pixels (the zero features add nothing, the bias 1 adds 1): from X
+        # itself, XLA's dot merger joins it to W·Xᵀ by copying W and X into one operand
+        gram = pixels @ pixels.T + 1.0
         cross = jnp.sum(ds * raw, axis=(1, 2))  # ⟨V, dSᵀX⟩
-        sq = jnp.sum(ds * jnp.einsum('bB,kBc->kbc', gram, ds), axis=(1, 2))  # ‖dSᵀX‖²
+        sq = jnp.sum(ds * jnp.einsum('kcb,bB->kcB', ds, gram), axis=(1, 2))  # ‖dSᵀX‖²
         q = q + 2 * alpha * cross + alpha * alpha * sq
       w = w + grad_v
       return w, c_next, q, out.at[t].set(data + penalty)
