@@ -85,6 +85,10 @@ def tuning_variants() -> dict:
       'pallas_update_w4': Tuning(pallas='update', pallas_warps=4),
       'pallas_update_w16': Tuning(pallas='update', pallas_warps=16),
       'pallas_update_r64': Tuning(pallas='update', pallas_tile_rows=64),
+      # scaled.py: L2's decay as a scalar per member (W = c·V), the update accumulated into
+      # W by cuBLAS's backward GEMM (XLA's Triton GEMMs off in that program): no dW, no
+      # update pass (benchmarks/scaled_update.py times the bare loops)
+      'scaled': Tuning(scaled_decay=True),
   }
 
 

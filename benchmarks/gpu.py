@@ -9,7 +9,8 @@
    kernels a step) at K = 1, 4, 16, 64 and 'update' (the backward product and the update in
    one kernel) at K = 1 … 1,024, one epoch of members sharing minibatches, both losses at
    K = 1, with the weights' difference from XLA's (run early: it decides `Tuning.pallas`'s
-   default on a GPU).
+   default on a GPU); and `scaled.py`'s W = c·V (`Tuning(scaled_decay=True)`: the update
+   inside cuBLAS's backward GEMM) at every K.
 3. Tuning (run early, so that a run cut short keeps it): the epoch, K = 1,024 and the
    full-batch step under `train.Tuning` variants (the per-step guard against the deferred
    one; the features' zero padding to a multiple of 1 (none), 8, 64, 128 (the default) or
@@ -162,7 +163,8 @@ def main(argv):
         ('multiclass_svm', k) for k in ([16] if quick else [4, 16, 64, 256, 1024])]
     for loss, k in cases:
       lrs = np.logspace(-8, -6, k) if k > 1 else (common.LR,)
-      modes = (['default'] + (['pallas_step'] if k <= 64 else []) + ['pallas_update']
+      modes = (['default'] + (['pallas_step'] if k <= 64 else [])
+               + ['pallas_update', 'scaled']
                + (['pallas_step_w8', 'pallas_step_b64', 'pallas_step_b128'] if k == 1 else [])
                + (['pallas_update_w4', 'pallas_update_w16', 'pallas_update_r64']
                   if k == 1024 else []))
@@ -344,8 +346,8 @@ def main(argv):
              lambda e: f'({e["time_s"]["median"] / epoch_steps * 1e6:.1f} µs a step)')
     k = 16 if quick else 1024
 
-    variants('sweep_1024', ('default', 'pallas_update', 'select', 'pad1', 'pad8', 'pad64',
-                            'pad256', 'cmdbuf'),
+    variants('sweep_1024', ('default', 'pallas_update', 'scaled', 'select', 'pad1', 'pad8',
+                            'pad64', 'pad256', 'cmdbuf'),
              lambda t: common.hinge_jax_trainer(dataset, 'multiclass_svm', epoch_steps,
                                                 learning_rates=np.logspace(-8, -6, k), tuning=t),
              epoch_steps, max(3, repeats // 2), None,

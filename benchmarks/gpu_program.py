@@ -217,7 +217,7 @@ def compile_for_card(target: str, dataset, *, k: int = 1, batch: int = 200, step
     hp = jax.tree.map(abstract, trainer.hp)
     chunk = train.chunk_program(trainer.spec, steps, tuning)  # what Trainer.run_chunk runs
     start = jax.ShapeDtypeStruct((), jnp.int32, sharding=on_card)
-    options = dict(tuning.compiler_options)
+    options = tuning.program_options(trainer.spec)  # as Trainer.compiled_chunk compiles it
     dump_dir = tempfile.mkdtemp(prefix='hinge_jax_ptx_') if ptxas else None
     if dump_dir:
       options['xla_dump_to'] = dump_dir

@@ -22,7 +22,7 @@ import ml_collections
 import numpy as np
 
 from hinge_jax import (config_lib, fullbatch, fused, losses, model, optim, regularizers,
-                       strategies)
+                       scaled, strategies)
 from hinge_jax.datasets import SPLITS, Dataset, preprocess
 from hinge_jax.errors import ConfigError
 from hinge_jax.streams import STREAMS, stream_key  # noqa: F401 - re-exported
@@ -144,6 +144,13 @@ class Tuning:
     pallas_batch_rows: the minibatch rows an iteration of the loop over the batch takes in
       'step''s update kernel and in 'update''s kernel (None: 32; one of `fused.BATCH_ROWS`):
       fewer, longer iterations against smaller tiles.
+    scaled_decay: train a chunk as W = c·V (`scaled.py`) where `scaled.applies` (plain
+      minibatch SGD sharing minibatches, the deferred guard, the bias trick, L2 on all of W
+      or no regularizer): each member's decay is a scalar, so the update is an accumulate
+      into W inside cuBLAS's backward GEMM and XLA's separate update pass goes (for many
+      members, whose step is bound by W's passes). The same model, sums grouped differently.
+      None: off, until a GPU measurement says it pays (benchmarks/gpu.py's `fused` section
+      and benchmarks/scaled_update.py time it). Not with `pallas`.
   """
   scan_unroll: Optional[int] = None
   guard: Optional[str] = None
@@ -154,6 +161,7 @@ class Tuning:
   pallas_warps: Optional[int] = None
   pallas_tile_rows: Optional[int] = None
   pallas_batch_rows: Optional[int] = None
+  scaled_decay: Optional[bool] = None
 
   def __post_init__(self):
     if self.scan_unroll is not None and (not isinstance(self.scan_unroll, int)
@@ -165,8 +173,13 @@ class Tuning:
                                               or self.feature_multiple < 1):
       raise ValueError(f'feature_multiple={self.feature_multiple!r} must be a positive integer '
                        'or None')
-    if self.fullbatch_bf16 not in (None, True, False):
-      raise ValueError(f'fullbatch_bf16={self.fullbatch_bf16!r} must be True, False or None')
+    for name in ('fullbatch_bf16', 'scaled_decay'):
+      value = getattr(self, name)
+      if value is not None and not isinstance(value, (bool, np.bool_)):  # not 1 for True
+        raise ValueError(f'{name}={value!r} must be True, False or None')
+    if self.scaled_decay and self.pallas:
+      raise ValueError(f'scaled_decay=True and pallas={self.pallas!r} are two ways to train a '
+                       'chunk: set one')
     for name, choices in (('pallas', fused.MODES), ('pallas_warps', fused.WARP_CHOICES),
                           ('pallas_tile_rows', fused.TILE_ROWS),
                           ('pallas_batch_rows', fused.BATCH_ROWS)):
@@ -195,6 +208,19 @@ class Tuning:
   def pallas_mode(self, spec: 'Spec', guard: str) -> Optional[str]:
     """The `fused.py` mode a chunk of `spec` under `guard` trains with (None: XLA's step)."""
     return self.pallas if self.pallas and fused.applies(spec, guard, self.pallas) else None
+
+  def scaled_mode(self, spec: 'Spec', guard: str) -> bool:
+    """Whether a chunk of `spec` under `guard` trains as W = c·V (`scaled.py`)."""
+    return bool(self.scaled_decay) and scaled.applies(spec, guard)
+
+  def program_options(self, spec: 'Spec', *, rerun: bool = False) -> dict:
+    """XLA options for `chunk_program(spec, ..., rerun=rerun)`: `compiler_options`, and on a
+    GPU where the chunk trains as W = c·V, `scaled.GPU_OPTIONS` (unless set there)."""
+    options = dict(self.compiler_options)
+    guard = 'select' if rerun else self.guard_mode(spec)
+    if jax.default_backend() == 'gpu' and self.scaled_mode(spec, guard):
+      options = {**dict(scaled.GPU_OPTIONS), **options}
+    return options
 
   def feature_pad(self, spec: 'Spec') -> int:
     """Zero features a training chunk appends (see `feature_multiple`): 0 where it does not
@@ -461,8 +487,11 @@ def _scan_chunk(state, start, data, hp, *, spec, length, tuning, guard):
                                 batch_rows=tuning.pallas_batch_rows or fused.WIDE_BATCH)
     return chunk(state, start, data, hp, spec=spec, length=length, unroll=tuning.unroll(length),
                  num_warps=tuning.pallas_warps or fused.WARPS[mode])
-  steps = start + jnp.arange(length, dtype=jnp.int32)
   unroll, pad = tuning.unroll(length), tuning.feature_pad(spec)
+  if tuning.scaled_mode(spec, guard):
+    return scaled.chunk(state, start, data, hp, spec=spec, length=length, feature_pad=pad,
+                        unroll=unroll)
+  steps = start + jnp.arange(length, dtype=jnp.int32)
   one_step = functools.partial(train_step, data=data, hp=hp, spec=spec, guard=guard,
                                feature_pad=pad)
   state = pad_features(state, spec, pad)
@@ -631,7 +660,7 @@ class Trainer:
       t0 = time.perf_counter()
       fn = chunk_program(self.spec, length, self.tuning, rerun=rerun)
       lowered = fn.lower(state, np.int32(0), self.data, self.hp)
-      options = dict(self.tuning.compiler_options)
+      options = self.tuning.program_options(self.spec, rerun=rerun)
       try:
         self._compiled[key] = lowered.compile(compiler_options=options or None)
       except Exception as e:  # noqa: BLE001 - XLA's own error, rephrased in one line
