@@ -71,6 +71,7 @@ class CardProgram(NamedTuple):
   unroll: int  # steps a loop iteration runs
   fused_bytes: Optional[int]  # `fused.step_bytes` where the program runs 'step', else None
   kernels: tuple = ()  # `pallas_kernels`' rows, where asked for (`ptxas=True`)
+  block: Optional[int] = None  # steps an outer iteration holds in a loop of loops (scaled.py)
 
 
 class PallasKernel(NamedTuple):
@@ -199,7 +200,7 @@ def compile_for_card(target: str, dataset, *, k: int = 1, batch: int = 200, step
   import jax.numpy as jnp
   import numpy as np
   from benchmarks import common
-  from hinge_jax import fused, train
+  from hinge_jax import fused, scaled, train
   card = CARDS[target]
   on_card = card_sharding(target)
   tuning = tuning or train.Tuning()
@@ -229,13 +230,15 @@ def compile_for_card(target: str, dataset, *, k: int = 1, batch: int = 200, step
       if dump_dir:
         shutil.rmtree(dump_dir, ignore_errors=True)
     unroll = tuning.unroll(steps)  # steps in the loop body (train_chunk unrolls full batch too)
+    block = (scaled.RENORM_EVERY if tuning.scaled_mode(trainer.spec, tuning.guard_mode(
+        trainer.spec)) else None)
     fused_bytes = None
     if tuning.pallas_mode(trainer.spec, tuning.guard_mode(trainer.spec)) == 'step':
       fused_bytes = fused.step_bytes(trainer.spec, k, dataset.x['train'].dtype.itemsize,
                                      tuning.pallas_batch_rows or fused.ROWS)
   finally:
     jax.default_backend = backend
-  return CardProgram(text, unroll, fused_bytes, kernels)
+  return CardProgram(text, unroll, fused_bytes, kernels, block)
 
 
 def main(argv):
@@ -250,21 +253,23 @@ def main(argv):
   x, y, dataset = common.cifar_dataset()
   ptxas = FLAGS.ptxas and bool(tuning.pallas) and find_ptxas() is not None
   try:
-    text, unroll, fused_bytes, pallas = compile_for_card(
-        FLAGS.target, dataset, k=FLAGS.k, batch=FLAGS.batch, steps=FLAGS.steps,
-        tuning=tuning, ptxas=ptxas)
+    program = compile_for_card(FLAGS.target, dataset, k=FLAGS.k, batch=FLAGS.batch,
+                               steps=FLAGS.steps, tuning=tuning, ptxas=ptxas)
   except RuntimeError as e:
     sys.exit(str(e))
+  text, unroll, fused_bytes, pallas = (program.text, program.unroll, program.fused_bytes,
+                                       program.kernels)
   if FLAGS.dump:
     with open(FLAGS.dump, 'w') as f:
       f.write(text)
 
   kernels = hlo_kernels.kernels(text)
   in_loop = [k for k in kernels if k.computation != 'ENTRY'] or kernels  # no loop: one step
-  summary = hlo_kernels.loop_summary(text, unroll)
+  summary = hlo_kernels.loop_summary(text, unroll, block=program.block)
   print(f'{card["name"]} (compiled without a card), jax {jax.__version__}; '
         f'K={FLAGS.k}, batch={FLAGS.batch or "full"}, tuning={FLAGS.tuning}, '
-        f'{unroll} step(s) per loop iteration')
+        f'{unroll} step(s) per loop iteration'
+        + (f' (the outer loop\'s: {program.block})' if program.block else ''))
   common.print_table('kernels of one loop iteration', ['#', 'where', 'kernel', 'output', 'MB'],
                      [[i + 1, k.computation, k.op.replace('fusion:', ''), k.shape.split('{')[0][:40],
                        f'{k.bytes / 1e6:.2f}'] for i, k in enumerate(in_loop)])

@@ -11,6 +11,7 @@ floor on its time at the card's memory bandwidth.
 import collections
 import dataclasses
 import re
+from typing import Optional
 
 _HEADER = re.compile(r'^(ENTRY )?%([\w.\-]+) \(')
 _INSTR = re.compile(r'^(?:ROOT )?%([\w.\-]+) = (\(.*?\)|\S+) ([a-z][\w\-]*)\((.*)$')
@@ -127,19 +128,27 @@ def kernels(text: str) -> list:
   return out
 
 
-def loop_summary(text: str, unroll: int) -> dict:
+def loop_summary(text: str, unroll: int, block: Optional[int] = None) -> dict:
   """Per training step (a loop body holds `unroll` steps): kernels, by kind, and bytes moved.
 
   The body is the while loop's (the training scan); its condition's kernels count too. A
-  program without a loop (one step: XLA drops a loop of one iteration) is one step.
+  program without a loop (one step: XLA drops a loop of one iteration) is one step. `block`:
+  the steps an iteration of the outer loop holds in a loop of loops (`scaled.py`'s blocks of
+  steps): the inner loop's kernels count once a `unroll` steps, the outer's once a `block`.
   """
   ks = kernels(text)
-  loop = [k for k in ks if k.computation.startswith('ENTRY/body') or
-          k.computation.startswith('ENTRY/condition')]
+
+  def depth(k):  # loops around the kernel: the path's bodies and conditions
+    return sum(part in ('body', 'condition') for part in k.computation.split('/'))
+  loop = [k for k in ks if depth(k) > 0]
   if not loop:
     loop, unroll = ks, 1
-  by_kind = collections.Counter(k.op for k in loop)
-  return {'kernels_per_step': len(loop) / unroll,
-          'by_kind_per_step': {k: v / unroll for k, v in sorted(by_kind.items())},
-          'bytes_per_step': sum(k.bytes for k in loop) / unroll,
+  inner = max(depth(k) for k in loop) if loop and block else None
+  weight = {id(k): 1 / (unroll if inner is None or depth(k) == inner else block) for k in loop}
+  by_kind = collections.Counter()
+  for k in loop:
+    by_kind[k.op] += weight[id(k)]
+  return {'kernels_per_step': sum(weight.values()),
+          'by_kind_per_step': dict(sorted(by_kind.items())),
+          'bytes_per_step': sum(k.bytes * weight[id(k)] for k in loop),
           'outside_loop': sum(1 for k in ks if k.computation == 'ENTRY' and k not in loop)}

@@ -189,8 +189,9 @@ def test_program_compiled_for_an_h200_runs_the_pallas_kernels(mode):
   matmul (the forward product's: none computes dW)."""
   from benchmarks import gpu_program, hlo_kernels
   try:
-    text, unroll, _, _ = gpu_program.compile_for_card('h200', _data(), k=4, steps=8,
-                                                      tuning=Tuning(pallas=mode))
+    program = gpu_program.compile_for_card('h200', _data(), k=4, steps=8,
+                                           tuning=Tuning(pallas=mode))
+    text, unroll = program.text, program.unroll
   except RuntimeError as e:
     pytest.skip(str(e))
   loop = [k for k in hlo_kernels.kernels(text) if k.computation.startswith('ENTRY/body')]

@@ -2,6 +2,7 @@
 
 import jax
 import jax.numpy as jnp
+import pytest
 
 from benchmarks import hlo_kernels
 
@@ -99,3 +100,28 @@ def test_a_program_without_a_loop_is_one_step():
   summary = hlo_kernels.loop_summary(text, unroll=4)
   assert summary['kernels_per_step'] == len(hlo_kernels.kernels(text)) >= 1
   assert summary['outside_loop'] == 0 and summary['bytes_per_step'] >= 2 * 8 * 8 * 4
+
+
+def test_a_loop_of_loops_counts_the_outer_loops_kernels_once_a_block():
+  """scaled.py's program: blocks of 4 steps (an inner loop, 2 steps an iteration) and a pass
+  over the state after each block. Per step, an inner kernel counts 1/2 and an outer 1/4."""
+  def f(w, xs):
+    def step(w, x):
+      return w + jnp.tanh(w @ x), None
+
+    def block(w, xb):
+      w = jax.lax.scan(step, w, xb, unroll=2)[0]
+      return w / jnp.linalg.norm(w), None  # the fold
+    return jax.lax.scan(block, w, xs)[0]
+  text = jax.jit(f).lower(jnp.ones((8, 8)), jnp.ones((3, 4, 8, 8))).compile().as_text()
+  kernels = hlo_kernels.kernels(text)
+  depth = lambda k: sum(p in ('body', 'condition') for p in k.computation.split('/'))
+  inner = [k for k in kernels if depth(k) == 2]
+  outer = [k for k in kernels if depth(k) == 1]
+  assert inner and outer
+  summary = hlo_kernels.loop_summary(text, 2, block=4)
+  assert summary['kernels_per_step'] == pytest.approx(len(inner) / 2 + len(outer) / 4)
+  assert summary['bytes_per_step'] == pytest.approx(
+      sum(k.bytes for k in inner) / 2 + sum(k.bytes for k in outer) / 4)
+  flat = hlo_kernels.loop_summary(text, 2)  # without `block`, every loop kernel once a 2
+  assert flat['kernels_per_step'] == pytest.approx((len(inner) + len(outer)) / 2)
