@@ -250,7 +250,7 @@ def step_chunk(state, start: Array, data, hp: dict, *, spec, length: int,
   k = hp['seed'].shape[0]
   b, b_pad, c_pad, d_pad = spec.batch_size, lay['b_pad'], lay['c_pad'], lay['d_pad']
   pixels = spec.num_features - 1
-  idx, lr = _draws(start, hp, spec=spec, length=length)
+  idx, lr = chunk_draws(start, hp, spec=spec, length=length)
   idx = jnp.pad(idx, ((0, 0), (0, b_pad - b)))
   labels = data.y['train'][idx].astype(jnp.int32)
   mean = jnp.zeros((d_pad,), jnp.float32).at[:pixels].set(data.mean.astype(jnp.float32))
@@ -294,10 +294,10 @@ def step_chunk(state, start: Array, data, hp: dict, *, spec, length: int,
       0, loops, lambda i, c: steps_from(jnp.reshape(i * unroll, (1,)), unroll, c), carry)
   w, stats = steps_from(np.array([loops * unroll], np.int32), tail, carry)
   losses = stats[..., -1] + hp['reg_strength'][None, :] * jnp.sum(stats[..., :-1], axis=-1)
-  return _finish(state, _unpadded_w(state, w, spec), lr, length), losses
+  return finish_chunk(state, _unpadded_w(state, w, spec), lr, length), losses
 
 
-def _draws(start, hp: dict, *, spec, length: int):
+def chunk_draws(start, hp: dict, *, spec, length: int):
   """The chunk's shared minibatch indices `(length, B)` (train.batch_indices: the XLA step's
   draws) and each member's scheduled learning rate `(length, K)`."""
   from hinge_jax import train
@@ -308,7 +308,7 @@ def _draws(start, hp: dict, *, spec, length: int):
   return idx.astype(jnp.int32), jax.vmap(rate)(steps).astype(jnp.float32)
 
 
-def _finish(state, w: Array, lr: Array, length: int):
+def finish_chunk(state, w: Array, lr: Array, length: int):
   """The state after the chunk: W, and the sgd optimizer's state as `length` optax updates
   leave it (its step count, the last step's injected learning rate); frozen members kept."""
   training = ~state.diverged
@@ -390,7 +390,7 @@ def update_chunk(state, start: Array, data, hp: dict, *, spec, length: int, unro
   rows = min(tile_rows, _pow2(kc))
   kc_pad = -(-kc // rows) * rows
   b = spec.batch_size
-  idx, lr = _draws(start, hp, spec=spec, length=length)
+  idx, lr = chunk_draws(start, hp, spec=spec, length=length)
   interpret, load, params = _lowering(interpret, num_warps)
   call = pl.pallas_call(
       functools.partial(_backward_update_kernel, rows=rows, classes=c, members=k, width=d_pad,
@@ -419,8 +419,8 @@ def update_chunk(state, start: Array, data, hp: dict, *, spec, length: int, unro
 
   w0 = jnp.pad(_padded_w(state, spec, d_pad, c).reshape(kc, d_pad), ((0, kc_pad - kc), (0, 0)))
   w, chunk_losses = jax.lax.scan(step, w0, (idx, lr), unroll=max(1, min(unroll, length)))
-  return (_finish(state, _unpadded_w(state, w[:kc].reshape(k, c, d_pad), spec), lr, length),
-          chunk_losses)
+  w = _unpadded_w(state, w[:kc].reshape(k, c, d_pad), spec)
+  return finish_chunk(state, w, lr, length), chunk_losses
 
 
 def _lowering(interpret: bool | None, num_warps: int):

@@ -66,7 +66,7 @@ def chunk(state, start: Array, data, hp: dict, *, spec, length: int, feature_pad
                      'minibatches and the bias trick; train.Tuning.scaled_mode says where')
   l2 = spec.reg == 'l2'
   pixels = spec.num_features - 1  # the bias trick's 1 is W's last feature
-  idx, lr = fused._draws(start, hp, spec=spec, length=length)
+  idx, lr = fused.chunk_draws(start, hp, spec=spec, length=length)
   step_lr = jnp.where(state.diverged[None, :], 0.0, lr)  # frozen members take no step
   lam = hp['reg_strength'].astype(jnp.float32)
   decay = 1 - 2 * step_lr * lam[None, :] if l2 else jnp.ones_like(step_lr)
@@ -124,4 +124,4 @@ def chunk(state, start: Array, data, hp: dict, *, spec, length: int, feature_pad
   w = carry[0]
   padded = state.replace(params={**state.params, 'W': w})
   w = train.unpad_features(padded, spec, feature_pad).params['W']
-  return fused._finish(state, w, lr, length), jnp.concatenate(parts, axis=0)
+  return fused.finish_chunk(state, w, lr, length), jnp.concatenate(parts, axis=0)

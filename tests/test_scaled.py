@@ -86,6 +86,18 @@ def test_every_steps_loss_is_the_objective_at_its_weights():
   np.testing.assert_allclose(ss.params['W'], sx.params['W'], rtol=1e-4, atol=1e-6)
 
 
+def test_members_sharded_over_8_devices_train_the_xla_steps_model():
+  """8 members laid over the 8 simulated CPU devices (tests/conftest.py): the chunk's
+  products and the Gram matrix under GSPMD give the XLA step's weights and losses."""
+  assert len(jax.local_devices()) == 8
+  xla, fast = _trainers(_data(), _configs(np.linspace(0.05, 0.5, 8)))
+  assert fast.member_sharding.mesh.size == 8
+  (sx, want, _), (ss, got, _) = (
+      t.compiled_chunk(t.init(), 20)(t.init(), np.int32(0), t.data, t.hp) for t in (xla, fast))
+  np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-5)
+  np.testing.assert_allclose(ss.params['W'], sx.params['W'], rtol=1e-4, atol=1e-6)
+
+
 @pytest.mark.parametrize('lr,why', [(1e38, 'diverges'), (5.0, 'decay 0: c would be 0'),
                                     (4.5, 'decay 0.1: c reaches 1e-16 in a block')])
 def test_a_member_it_cannot_train_reruns_the_chunk_under_the_xla_step(lr, why):
