@@ -106,7 +106,7 @@ def chunk(state, start: Array, data, hp: dict, *, spec, length: int, feature_pad
   def block(carry, inputs):
     carry, block_losses = jax.lax.scan(step, carry, inputs, unroll=max(1, min(
         unroll, jax.tree.leaves(inputs)[0].shape[0])))
-    return fold(*carry[:2]), block_losses
+    return (fold(*carry[:2]) if l2 else carry), block_losses  # without L2, c stays 1
 
   w = train.pad_features(state, spec, feature_pad).params['W'].astype(jnp.float32)
   carry = fold(w, jnp.ones((w.shape[0],), jnp.float32))
