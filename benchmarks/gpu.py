@@ -68,7 +68,6 @@ def main(argv):
   import jax
   import numpy as np
   from benchmarks import common, hlo_kernels
-  from hinge_jax import scaled
   from hinge_jax.datasets.base import finalize
   quick = _QUICK.value
   tunings = common.tuning_variants()
@@ -307,10 +306,8 @@ def main(argv):
         text = trainer.compiled_chunk(trainer.init(), steps).as_text()
         with open(os.path.join(hlo_dir, f'{hlo_name}_{variant}.txt'), 'w') as f:
           f.write(text)
-        tuning = trainer.tuning
-        block = (scaled.RENORM_EVERY if tuning.scaled_mode(
-            trainer.spec, tuning.guard_mode(trainer.spec)) else None)  # a loop of loops
-        entry['kernels'] = hlo_kernels.loop_summary(text, tuning.unroll(steps), block=block)
+        entry['kernels'] = hlo_kernels.loop_summary(
+            text, trainer.tuning.unroll(steps), block=trainer.tuning.loop_block(trainer.spec))
       return entry, w
 
     def variants(group, names, make_trainer, steps, reps, hlo_name, describe, members=None):

@@ -200,7 +200,7 @@ def compile_for_card(target: str, dataset, *, k: int = 1, batch: int = 200, step
   import jax.numpy as jnp
   import numpy as np
   from benchmarks import common
-  from hinge_jax import fused, scaled, train
+  from hinge_jax import fused, train
   card = CARDS[target]
   on_card = card_sharding(target)
   tuning = tuning or train.Tuning()
@@ -230,8 +230,7 @@ def compile_for_card(target: str, dataset, *, k: int = 1, batch: int = 200, step
       if dump_dir:
         shutil.rmtree(dump_dir, ignore_errors=True)
     unroll = tuning.unroll(steps)  # steps in the loop body (train_chunk unrolls full batch too)
-    block = (scaled.RENORM_EVERY if tuning.scaled_mode(trainer.spec, tuning.guard_mode(
-        trainer.spec)) else None)
+    block = tuning.loop_block(trainer.spec)
     fused_bytes = None
     if tuning.pallas_mode(trainer.spec, tuning.guard_mode(trainer.spec)) == 'step':
       fused_bytes = fused.step_bytes(trainer.spec, k, dataset.x['train'].dtype.itemsize,

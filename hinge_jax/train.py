@@ -213,6 +213,11 @@ class Tuning:
     """Whether a chunk of `spec` under `guard` trains as W = c·V (`scaled.py`)."""
     return bool(self.scaled_decay) and scaled.applies(spec, guard)
 
+  def loop_block(self, spec: 'Spec') -> Optional[int]:
+    """Steps an iteration of the outer loop holds where a chunk of `spec` is a loop of loops
+    (W = c·V: `scaled.RENORM_EVERY`), else None (`hlo_kernels.loop_summary`'s `block`)."""
+    return scaled.RENORM_EVERY if self.scaled_mode(spec, self.guard_mode(spec)) else None
+
   def program_options(self, spec: 'Spec', *, rerun: bool = False) -> dict:
     """XLA options for `chunk_program(spec, ..., rerun=rerun)`: `compiler_options`, and on a
     GPU where the chunk trains as W = c·V, `scaled.GPU_OPTIONS` (unless set there)."""
