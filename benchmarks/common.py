@@ -51,6 +51,7 @@ def tuning_variants() -> dict:
   from hinge_jax.train import Tuning
   return {
       'default': Tuning(),
+      'xla': Tuning(scaled_decay=False),  # XLA's step at every K (the default's reference)
       'unroll1': Tuning(scan_unroll=1),
       'unroll16': Tuning(scan_unroll=16),
       'cond': Tuning(guard='cond'),

@@ -167,6 +167,7 @@ def main(argv):
     members and over the members of lr ≤ 1e-7 alone (at larger rates this data's SGD is
     chaotic: a 1e-6 change of W0 moves the final W by tens of percent, so Δw over them
     measures the chaos, not the kernel)."""
+    from hinge_jax.train import Tuning
     out = report['fused'] = {}
     ks = [int(k) for k in _FUSED_KS.value] if _FUSED_KS.value else (
         [1, 16] if quick else [1, 1024, 4, 16, 64, 256])
@@ -177,7 +178,7 @@ def main(argv):
     for loss, k in cases:
       lrs = np.logspace(-8, -6, k) if k > 1 else np.array([common.LR])
       calm = lrs <= 1.0000001e-7
-      modes = (['default'] + (['pallas_step'] if k <= 64 else [])
+      modes = (['xla'] + (['pallas_step'] if k <= 64 else [])
                + ['pallas_update', 'scaled']
                + (['pallas_step_w8', 'pallas_step_b64', 'pallas_step_b128'] if k == 1 else [])
                + (['pallas_update_w4', 'pallas_update_w16', 'pallas_update_r64']
@@ -191,6 +192,8 @@ def main(argv):
           t = timed(trainer, epoch_steps)
           w = np.asarray(trainer.run_chunk(trainer.init(), 0, epoch_steps)[0].params['W'])
           w = w.reshape((k,) + w.shape[-2:])
+          row['default_is'] = ('scaled' if Tuning().for_members(trainer.spec, k).scaled_decay
+                               else 'xla')
           del trainer
         except Exception as e:  # noqa: BLE001 - a kernel that fails must not end the section
           row[name] = {'error': f'{type(e).__name__}: {e}'}
@@ -198,21 +201,22 @@ def main(argv):
           common.write_json(out_path, report)
           continue
         row[name] = {'epoch_s': t, 'model_epochs_per_s': k / t['median']}
-        if name == 'default':
+        if name == 'xla':
           ref = w
         elif ref is not None:
           row[name]['w_max_abs_diff_rel'] = float(np.abs(w - ref).max() / np.abs(ref).max())
           row[name]['w_max_abs_diff_rel_lr_le_1e-7'] = float(
               np.abs(w[calm] - ref[calm]).max() / np.abs(ref[calm]).max())
-          row[name]['over_default'] = t['median'] / row['default']['epoch_s']['median']
+          row[name]['over_xla'] = t['median'] / row['xla']['epoch_s']['median']
         print(f'  {loss} K={k:4d} {name}: epoch {common.fmt(t, 1e3, 2)} ms, '
               f'{k / t["median"]:,.0f} model-epochs/s'
-              + (f', {row[name]["over_default"]:.2f}× XLA\'s, '
+              + (f', {row[name]["over_xla"]:.2f}× XLA\'s, '
                  f'Δw {row[name]["w_max_abs_diff_rel"]:.1e} '
                  f'(lr ≤ 1e-7: {row[name]["w_max_abs_diff_rel_lr_le_1e-7"]:.1e})'
-                 if 'over_default' in row[name] else '')
+                 if 'over_xla' in row[name] else '')
               + ' (targets: ≤ 3 ms at K = 1; ≥ 20,000 at K = 1,024)', flush=True)
         common.write_json(out_path, report)
+      print(f'  {loss} K={k:4d}: Tuning() trains it as {row.get("default_is")}', flush=True)
     return out
 
   def epoch():
@@ -234,9 +238,11 @@ def main(argv):
       t = timed(trainer, epoch_steps)
       rate = k / t['median']
       row = {'k': k, 'own_minibatches': own, 'epoch_s': t, 'model_epochs_per_s': rate,
+             'scaled_decay': bool(trainer.tuning.scaled_mode(trainer.spec, 'deferred')),
              **fractions(t['median'], epoch_steps * k, b, 1 if own else k)}
       rows.append(row)
-      print(f'  K={k:5d}{" own seeds" if own else ""}: epoch {common.fmt(t, 1e3, 2)} ms, '
+      print(f'  K={k:5d}{" own seeds" if own else ""}'
+            f'{" (W = c·V)" if row["scaled_decay"] else ""}: epoch {common.fmt(t, 1e3, 2)} ms, '
             f'{rate:,.0f} model-epochs/s, {row["tflops"]:.1f} TFLOP/s', flush=True)
       del trainer
     return rows
@@ -368,8 +374,8 @@ def main(argv):
              lambda e: f'({e["time_s"]["median"] / epoch_steps * 1e6:.1f} µs a step)')
     k = 16 if quick else 1024
 
-    variants('sweep_1024', ('default', 'pallas_update', 'scaled', 'select', 'pad1', 'pad8',
-                            'pad64', 'pad256', 'cmdbuf'),
+    variants('sweep_1024', ('xla', 'default', 'pallas_update', 'scaled', 'select', 'pad1',
+                            'pad8', 'pad64', 'pad256', 'cmdbuf'),
              lambda t: common.hinge_jax_trainer(dataset, 'multiclass_svm', epoch_steps,
                                                 learning_rates=np.logspace(-8, -6, k), tuning=t),
              epoch_steps, max(3, repeats // 2), None,

@@ -212,6 +212,7 @@ def compile_for_card(target: str, dataset, *, k: int = 1, batch: int = 200, step
     trainer = common.hinge_jax_trainer(dataset, loss, steps, batch=batch,
                                        learning_rates=np.logspace(-8, -6, k),
                                        devices=jax.devices('cpu')[:1], tuning=tuning)
+    tuning = trainer.tuning  # its member-dependent defaults decided (`Tuning.for_members`)
     abstract = lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=on_card)
     state = jax.tree.map(abstract, trainer.init())
     data = jax.tree.map(abstract, trainer.data)

@@ -82,6 +82,11 @@ GUARDS = ('cond', 'select', 'deferred')
 # state (`Tuning.feature_multiple`); one registered later is trained unpadded.
 PAD_SAFE_OPTIMIZERS = ('sgd', 'momentum', 'nesterov', 'adagrad', 'rmsprop', 'adam', 'adamw')
 ACCELERATOR_FEATURE_MULTIPLE = 128
+# `Tuning.scaled_decay=None` trains as W = c·V on a GPU from this many members a device. On an
+# H200 (benchmarks/gpu.py's `fused` section, one epoch of W = c·V over one of XLA's step) it
+# took 0.87× the time at 2,048 members, 0.92× at 1,024, 0.98× at 512, 0.99× at 256 and
+# 1.36–2.2× at 1 to 64.
+SCALED_MIN_MEMBERS = 512
 
 
 @dataclasses.dataclass(frozen=True)
@@ -135,8 +140,10 @@ class Tuning:
       XLA's forward product and loss and runs the backward product and the SGD update as one
       Pallas kernel (any loss; for many members, whose step is bound by W's passes). The same
       model, sums grouped differently (float32 rounding differs). On the CPU the kernels run
-      in Pallas's interpreter (for tests: slow). None: XLA's step everywhere, until a GPU
-      measurement says a mode pays (benchmarks/gpu.py's `fused` section times both).
+      in Pallas's interpreter (for tests: slow). None: XLA's step. Timed on an H200
+      (benchmarks/gpu.py's `fused` section), neither mode beat it anywhere: one model's epoch
+      1.29× XLA's time under 'step' and 1.10× under 'update'; 1,024 members 1.63× under
+      'update'. They stay for study and for cards where the balance differs.
     pallas_warps: Triton's warps per program for those kernels (None: `fused.WARPS`, 4 for
       'step' and 8 for 'update': at 4, 'update''s tile spills registers to local memory).
     pallas_tile_rows: the rows of W (members × classes) one program of 'update's kernel
@@ -149,8 +156,10 @@ class Tuning:
       or no regularizer): each member's decay is a scalar, so the update is an accumulate
       into W inside cuBLAS's backward GEMM and XLA's separate update pass goes (for many
       members, whose step is bound by W's passes). The same model, sums grouped differently.
-      None: off, until a GPU measurement says it pays (benchmarks/gpu.py's `fused` section
-      and benchmarks/scaled_update.py time it). Not with `pallas`.
+      None: on a GPU where a device trains at least `SCALED_MIN_MEMBERS` members (and
+      `pallas` is None), else off: `Trainer.create` decides it (`for_members`), where it
+      knows the members a device trains (benchmarks/gpu.py's `fused` section times both).
+      Not with `pallas`.
   """
   scan_unroll: Optional[int] = None
   guard: Optional[str] = None
@@ -208,6 +217,16 @@ class Tuning:
   def pallas_mode(self, spec: 'Spec', guard: str) -> Optional[str]:
     """The `fused.py` mode a chunk of `spec` under `guard` trains with (None: XLA's step)."""
     return self.pallas if self.pallas and fused.applies(spec, guard, self.pallas) else None
+
+  def for_members(self, spec: 'Spec', members_per_device: int) -> 'Tuning':
+    """This tuning with `scaled_decay=None` decided for `spec` on this backend, with
+    `members_per_device` members on each device (what `Trainer.create` trains with)."""
+    if self.scaled_decay is not None:
+      return self
+    on = (jax.default_backend() == 'gpu' and not self.pallas
+          and members_per_device >= SCALED_MIN_MEMBERS
+          and scaled.applies(spec, self.guard_mode(spec)))
+    return dataclasses.replace(self, scaled_decay=on)
 
   def scaled_mode(self, spec: 'Spec', guard: str) -> bool:
     """Whether a chunk of `spec` under `guard` trains as W = c·V (`scaled.py`)."""
@@ -612,20 +631,21 @@ class Trainer:
     their count, the members axis is sharded over a 1-D mesh ('members') and the data are
     replicated: each device trains its own share of the members, with no communication.
     `spec` overrides the static settings (a sweep cut into programs shares one spec).
-    `tuning`: speed settings of the training program (default `Tuning()`).
+    `tuning`: speed settings of the training program (default `Tuning()`); its defaults that
+    depend on the members a device trains are decided here (`Tuning.for_members`).
     """
     hp_np = config_lib.hyper_arrays(member_configs)
     spec = spec or Spec.create(config, dataset, hp_np)
     devices = list(jax.local_devices() if devices is None else devices)
-    member_sharding = replicated = None
-    k = len(member_configs)
+    k, shards = len(member_configs), 1
     if len(devices) > 1 and k > 1 and k % len(devices) == 0:
+      shards = len(devices)
       mesh = jax.sharding.Mesh(np.asarray(devices), ('members',))
       member_sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec('members'))
       replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
     else:
       replicated = member_sharding = jax.sharding.SingleDeviceSharding(devices[0])
-    tuning = tuning or Tuning()
+    tuning = (tuning or Tuning()).for_members(spec, k // shards)
     data = DeviceData.create(dataset, int(config.eval_batch_size), replicated,
                              train_dtype=tuning.train_dtype(spec, dataset))
     trainer = cls(spec=spec, data=data, hp={}, eval_every=int(config.eval_every_steps),

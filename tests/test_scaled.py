@@ -160,7 +160,8 @@ def test_program_options_add_cublas_gemms_on_a_gpu_only(monkeypatch):
   `compiler_options`."""
   spec = _trainers(_data(), _configs())[1].spec
   tuning = Tuning(scaled_decay=True, compiler_options={'xla_gpu_graph_min_graph_size': 2})
-  assert tuning.program_options(spec) == {'xla_gpu_graph_min_graph_size': 2}  # the CPU
+  monkeypatch.setattr(jax, 'default_backend', lambda: 'cpu')  # also where a GPU runs the tests
+  assert tuning.program_options(spec) == {'xla_gpu_graph_min_graph_size': 2}
   monkeypatch.setattr(jax, 'default_backend', lambda: 'gpu')
   assert tuning.program_options(spec) == {'xla_gpu_enable_triton_gemm': False,
                                           'xla_gpu_graph_min_graph_size': 2}
@@ -168,6 +169,33 @@ def test_program_options_add_cublas_gemms_on_a_gpu_only(monkeypatch):
   assert Tuning(scaled_decay=True, compiler_options={'xla_gpu_enable_triton_gemm': True}
                 ).program_options(spec) == {'xla_gpu_enable_triton_gemm': True}
   assert Tuning().program_options(spec) == {}
+
+
+def test_by_default_a_gpu_trains_as_w_cv_from_scaled_min_members_a_device(monkeypatch):
+  """`scaled_decay=None` is decided per trainer: on a GPU, on where a device trains at least
+  `train.SCALED_MIN_MEMBERS` members and the mode applies; set values and `pallas` win."""
+  from hinge_jax import train
+  spec = _trainers(_data(), _configs())[1].spec
+  l1 = _trainers(_data(), _configs(**{'reg.name': 'l1'}))[1].spec
+  monkeypatch.setattr(train, 'SCALED_MIN_MEMBERS', 4)
+  monkeypatch.setattr(jax, 'default_backend', lambda: 'cpu')
+  assert Tuning().for_members(spec, 4).scaled_decay is False
+  monkeypatch.setattr(jax, 'default_backend', lambda: 'gpu')
+  assert Tuning().for_members(spec, 4).scaled_decay is True
+  assert Tuning().for_members(spec, 3).scaled_decay is False
+  assert Tuning().for_members(l1, 4).scaled_decay is False  # L1's decay is not a scalar
+  assert Tuning(guard='select').for_members(spec, 4).scaled_decay is False
+  assert Tuning(pallas='update').for_members(spec, 4).scaled_decay is False
+  assert Tuning(scaled_decay=False).for_members(spec, 4).scaled_decay is False
+  assert Tuning(scaled_decay=True).for_members(spec, 1).scaled_decay is True
+  # Trainer.create counts the members of one device: 8 over the 8 devices is 1 a device
+  data, configs = _data(), _configs(np.linspace(0.01, 0.08, 8))
+  one_device = Trainer.create(configs[0], data, configs, devices=jax.devices()[:1])
+  assert one_device.tuning.scaled_decay is True
+  monkeypatch.setattr(train, 'SCALED_MIN_MEMBERS', 2)
+  assert Trainer.create(configs[0], data, configs).tuning.scaled_decay is False
+  monkeypatch.setattr(train, 'SCALED_MIN_MEMBERS', 1)
+  assert Trainer.create(configs[0], data, configs).tuning.scaled_decay is True
 
 
 def test_program_compiled_for_an_h200_accumulates_into_w_inside_the_gemm():
