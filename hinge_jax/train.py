@@ -159,7 +159,8 @@ class Tuning:
       None: on a GPU where a device trains at least `SCALED_MIN_MEMBERS` members (and
       `pallas` is None), else off: `Trainer.create` decides it (`for_members`), where it
       knows the members a device trains (benchmarks/gpu.py's `fused` section times both).
-      Not with `pallas`.
+      Such a member then matches its run alone (XLA's step) to float32 rounding, not
+      bitwise; False keeps XLA's step everywhere. Not with `pallas`.
   """
   scan_unroll: Optional[int] = None
   guard: Optional[str] = None
