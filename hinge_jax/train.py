@@ -85,7 +85,7 @@ ACCELERATOR_FEATURE_MULTIPLE = 128
 # `Tuning.scaled_decay=None` trains as W = c·V on a GPU from this many members a device. On an
 # H200 (benchmarks/gpu.py's `fused` section, one epoch of W = c·V over one of XLA's step) it
 # took 0.87× the time at 2,048 members, 0.92× at 1,024, 0.98× at 512, 0.99× at 256 and
-# 1.36–2.2× at 1 to 64.
+# 1.4–2.2× at 1 to 64.
 SCALED_MIN_MEMBERS = 512
 
 

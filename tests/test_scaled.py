@@ -188,14 +188,16 @@ def test_by_default_a_gpu_trains_as_w_cv_from_scaled_min_members_a_device(monkey
   assert Tuning(pallas='update').for_members(spec, 4).scaled_decay is False
   assert Tuning(scaled_decay=False).for_members(spec, 4).scaled_decay is False
   assert Tuning(scaled_decay=True).for_members(spec, 1).scaled_decay is True
-  # Trainer.create counts the members of one device: 8 over the 8 devices is 1 a device
+  # Trainer.create counts the members of one device: 8 over the 8 CPU devices is 1 a device
   data, configs = _data(), _configs(np.linspace(0.01, 0.08, 8))
-  one_device = Trainer.create(configs[0], data, configs, devices=jax.devices()[:1])
+  cpus = jax.devices('cpu')
+  assert len(cpus) == 8  # tests/conftest.py
+  one_device = Trainer.create(configs[0], data, configs, devices=cpus[:1])
   assert one_device.tuning.scaled_decay is True
   monkeypatch.setattr(train, 'SCALED_MIN_MEMBERS', 2)
-  assert Trainer.create(configs[0], data, configs).tuning.scaled_decay is False
+  assert Trainer.create(configs[0], data, configs, devices=cpus).tuning.scaled_decay is False
   monkeypatch.setattr(train, 'SCALED_MIN_MEMBERS', 1)
-  assert Trainer.create(configs[0], data, configs).tuning.scaled_decay is True
+  assert Trainer.create(configs[0], data, configs, devices=cpus).tuning.scaled_decay is True
 
 
 def test_program_compiled_for_an_h200_accumulates_into_w_inside_the_gemm():
