@@ -142,7 +142,8 @@ def test_scaled_applies_only_where_it_computes_the_same_step(fields, members):
                jax.tree.map(np.asarray, xla.fit(xla.init())))
 
 
-def test_scaled_needs_the_deferred_guard_and_is_off_by_default():
+def test_scaled_needs_the_deferred_guard_and_is_off_until_decided():
+  """An undecided `Tuning()` trains XLA's step; `for_members` (next test) decides it."""
   spec = _trainers(_data(), _configs())[1].spec
   assert scaled.applies(spec, 'deferred')
   assert not scaled.applies(spec, 'select') and not scaled.applies(spec, 'cond')
