@@ -23,6 +23,7 @@ import numpy as np
 
 from hinge_jax import (config_lib, fullbatch, fused, losses, model, optim, regularizers,
                        scaled, strategies)
+from hinge_jax.objective import objective
 from hinge_jax.datasets import SPLITS, Dataset, preprocess
 from hinge_jax.errors import ConfigError
 from hinge_jax.streams import STREAMS, stream_key  # noqa: F401 - re-exported
@@ -323,19 +324,6 @@ class DeviceData:
 
 
 # ----------------------------------------------------------------------------- the math
-
-
-def objective(params, x: Array, y: Array, hp: dict, *, spec: Spec,
-              feature_blocks: int = 1) -> Array:
-  """One member's training objective: mean data loss + λ·R(params).
-
-  `feature_blocks`: how `model.scores` splits its product (a speed setting, same math).
-  """
-  s = model.scores(params, x, feature_blocks=feature_blocks)
-  data_loss = jnp.mean(losses.get(spec.loss)(s, y, margin=hp['margin'], squared=spec.squared))
-  penalty = regularizers.penalty(params, spec.reg, regularize_bias=spec.regularize_bias,
-                                 bias_column=spec.bias_trick, l1_ratio=hp['l1_ratio'])
-  return data_loss + hp['reg_strength'] * penalty
 
 
 def batch_indices(seed: Array, step: Array, *, spec: Spec) -> Array:

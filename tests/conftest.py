@@ -29,3 +29,11 @@ def x64():
 @pytest.fixture
 def repo():
   return REPO
+
+
+@pytest.fixture(scope='session')
+def digits():
+  """The default config's dataset (scikit-learn's digits, split as configs/default.py says)."""
+  from helpers import default_config
+  from hinge_jax import datasets
+  return datasets.load(default_config().dataset)

@@ -101,10 +101,6 @@ def test_a_kink_is_flagged_and_not_counted_as_a_failure(x64):
   assert 'averages two slopes' in text and text.splitlines()[-1].startswith('PASS')
 
 
-@pytest.fixture(scope='module')
-def digits():
-  return datasets.load(default_config().dataset)
-
 
 @pytest.mark.parametrize('loss', ['multiclass_svm', 'softmax_cross_entropy'])
 def test_run_on_digits_passes_and_reports_every_parameter(digits, loss):

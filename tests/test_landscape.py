@@ -14,10 +14,6 @@ from hinge_jax.errors import UserError
 from helpers import default_config
 
 
-@pytest.fixture(scope='module')
-def digits():
-  return datasets.load(default_config().dataset)
-
 
 def toy(seed=0, n=5, d=3, c=3):
   rng = np.random.default_rng(seed)

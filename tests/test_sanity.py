@@ -13,10 +13,6 @@ from hinge_jax import datasets, experiment, sanity
 from helpers import REPO, default_config
 
 
-@pytest.fixture(scope='module')
-def digits():
-  return datasets.load(default_config().dataset)
-
 
 @pytest.mark.parametrize('loss,expected', [('multiclass_svm', 9.0),
                                            ('softmax_cross_entropy', math.log(10))])

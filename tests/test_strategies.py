@@ -14,10 +14,6 @@ from hinge_jax.train import Spec, Trainer, check_fits
 from helpers import array_dataset, default_config, run_main
 
 
-@pytest.fixture(scope='module')
-def digits():
-  return datasets.load(default_config().dataset)
-
 
 def rung(name: str, **overrides):
   """configs/digits_<name>.py with dotted overrides."""
