@@ -90,6 +90,10 @@ def write_cifar_folder(root, *, seed=0, per_batch=30, num_test=20, style='py2'):
   return folder, written
 
 
+TFDS_LABEL_NAMES = {'cifar10': ['airplane', 'automobile', 'bird', 'cat', 'deer', 'dog', 'frog',
+                                'horse', 'ship', 'truck']}
+
+
 def _png(image: np.ndarray) -> bytes:
   from PIL import Image
   buffer = io.BytesIO()
@@ -101,7 +105,8 @@ def tfds_builder(name: str, data_dir: str, splits: dict):
   """TFDS's own builder of `name` (its features, version and writer) whose split generators
   yield `splits` (split → (images, labels)) instead of downloading. Preparing with it writes a
   genuine ArrayRecord directory with dataset_info.json, without TensorFlow: the images go in
-  as PNG bytes, which TFDS stores as they are."""
+  as PNG bytes, which TFDS stores as they are. CIFAR's builders read the class names from the
+  download; here they come from `TFDS_LABEL_NAMES`."""
   import tensorflow_datasets as tfds
   base = tfds.builder_cls(name)
 
@@ -118,6 +123,8 @@ def tfds_builder(name: str, data_dir: str, splits: dict):
     def _split_generators(self, dl_manager):
       del dl_manager
       with_id = 'id' in self.info.features
+      if self.name in TFDS_LABEL_NAMES:
+        self.info.features['label'].names = TFDS_LABEL_NAMES[self.name]
       return {split: examples(split, *arrays, with_id) for split, arrays in splits.items()}
 
   return Local(data_dir=data_dir, file_format='array_record')
