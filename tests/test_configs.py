@@ -110,18 +110,21 @@ def _shrunk(config, cifar_dir: str, tfds_dir: str):
   ds = c.dataset
   if ds.name == 'cifar10':
     ds.data_dir, sizes, total_test, shape = cifar_dir, CIFAR_SIZES, 40, (32, 32, 3)
+    first_class = 'plane'  # the fixture's batches.meta (the real one says 'airplane')
   elif ds.name in ('mnist', 'fashion_mnist'):
     ds.data_dir, sizes, total_test, shape = tfds_dir, MNIST_SIZES, 20, (28, 28, 1)
+    first_class = '0' if ds.name == 'mnist' else 'T-shirt/top'
   else:
     assert ds.name == 'digits', f'a new dataset {ds.name!r}: give it test data here'
     n_val = n_test = round(1797 * ds.val_fraction)
     assert ds.val_fraction == ds.test_fraction
-    return c, {'train': 1797 - n_val - n_test, 'val': n_val, 'test': n_test, 'shape': (8, 8)}
+    return c, {'train': 1797 - n_val - n_test, 'val': n_val, 'test': n_test, 'shape': (8, 8),
+               'first_class': '0'}
   ds.num_train, ds.num_val = sizes['num_train'], sizes['num_val']
   ds.num_test = 0 if ds.num_test == 0 else total_test // 2  # 0 (all) stays all
   ds.num_dev = min(ds.num_dev, MAX_DEV)  # 0 stays 0
   return c, {'train': ds.num_train, 'val': ds.num_val, 'test': ds.num_test or total_test,
-             'shape': shape}
+             'shape': shape, 'first_class': first_class}
 
 
 # ----------------------------------------------------------------------- the runs
@@ -150,6 +153,7 @@ def test_config_runs(stem, arg, cifar_dir, tfds_dir, tmp_path):
   with open(os.path.join(workdir, 'config.json')) as f:
     saved = json.load(f)
   assert np.isfinite(results['final_loss']) and not results['diverged']
+  assert results['class_names'][0] == expected['first_class']  # read from the data's own files
   for split in ('train', 'val', 'test'):
     assert 0 <= results[f'{split}_accuracy'] <= 1
     assert results['splits'][split]['size'] == expected[split], split

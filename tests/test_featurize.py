@@ -194,7 +194,7 @@ def test_cifar10_features_config_runs_on_synthetic_images(tmp_path, shared_compi
 
 def test_digits_features_config(tmp_path, shared_compile_cache):
   config = _config_module('digits_features').get_config()
-  config.num_steps = 300
+  config.num_steps = config.eval_every_steps = 300  # one chunk: one training program
   lines, log = _log()
   results = experiment.train_and_evaluate(config, str(tmp_path), log=log)
   assert results['test_accuracy'] > 0.85 and any('D=145' in l for l in lines)  # 16·9 + bias
