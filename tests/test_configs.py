@@ -26,6 +26,7 @@ NUM_STEPS = 4
 CIFAR_SIZES = {'num_train': 160, 'num_val': 40}  # of the fixture's 200 training images
 MNIST_SIZES = {'num_train': 40, 'num_val': 10}  # of its 60
 MAX_BATCH, MAX_DEV = 20, 10
+MEMBERS_PER_PROGRAM = 8  # every sweep, coarse or fine, runs the same size of compiled program
 
 pytestmark = pytest.mark.usefixtures('shared_compile_cache')  # same shapes compile once
 
@@ -107,6 +108,7 @@ def _shrunk(config, cifar_dir: str, tfds_dir: str):
   c.eval_every_steps = NUM_STEPS // 2
   c.checkpoint_every_steps = 0
   c.batch_size = min(c.batch_size, MAX_BATCH)
+  c.sweep.members_per_program = MEMBERS_PER_PROGRAM
   ds = c.dataset
   if ds.name == 'cifar10':
     ds.data_dir, sizes, total_test, shape = cifar_dir, CIFAR_SIZES, 40, (32, 32, 3)
