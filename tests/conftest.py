@@ -71,14 +71,18 @@ def tfds_dir(tmp_path_factory):
 def shared_compile_cache(tmp_path_factory):
   """JAX's persistent compilation cache, for one module, in a directory this session's xdist
   workers share: runs that build the same programs (configs with the same shapes) compile
-  them once. The previous settings come back after the module."""
+  them once. JAX opens its cache once a process: it is reset before and after the module,
+  and the previous settings come back after it."""
+  from jax.experimental.compilation_cache import compilation_cache as jax_cache
   from hinge_jax import compile_cache
   base = tmp_path_factory.getbasetemp()
   root = base.parent if os.environ.get('PYTEST_XDIST_WORKER') else base
   names = ('jax_compilation_cache_dir', 'jax_persistent_cache_min_compile_time_secs',
            'jax_persistent_cache_min_entry_size_bytes')
   before = {name: getattr(jax.config, name) for name in names}
+  jax_cache.reset_cache()
   path = compile_cache.enable(str(root / 'jax_cache'), log=lambda line: None)
   yield path
   for name, value in before.items():
     jax.config.update(name, value)
+  jax_cache.reset_cache()
