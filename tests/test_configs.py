@@ -5,6 +5,7 @@ it, and only the step counts, the split/batch sizes and the data directory are c
 CIFAR-10 configs read a small `cifar-10-batches-py` in the original pickled format, MNIST
 configs a small TFDS directory prepared by `hinge_jax.prepare` (conftest's fixtures). The run
 goes through the same function `main` calls; its outputs must show the config's own settings.
+A config whose docstring shows an `error:` line (its lesson is a refusal) must stop with it.
 """
 
 import ast
@@ -57,6 +58,13 @@ def _load(stem: str, arg):
   return importlib.import_module(f'configs.{stem}').get_config(arg)
 
 
+def _documented_error(stem: str):
+  """The `error: ...` line a config's docstring says it stops with (its text before ' ...')."""
+  doc = importlib.import_module(f'configs.{stem}').__doc__ or ''
+  found = re.search(r'^\s*error: (.+?)(?: \.\.\.)?$', doc, re.M)
+  return found.group(1) if found else None
+
+
 def _cases() -> list:
   """Every config file, then every variant: a variant mostly reuses its file's programs, which
   by then are in the compilation cache that xdist's workers share."""
@@ -74,6 +82,8 @@ def _cases() -> list:
 def test_every_config_file_and_variant_is_collected():
   ids = {p.id for p in _cases()}
   assert {os.path.basename(p) for p in CONFIG_FILES} <= ids
+  assert _documented_error('cifar10_numerical_gradient') == (
+      'strategy=numerical_gradient needs 2·30730 = 61460 loss evaluations per step')
   for known in ('cifar10_svm_sweep.py:fine', 'cifar10_softmax_sweep.py:fine',
                 'mnist_svm.py:fashion_mnist', 'digits_features.py:pixels_hog',
                 'cifar10_features_svm.py:single', 'cifar10_svm.py:full_test'):
@@ -139,10 +149,11 @@ def test_config_runs(stem, arg, cifar_dir, tfds_dir, tmp_path):
   original = _load(stem, arg)
   config, expected = _shrunk(_load(stem, arg), cifar_dir[0], tfds_dir[0])
   workdir = str(tmp_path)
-  if config.strategy == 'numerical_gradient' and config.dataset.name == 'cifar10':
-    # The lesson of this config: refused before training (2 · 30,730 parameters > budget).
-    with pytest.raises(UserError, match=r'needs 2·30730 = 61460 loss evaluations per step'):
+  refusal = _documented_error(stem)
+  if refusal:  # the config's lesson is a refusal before training, as its docstring shows
+    with pytest.raises(UserError) as e:
       experiment.train_and_evaluate(config, workdir, log=lambda *a: None)
+    assert str(e.value).startswith(refusal), (str(e.value), refusal)
     assert not os.path.exists(os.path.join(workdir, 'results.json'))
     return
   if sweep.is_sweep(config):
