@@ -16,8 +16,8 @@ tfds = pytest.importorskip('tensorflow_datasets')
 from hinge_jax import datasets, prepare  # noqa: E402
 from hinge_jax.datasets import cache, tfds_data  # noqa: E402
 from hinge_jax.errors import ConfigError, DataError, UserError  # noqa: E402
-from helpers import (REPO, default_config, image_splits, prepare_tfds,  # noqa: E402
-                     run_main, write_cifar_folder)
+from helpers import (default_config, image_splits, prepare_tfds, run_main,  # noqa: E402
+                     write_cifar_folder)
 
 
 def config(name, data_dir, **overrides):

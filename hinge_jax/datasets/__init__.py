@@ -14,7 +14,8 @@ import re
 
 import ml_collections
 
-from hinge_jax.datasets import cifar, featurize, protocol, synthetic_images, tfds_data
+from hinge_jax.datasets import cifar, featurize, protocol, tfds_data
+from hinge_jax.datasets import synthetic_images  # noqa: F401 - registers its loader
 from hinge_jax.datasets.base import SPLITS, Dataset, preprocess
 from hinge_jax.datasets.loaders import LOADERS
 from hinge_jax.errors import ConfigError
