@@ -8,8 +8,8 @@ Everything as `cifar10_features_svm.py` (features, protocol, SGD, batch 200, 1,5
 same 3 × 3 grid in `config.sweep`) but the softmax cross-entropy loss. The notebook trains
 only the SVM on these features; with this much regularization both losses settle near a
 class-template classifier, so expect about the SVM's accuracy (val ≈ 0.41–0.44, test ≥ 0.40;
-not measured here: no CIFAR-10 on the machine that wrote this config).
-Runtime on a 2-core CPU: ≈ 1 s of feature extraction, then training in seconds.
+not yet run on the real CIFAR-10). `configs/cifar10_features_softmax.py:single` trains only
+the single point lr 1e-7, reg 5e4.
 """
 
 import ml_collections

@@ -14,8 +14,7 @@ hinge, L2 on W including the bias column; lr 1e-7, reg 5e4, the best point of th
 grid in reference runs (val 0.422 there; with lr·2λ = 0.01 the weights settle within a few
 hundred steps).
 Expected: val ≈ 0.42–0.44, test ≥ 0.40 (LECTURE.md; raw pixels give val ≈ 0.39).
-Runtime on a 2-core CPU: feature extraction ≈ 1 s for the 60,000 images (≈ 100,000 images/s,
-`python -m benchmarks.feature_extraction`), then 1,500 steps in seconds (mostly compiling).
+Feature extraction speed: `python -m benchmarks.feature_extraction`.
 
 Sweep: the command above trains the notebook's 3 × 3 grid (lr {1e-9, 1e-8, 1e-7} × reg
 {5e4, 5e5, 5e6}, `sweep.grid`) in one vmapped program and keeps the best member by validation

@@ -7,9 +7,8 @@ Needs the CIFAR-10 data (`dataset.name='cifar10'`).
 Command:
   python -m hinge_jax.main --config=configs/cifar10_gradient_descent.py --workdir=/tmp/hinge_jax/c10_gd
 
-Runtime: long on a 2-core CPU (each step reads the whole training set), minutes on a GPU.
-Expected: close to the mini-batch run (configs/cifar10_sgd.py, test ≈ 0.36–0.38); not measured
-here.
+Each step reads the whole training set: slow on a CPU. Expected: close to the mini-batch run
+(configs/cifar10_sgd.py, test ≈ 0.36–0.38); not yet run on the real CIFAR-10.
 """
 
 from configs import default

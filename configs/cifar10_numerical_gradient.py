@@ -12,7 +12,7 @@ anyway on a GPU, raise the budget: `--config.numerical.max_evals_per_step=70000`
 Command:
   python -m hinge_jax.main --config=configs/cifar10_numerical_gradient.py --workdir=/tmp/hinge_jax/c10_ng
 
-Runtime: immediate (refused). Expected: exit code 2 and the line above.
+Expected: exit code 2 and the line above, before any training.
 """
 
 from configs import cifar10_gradient_descent

@@ -6,8 +6,8 @@ on the whole training set drops. Needs the CIFAR-10 data (`dataset.name='cifar10
 Command:
   python -m hinge_jax.main --config=configs/cifar10_random_local_search.py --workdir=/tmp/hinge_jax/c10_rls
 
-Runtime: tens of minutes on a 2-core CPU (2,000 losses on 49,000 images), about a minute on a
-GPU. Expected: test accuracy ≈ 0.214 (the notes: 21.4%; random search 15.5%).
+2,000 losses on 49,000 images: slow on a CPU. Expected: test accuracy ≈ 0.214 (the notes: 21.4%;
+random search 15.5%).
 """
 
 from configs import default

@@ -7,9 +7,8 @@ Candidates are compared by the WW SVM data loss on the whole training set (the n
 Command:
   python -m hinge_jax.main --config=configs/cifar10_random_search.py --workdir=/tmp/hinge_jax/c10_rs
 
-Runtime: a few minutes on a 2-core CPU (1,000 evaluations of the loss on 49,000 images),
-seconds on a GPU. Expected: test accuracy ≈ 0.155 (the notes: 15.5%; chance 10%); seeds vary
-by about ±2 points.
+1,000 evaluations of the loss on 49,000 images. Expected: test accuracy ≈ 0.155 (the notes:
+15.5%; chance 10%); seeds vary by about ±2 points.
 """
 
 from configs import default

@@ -6,8 +6,7 @@ included), W0 = 0.001·randn. Needs the CIFAR-10 data (`dataset.name='cifar10'`)
 Command:
   python -m hinge_jax.main --config=configs/cifar10_sgd.py --workdir=/tmp/hinge_jax/c10_sgd
 
-Runtime: about a minute on a 2-core CPU. Expected: val ≈ 0.39–0.41, test ≈ 0.36–0.38
-(LECTURE.md's reference table).
+Expected: val ≈ 0.39–0.41, test ≈ 0.36–0.38 (LECTURE.md's reference table).
 """
 
 from configs import cifar10_gradient_descent

@@ -14,9 +14,8 @@ W0 = 0.001·randn, lr 1e-7, reg 2.5e4, constant learning rate (the assignment's
 `LinearClassifier.train` has no decay; its 0.95-per-epoch decay belongs to the two-layer net:
 `--config.optimizer.schedule=step` turns it on).
 
-Runtime: about 20–30 s on a 2-core CPU: the first load decodes the python files or TFDS
-records once (≈ 2 s for the python files), later loads read the .npy cache (≈ 0.3 s);
-compiling ≈ 3–5 s; 1,500 steps ≈ 10 s. Peak memory ≈ 1.1 GB.
+The first load decodes the python files or TFDS records once; later loads read the .npy
+cache.
 Expected (LECTURE.md): initial loss ≈ ln 10 + 2.5e4·ΣW0² ≈ 770, final ≈ 2,
 val accuracy ≈ 0.35 (LECTURE: > 0.35), test ≈ 0.33–0.37.
 """

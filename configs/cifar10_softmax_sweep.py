@@ -16,8 +16,6 @@ trick, reg on W including the bias column). Outputs: sweep.csv / sweep.json (one
 the best member's results.json / params.npz / metrics.jsonl, plots/sweep.png (validation
 accuracy over log lr × log reg).
 
-Runtime (2-core CPU, measured on CIFAR-sized data): 4 members ≈ 30–40 s; the 256-member fine
-grid ≈ 10–15 min. On one GPU both take seconds.
 Expected (LECTURE.md): best val > 0.35, test ≈ 0.33–0.37.
 """
 

@@ -9,7 +9,7 @@ per step (CIFAR-10: 2 × 30,730) is refused with one line.
 Command:
   python -m hinge_jax.main --config=configs/digits_numerical_gradient.py --workdir=/tmp/hinge_jax/ng
 
-Runtime: about 18 s on a shared 2-core CPU. Expected: test accuracy ≈ 0.97 (0.974 for seed 0, the same as
+Expected: test accuracy ≈ 0.97 (0.974 for seed 0, the same as
 configs/digits_gradient_descent.py to within float32 rounding).
 """
 

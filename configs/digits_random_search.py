@@ -6,8 +6,8 @@ set), drawn as 10 steps of 100 candidates evaluated together under `vmap`.
 Command:
   python -m hinge_jax.main --config=configs/digits_random_search.py --workdir=/tmp/hinge_jax/rs
 
-Runtime: about 16 s on a shared 2-core CPU, sanity report included (mostly compiling). Expected: test accuracy ≈ 0.27 for
-seed 0 (chance 0.10); the loss stays ≈ 9 = (C − 1)·Δ because every candidate is tiny.
+Expected: test accuracy ≈ 0.27 for seed 0 (chance 0.10); the loss stays ≈ 9 = (C − 1)·Δ
+because every candidate is tiny.
 """
 
 from configs import default

@@ -12,11 +12,9 @@ Protocol (datasets/protocol.py): train = the first 55,000 training images, val =
 subtracting the training mean image; bias trick, L2 on W without the bias column. SGD with
 momentum 0.9, batch 200, 3,000 steps (about 11 epochs), lr 0.01 decayed ×0.95 per epoch.
 
-Runtime: about 30 s on a 2-core CPU once the data is cached (the first load decodes the
-70,000 images once; the .npy cache then loads in well under a second). Expected: val
-and test accuracy ≈ 0.91–0.92 for MNIST, ≈ 0.82–0.84 for Fashion-MNIST (what linear
-classifiers reach on raw pixels; not measured here, as this machine has no MNIST data);
-initial loss ≈ 9 = (C − 1)·Δ.
+The first load decodes the 70,000 images once; later loads read the .npy cache. Expected:
+val and test accuracy ≈ 0.91–0.92 for MNIST, ≈ 0.82–0.84 for Fashion-MNIST (what linear
+classifiers reach on raw pixels; not yet run on the real data); initial loss ≈ 9 = (C − 1)·Δ.
 """
 
 import ml_collections

@@ -92,7 +92,7 @@ def hue_histogram(image: Array, *, bins: int = 10, normalized: bool = True) -> A
   """
   h = hue(image).reshape(-1)
   idx = jnp.clip(jnp.floor(h * bins).astype(jnp.int32), 0, bins - 1)
-  counts = jnp.bincount(idx, length=bins).astype(jnp.float32)  # a scatter-add: ≈ 10× a one-hot sum
+  counts = jnp.bincount(idx, length=bins).astype(jnp.float32)  # a scatter-add, not a one-hot sum
   return counts / h.shape[0] if normalized else counts
 
 
@@ -300,8 +300,8 @@ def _normalize_shape(image_shape: tuple) -> tuple:
 
 
 def default_batch_size() -> int:
-  """Images per compiled call: 512 on CPU (the per-batch buffers stay in cache: ≈ 3× the
-  throughput of 2,048 on a 2-core CPU), 4,096 on an accelerator (fewer, fuller launches)."""
+  """Images per compiled call: 512 on CPU (the per-batch buffers stay in cache), 4,096 on an
+  accelerator (fewer, fuller launches)."""
   return 512 if jax.default_backend() == 'cpu' else 4096
 
 

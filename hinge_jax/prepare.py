@@ -13,9 +13,26 @@ import sys
 
 from absl import app, flags
 
+from hinge_jax.datasets import tfds_data
+from hinge_jax.errors import ConfigError, DataError, UserError
+
 _DATASET = flags.DEFINE_string('dataset', None, 'TFDS name, e.g. cifar10, mnist, cifar100.')
 _DATA_DIR = flags.DEFINE_string('data_dir', '', "Where to prepare it ('' = TFDS's default).")
 _CACHE = flags.DEFINE_bool('cache', True, 'Also decode it into the .npy cache training reads.')
+
+
+def require_tensorflow() -> None:
+  """Stops with one line when TensorFlow, which TFDS's builders need to write data, is absent."""
+  try:
+    import tensorflow  # noqa: F401 - TFDS's builders need it to download and encode
+  except ImportError:
+    raise UserError('preparing a TFDS dataset needs TensorFlow; install it with: '
+                    'pip install -r requirements-prepare.txt')
+
+
+def make_builder(tfds, name: str, data_dir: str):
+  """TFDS's builder of `name` in `data_dir`, writing ArrayRecord files."""
+  return tfds.builder(name, data_dir=data_dir, file_format='array_record')
 
 
 def prepare(name: str, data_dir: str, *, cache: bool = True, log=print) -> str:
@@ -24,17 +41,11 @@ def prepare(name: str, data_dir: str, *, cache: bool = True, log=print) -> str:
   Raises:
     UserError: TensorFlow is missing, the name is unknown, or TFDS fails (one line).
   """
-  from hinge_jax.datasets import tfds_data
-  from hinge_jax.errors import ConfigError, DataError, UserError
-  try:
-    import tensorflow  # noqa: F401 - TFDS's builders need it to write the data
-  except ImportError:
-    raise UserError('preparing a TFDS dataset needs TensorFlow; install it with: '
-                    'pip install -r requirements-prepare.txt')
+  require_tensorflow()
   tfds = tfds_data._import_tfds(name)
   data_dir = data_dir or tfds_data.default_data_dir()
   try:
-    builder = tfds.builder(name, data_dir=data_dir, file_format='array_record')
+    builder = make_builder(tfds, name, data_dir)
   except Exception as e:  # noqa: BLE001 - an unknown name: one line
     if type(e).__name__ == 'DatasetNotFoundError':
       raise ConfigError(f'--dataset={name!r} is not a TFDS dataset; e.g. {tfds_data.EXAMPLES}')
@@ -56,7 +67,6 @@ def prepare(name: str, data_dir: str, *, cache: bool = True, log=print) -> str:
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
-  from hinge_jax.errors import UserError
   try:
     prepare(_DATASET.value, _DATA_DIR.value, cache=_CACHE.value)
   except UserError as e:

@@ -37,3 +37,52 @@ def digits():
   from helpers import default_config
   from hinge_jax import datasets
   return datasets.load(default_config().dataset)
+
+
+@pytest.fixture(scope='session')
+def cifar_dir(tmp_path_factory):
+  """A data_dir holding a small `cifar-10-batches-py` in the original pickled format: 40
+  images in each of data_batch_1..5, 40 in test_batch, and batches.meta. Returns
+  `(data_dir, written)`: `written` holds the HWC images and labels as `cifar.read_folder`
+  should decode them. Read-only for tests (the first load writes its .npy cache there)."""
+  from helpers import write_cifar_folder
+  root = tmp_path_factory.mktemp('cifar')
+  _, written = write_cifar_folder(root, per_batch=40, num_test=40)
+  return str(root), written
+
+
+@pytest.fixture(scope='session')
+def tfds_dir(tmp_path_factory):
+  """A TFDS data_dir with `mnist` and `fashion_mnist` prepared by `hinge_jax.prepare` (its
+  TensorFlow check and download replaced through prepare's own seams, see
+  helpers.prepare_tfds): ArrayRecord files, dataset_info.json and the .npy cache; 60
+  training and 20 test images of 28×28×1 each. Returns `(data_dir, splits written)`."""
+  pytest.importorskip('tensorflow_datasets')
+  from helpers import image_splits, prepare_tfds
+  root = str(tmp_path_factory.mktemp('tfds'))
+  written = {}
+  for seed, name in enumerate(('mnist', 'fashion_mnist')):
+    written[name] = image_splits((28, 28, 1), num_train=60, num_test=20, seed=seed)
+    prepare_tfds(name, root, written[name])
+  return root, written
+
+
+@pytest.fixture(scope='module')
+def shared_compile_cache(tmp_path_factory):
+  """JAX's persistent compilation cache, for one module, in a directory this session's xdist
+  workers share: runs that build the same programs (configs with the same shapes) compile
+  them once. JAX opens its cache once a process: it is reset before and after the module,
+  and the previous settings come back after it."""
+  from jax.experimental.compilation_cache import compilation_cache as jax_cache
+  from hinge_jax import compile_cache
+  base = tmp_path_factory.getbasetemp()
+  root = base.parent if os.environ.get('PYTEST_XDIST_WORKER') else base
+  names = ('jax_compilation_cache_dir', 'jax_persistent_cache_min_compile_time_secs',
+           'jax_persistent_cache_min_entry_size_bytes')
+  before = {name: getattr(jax.config, name) for name in names}
+  jax_cache.reset_cache()
+  path = compile_cache.enable(str(root / 'jax_cache'), log=lambda line: None)
+  yield path
+  for name, value in before.items():
+    jax.config.update(name, value)
+  jax_cache.reset_cache()

@@ -8,53 +8,12 @@ import pickletools
 import numpy as np
 import pytest
 
-from benchmarks.fake_cifar import Py2Pickler  # bytes as Python 2 `str`, as the archive was written
-from hinge_jax import datasets
+from hinge_jax import datasets, experiment
 from hinge_jax.datasets import cache, cifar, protocol
 from hinge_jax.errors import ConfigError, DataError
-from helpers import default_config, run_main
+from helpers import channel_major_rows, default_config, write_cifar_folder
 
-PER_BATCH, NUM_TEST = 30, 20
-
-
-def channel_major_rows(images: np.ndarray) -> np.ndarray:
-  """(n, 32, 32, 3) HWC images → CIFAR's rows: all red values, then green, then blue."""
-  return np.stack([np.concatenate([img[:, :, c].ravel() for c in range(3)]) for img in images])
-
-
-def dump(obj, f, style):
-  if style == 'py2':
-    Py2Pickler(f, protocol=2).dump(obj)
-  else:  # Python 3 at protocol 2 writes bytes through _codecs.encode
-    pickle.dump(obj, f, protocol=2)
-
-
-def write_folder(root, seed=0, per_batch=PER_BATCH, num_test=NUM_TEST, style='py2'):
-  """A small cifar-10-batches-py folder in the real format; returns the HWC images written."""
-  rng = np.random.default_rng(seed)
-  folder = os.path.join(root, 'cifar-10-batches-py')
-  os.makedirs(folder)
-  written = {'train_images': [], 'train_labels': []}
-  files = [(f'data_batch_{i}', per_batch) for i in range(1, 6)] + [('test_batch', num_test)]
-  for name, n in files:
-    images = rng.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8)
-    labels = [int(v) for v in rng.integers(0, 10, n)]
-    batch = {b'batch_label': name.encode(), b'labels': labels,
-             b'data': channel_major_rows(images), b'filenames': [b'x.png'] * n}
-    with open(os.path.join(folder, name), 'wb') as f:
-      dump(batch, f, style)
-    if name == 'test_batch':
-      written['test_images'], written['test_labels'] = images, np.array(labels)
-    else:
-      written['train_images'].append(images)
-      written['train_labels'].append(np.array(labels))
-  written['train_images'] = np.concatenate(written['train_images'])
-  written['train_labels'] = np.concatenate(written['train_labels'])
-  names = [b'plane', b'car', b'bird', b'cat', b'deer', b'dog', b'frog', b'horse', b'ship',
-           b'truck']
-  with open(os.path.join(folder, 'batches.meta'), 'wb') as f:
-    dump({b'label_names': names, b'num_vis': 3072}, f, style)
-  return folder, written
+PER_BATCH = 30  # write_cifar_folder's default; conftest's shared `cifar_dir` has 40 a batch
 
 
 def cifar_config(data_dir, **overrides):
@@ -115,7 +74,7 @@ def test_codecs_encode_is_limited_to_latin1(tmp_path):
 
 @pytest.mark.parametrize('style', ['py2', 'py3'])
 def test_folder_reads_back_exactly_with_hwc_layout(tmp_path, style):
-  folder, written = write_folder(tmp_path, style=style)
+  folder, written = write_cifar_folder(tmp_path, style=style)
   arrays, info = cifar.read_folder(folder)
   for key in written:
     np.testing.assert_array_equal(arrays[key], written[key])
@@ -131,7 +90,7 @@ def test_folder_reads_back_exactly_with_hwc_layout(tmp_path, style):
 
 
 def test_truncated_batch_file_gives_one_line(tmp_path):
-  folder, _ = write_folder(tmp_path)
+  folder, _ = write_cifar_folder(tmp_path)
   path = os.path.join(folder, 'data_batch_3')
   with open(path, 'rb') as f:
     data = f.read()
@@ -153,7 +112,7 @@ def test_pickle_that_is_not_a_batch(tmp_path):
 
 
 def test_missing_test_batch(tmp_path):
-  folder, _ = write_folder(tmp_path)
+  folder, _ = write_cifar_folder(tmp_path)
   os.remove(os.path.join(folder, 'test_batch'))
   with pytest.raises(DataError, match='has no test_batch'):
     datasets.load(cifar_config(tmp_path).dataset)
@@ -163,7 +122,7 @@ def test_missing_test_batch(tmp_path):
 
 
 def test_second_load_is_served_from_the_cache(tmp_path, monkeypatch):
-  folder, written = write_folder(tmp_path)
+  folder, written = write_cifar_folder(tmp_path)
   first, _ = cifar.load_arrays(folder)
   assert os.path.exists(os.path.join(folder, 'hinge_jax_cache', 'cache.json'))
   monkeypatch.setattr(cifar, 'read_folder', lambda f: pytest.fail('decoded again'))
@@ -176,7 +135,7 @@ def test_second_load_is_served_from_the_cache(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize('damage', ['flip', 'truncate', 'meta'])
 def test_corrupt_cache_is_detected_and_rebuilt(tmp_path, damage, monkeypatch):
-  folder, written = write_folder(tmp_path)
+  folder, written = write_cifar_folder(tmp_path)
   cifar.load_arrays(folder)
   cache_dir = os.path.join(folder, 'hinge_jax_cache')
   path = os.path.join(cache_dir, 'train_images.npy')
@@ -202,9 +161,9 @@ def test_corrupt_cache_is_detected_and_rebuilt(tmp_path, damage, monkeypatch):
 
 
 def test_changed_source_makes_the_cache_stale(tmp_path):
-  folder, _ = write_folder(tmp_path)
+  folder, _ = write_cifar_folder(tmp_path)
   cifar.load_arrays(folder)
-  _, other = write_folder(tmp_path / 'other', seed=1)
+  _, other = write_cifar_folder(tmp_path / 'other', seed=1)
   os.replace(tmp_path / 'other' / 'cifar-10-batches-py' / 'data_batch_2',
              os.path.join(folder, 'data_batch_2'))
   arrays, _ = cifar.load_arrays(folder)
@@ -213,7 +172,7 @@ def test_changed_source_makes_the_cache_stale(tmp_path):
 
 
 def test_cache_files_hold_no_pickles(tmp_path):
-  folder, _ = write_folder(tmp_path)
+  folder, _ = write_cifar_folder(tmp_path)
   cifar.load_arrays(folder)
   cache_dir = os.path.join(folder, 'hinge_jax_cache')
   with open(os.path.join(cache_dir, 'cache.json')) as f:
@@ -227,13 +186,14 @@ def test_cache_files_hold_no_pickles(tmp_path):
 # ----------------------------------------------------------------------- the protocol
 
 
-def test_protocol_sizes_mean_on_train_and_bias(tmp_path):
-  _, written = write_folder(tmp_path)
-  ds = datasets.load(cifar_config(tmp_path).dataset)
+def test_protocol_sizes_mean_on_train_and_bias(cifar_dir):
+  data_dir, written = cifar_dir
+  ds = datasets.load(cifar_config(data_dir).dataset)
   assert {s: ds.size(s) for s in ('train', 'val', 'test')} == {'train': 100, 'val': 40,
-                                                                 'test': NUM_TEST}
+                                                                 'test': 40}
   assert ds.x['dev'].shape == (10, 3072) and ds.image_shape == (32, 32, 3)
   assert ds.x['train'].dtype == np.uint8 and ds.num_features == 3073 and ds.bias_trick
+  assert ds.class_names[:2] == ('plane', 'car')  # from batches.meta
   flat = written['train_images'].reshape(-1, 3072)
   np.testing.assert_array_equal(ds.x['train'], flat[:100])
   np.testing.assert_array_equal(ds.x['val'], flat[100:140])
@@ -248,13 +208,20 @@ def test_protocol_sizes_mean_on_train_and_bias(tmp_path):
   np.testing.assert_array_equal(features[:, -1], 1.0)
 
 
-def test_protocol_num_test_and_shuffled_order(tmp_path):
-  _, written = write_folder(tmp_path)
-  ds = datasets.load(cifar_config(tmp_path, **{'dataset.num_test': 5}).dataset)
+def test_no_dev_split_is_an_empty_one(cifar_dir):
+  """num_dev=0 (the default, and most CIFAR configs): an empty dev split, not a crash."""
+  ds = datasets.load(cifar_config(cifar_dir[0], **{'dataset.num_dev': 0}).dataset)
+  assert ds.x['dev'].shape == (0, 3072) and ds.y['dev'].shape == (0,)
+  assert ds.y['dev'].dtype == np.int32 and ds.size('train') == 100
+
+
+def test_protocol_num_test_and_shuffled_order(cifar_dir):
+  data_dir, written = cifar_dir
+  ds = datasets.load(cifar_config(data_dir, **{'dataset.num_test': 5}).dataset)
   np.testing.assert_array_equal(ds.x['test'], written['test_images'][:5].reshape(5, -1))
-  a = datasets.load(cifar_config(tmp_path, **{'dataset.order': 'shuffled'}).dataset)
-  b = datasets.load(cifar_config(tmp_path, **{'dataset.order': 'shuffled'}).dataset)
-  c = datasets.load(cifar_config(tmp_path, **{'dataset.order': 'shuffled',
+  a = datasets.load(cifar_config(data_dir, **{'dataset.order': 'shuffled'}).dataset)
+  b = datasets.load(cifar_config(data_dir, **{'dataset.order': 'shuffled'}).dataset)
+  c = datasets.load(cifar_config(data_dir, **{'dataset.order': 'shuffled',
                                               'dataset.split_seed': 1}).dataset)
   np.testing.assert_array_equal(a.x['train'], b.x['train'])
   assert not np.array_equal(a.x['train'], c.x['train'])
@@ -275,17 +242,16 @@ def test_protocol_cut_with_no_test_split():
 
 
 @pytest.mark.parametrize('field, value, message', [
-    ('dataset.num_train', 200, 'ask for more than the 150 training images'),
-    ('dataset.num_val', 151, 'ask for more than the 150 training images'),
-    ('dataset.num_test', 21, 'num_test=21 is more than the 20 test images'),
+    ('dataset.num_train', 250, 'ask for more than the 200 training images'),
+    ('dataset.num_val', 201, 'ask for more than the 200 training images'),
+    ('dataset.num_test', 41, 'num_test=41 is more than the 40 test images'),
     ('dataset.num_dev', 101, 'num_dev=101 is more than the 100 training'),
     ('dataset.order', 'random', "dataset.order='random' is not known"),
     ('dataset.num_val', -1, 'must be an integer >= 0'),
 ])
-def test_split_larger_than_data(tmp_path, field, value, message):
-  write_folder(tmp_path)
+def test_split_larger_than_data(cifar_dir, field, value, message):
   with pytest.raises((DataError, ConfigError), match=message) as e:
-    datasets.load(cifar_config(tmp_path, **{field: value}).dataset)
+    datasets.load(cifar_config(cifar_dir[0], **{field: value}).dataset)
   assert '\n' not in str(e.value)
 
 
@@ -298,29 +264,16 @@ def test_unknown_name_and_missing_data_dir(tmp_path):
     datasets.load(cifar_config(tmp_path / 'nope').dataset)
 
 
-def test_main_trains_on_the_python_folder(tmp_path):
-  write_folder(tmp_path)
+# Training on the python folder: every CIFAR-10 config does, in test_configs.py.
+
+
+def test_neither_the_folder_nor_tfds_data_is_one_line_naming_both(tmp_path):
+  """The message `main` prints after `error:` (exit 2, test_main.py): the command and the folder."""
   workdir = tmp_path / 'run'
-  proc = run_main('--config=configs/cifar10_svm.py', f'--config.dataset.data_dir={tmp_path}',
-                  f'--workdir={workdir}', '--config.dataset.num_train=120',
-                  '--config.dataset.num_val=30', '--config.dataset.num_test=0',
-                  '--config.dataset.num_dev=10', '--config.batch_size=20',
-                  '--config.num_steps=10', '--config.eval_every_steps=5')
-  assert proc.returncode == 0, proc.stderr
-  with open(workdir / 'results.json') as f:
-    results = json.load(f)
-  assert results['splits']['train']['size'] == 120 and results['splits']['test']['size'] == 20
-  assert results['class_names'][0] == 'plane'
-  params = np.load(workdir / 'params.npz')
-  assert params['W'].shape == (10, 3073)
-
-
-def test_main_bad_dataset_inputs_exit_2_with_one_line(tmp_path):
-  proc = run_main('--config=configs/cifar10_svm.py', f'--config.dataset.data_dir={tmp_path}',
-                  f'--workdir={tmp_path / "run"}')
-  assert proc.returncode == 2
-  lines = [l for l in proc.stderr.strip().splitlines() if l.startswith('error:')]
-  assert len(lines) == 1 and 'not prepared' in lines[0] and 'hinge_jax.prepare' in lines[0]
-  assert str(tmp_path) in lines[0] and 'cifar-10-batches-py' in lines[0]
-  assert 'Traceback' not in proc.stderr
-  assert not os.path.exists(tmp_path / 'run' / 'results.json')
+  config = default_config(**{'dataset.name': 'cifar10', 'dataset.data_dir': str(tmp_path)})
+  with pytest.raises(DataError) as e:
+    experiment.train_and_evaluate(config, str(workdir), log=lambda *a: None)
+  line = str(e.value)
+  assert '\n' not in line and 'not prepared' in line and 'hinge_jax.prepare' in line
+  assert str(tmp_path) in line and 'cifar-10-batches-py' in line
+  assert not os.path.exists(workdir / 'results.json')

@@ -13,6 +13,13 @@ from hinge_jax import features
 from hinge_jax.errors import ConfigError, DataError
 
 
+# Compiled once per shape: op-by-op (eager) runs of these compile every primitive on its own.
+_hue_histogram = jax.jit(lambda image, bins: features.hue_histogram(image, bins=bins),
+                         static_argnums=1)
+_hog = jax.jit(lambda image, cell, bins: features.hog(image, cell=cell, bins=bins),
+               static_argnums=(1, 2))
+
+
 def _cfg(**kw) -> ml_collections.ConfigDict:
   return ml_collections.ConfigDict(dict({'hog_cell': 8, 'hog_bins': 9, 'hue_bins': 10}, **kw))
 
@@ -70,7 +77,7 @@ def test_rgb_to_hsv_matches_colorsys():
                                       ((255, 255, 0), 1), ((0, 255, 255), 5)])
 def test_solid_colour_puts_all_mass_in_its_hue_bin(rgb, bin_):
   image = np.broadcast_to(np.asarray(rgb, np.uint8), (16, 16, 3))
-  hist = np.asarray(features.hue_histogram(image, bins=10))
+  hist = np.asarray(_hue_histogram(image, 10))
   want = np.zeros(10)
   want[bin_] = 1.0  # red: h = 0; yellow 1/6; green 1/3; cyan 1/2; blue 2/3 → ⌊10h⌋
   np.testing.assert_array_equal(hist, want)
@@ -79,7 +86,8 @@ def test_solid_colour_puts_all_mass_in_its_hue_bin(rgb, bin_):
 def test_hue_histogram_sums_and_matches_colorsys():
   images = np.random.default_rng(1).integers(0, 256, (4, 12, 10, 3), dtype=np.uint8)
   hist = np.asarray(jax.jit(jax.vmap(features.hue_histogram))(images))
-  counts = np.asarray(jax.vmap(lambda im: features.hue_histogram(im, normalized=False))(images))
+  counts = np.asarray(jax.jit(jax.vmap(lambda im: features.hue_histogram(im, normalized=False)))(
+      images))
   np.testing.assert_allclose(hist.sum(axis=1), 1.0, rtol=1e-6)
   np.testing.assert_array_equal(counts.sum(axis=1), 120)  # H·W pixels
   for image, h in zip(images, hist):
@@ -88,8 +96,8 @@ def test_hue_histogram_sums_and_matches_colorsys():
 
 def test_hue_does_not_depend_on_the_value_scale():
   image = np.random.default_rng(2).integers(0, 256, (8, 8, 3), dtype=np.uint8)
-  np.testing.assert_allclose(features.hue_histogram(image, bins=7),
-                             features.hue_histogram(image.astype(np.float32) / 255, bins=7))
+  np.testing.assert_allclose(_hue_histogram(image, 7),
+                             _hue_histogram(image.astype(np.float32) / 255, 7))
 
 
 # ----------------------------------------------------------------------------- HOG
@@ -123,7 +131,8 @@ def test_orientation_bins_match_atan2(bins):
 @pytest.mark.parametrize('shape,cell,bins', [((32, 32, 3), 8, 9), ((32, 32), 8, 9),
                                              ((8, 8), 4, 9), ((24, 16, 3), 8, 6)])
 def test_hog_output_size(shape, cell, bins):
-  out = features.hog(np.zeros(shape, np.uint8), cell=cell, bins=bins)
+  out = jax.eval_shape(lambda im: features.hog(im, cell=cell, bins=bins),
+                       np.zeros(shape, np.uint8))  # traced, not run
   assert out.shape == ((shape[0] // cell) * (shape[1] // cell) * bins,)
   assert features.combine(('hog',), shape, _cfg(hog_cell=cell, hog_bins=bins)).dim == out.shape[0]
 
@@ -134,7 +143,7 @@ def test_hog_on_cifar_sized_images_has_144_dimensions():
 
 
 def _energy_by_bin(image, bins=9):
-  return np.asarray(features.hog(image, cell=8, bins=bins)).reshape(-1, bins).sum(axis=0)
+  return np.asarray(_hog(image, 8, bins)).reshape(-1, bins).sum(axis=0)
 
 
 def test_vertical_stripes_put_their_energy_in_the_horizontal_gradient_bin():

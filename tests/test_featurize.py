@@ -7,9 +7,9 @@ import sys
 import numpy as np
 import pytest
 
-from hinge_jax import datasets, features
+from hinge_jax import datasets, experiment, features, sweep
 from hinge_jax.datasets import featurize
-from hinge_jax.errors import ConfigError, DataError
+from hinge_jax.errors import ConfigError, DataError, UserError
 from hinge_jax.train import Trainer
 from helpers import REPO, array_dataset, default_config, run_main
 
@@ -136,7 +136,7 @@ def test_synthetic_images_are_seeded_oriented_gratings():
     assert np.argmax(energy[a.y['train'] == c].mean(axis=0)) == c * 9 // 10
 
 
-def test_features_then_svm_beats_raw_pixels_and_chance():
+def test_features_then_svm_beats_raw_pixels_and_chance(shared_compile_cache):
   accuracy = {}
   for feats in ((), ('hog', 'hue_hist')):
     config = default_config(**{'dataset.name': 'synthetic_images', 'dataset.num_examples': 500,
@@ -164,7 +164,6 @@ def test_cifar10_feature_configs_declare_the_notebook_grid(name, loss):
   assert c.dataset.name == 'cifar10' and c.dataset.features == ('hog', 'hue_hist')
   assert c.loss.name == loss and c.dataset.bias_trick and c.reg.regularize_bias
   assert (c.optimizer.name, c.batch_size, c.num_steps, c.init_scale) == ('sgd', 200, 1500, 1e-3)
-  from hinge_jax import sweep
   points = sweep.expand(c)
   assert sorted({p['optimizer.learning_rate'] for p in points}) == [1e-9, 1e-8, 1e-7]
   assert sorted({p['reg.strength'] for p in points}) == [5e4, 5e5, 5e6]
@@ -174,51 +173,76 @@ def test_cifar10_feature_configs_declare_the_notebook_grid(name, loss):
   assert (single.optimizer.learning_rate, single.reg.strength) == (1e-7, 5e4)
 
 
-def test_cifar10_features_config_runs_on_synthetic_images(tmp_path):
-  proc = run_main('--config=configs/cifar10_features_svm.py', f'--workdir={tmp_path}',
-                  '--config.dataset.name=synthetic_images', '--config.num_steps=500')
-  assert proc.returncode == 0, proc.stderr
+def _log():
+  lines = []
+  return lines, lambda *a: lines.append(' '.join(str(x) for x in a))
+
+
+def test_cifar10_features_config_runs_on_synthetic_images(tmp_path, shared_compile_cache):
+  config = _config_module('cifar10_features_svm').get_config()
+  config.dataset.name = 'synthetic_images'
+  config.num_steps = 500
+  lines, log = _log()
+  summary = sweep.run(config, str(tmp_path), log=log)
   results = json.loads((tmp_path / 'results.json').read_text())  # the grid's best member
   assert results['val_accuracy'] > 0.6 and results['test_accuracy'] > 0.6  # chance: 0.1
-  assert 'D=155' in proc.stdout and 'sweep: 9 members' in proc.stdout
+  assert len(summary['members']) == 9 and any('sweep: 9 members' in l for l in lines)
+  assert any('D=155' in l for l in lines)
   assert json.loads((tmp_path / 'config.json').read_text())['dataset']['features'] == [
       'hog', 'hue_hist']
 
 
-def test_digits_features_config(tmp_path):
-  proc = run_main('--config=configs/digits_features.py', f'--workdir={tmp_path}',
-                  '--config.num_steps=300')
-  assert proc.returncode == 0, proc.stderr
-  results = json.loads((tmp_path / 'results.json').read_text())
-  assert results['test_accuracy'] > 0.85 and 'D=145' in proc.stdout  # 16 cells · 9 + bias
+def test_digits_features_config_learns(shared_compile_cache):
+  """The config's settings reach its expected accuracy (its run through `main`'s path, outputs
+  included, is test_configs.py's)."""
+  config = _config_module('digits_features').get_config()
+  config.num_steps = config.eval_every_steps = 300  # one chunk: one training program
+  ds = datasets.load(config.dataset)
+  assert ds.num_features == 145  # 16 cells · 9 orientations + bias
+  trainer = Trainer.create(config, ds, [config])
+  state = trainer.fit(trainer.init())
+  assert float(trainer.evaluate(state.params, 'test')['accuracy'][0]) > 0.85
 
 
-def _one_line_error(proc, *needles):
-  assert proc.returncode == 2, (proc.returncode, proc.stdout, proc.stderr)
-  lines = [l for l in proc.stderr.strip().splitlines() if l.startswith('error:')]
-  assert len(lines) == 1 and 'Traceback' not in proc.stderr, proc.stderr
-  for needle in needles:
-    assert needle in lines[0], lines[0]
+def _bad_request(tmp_path, overrides: dict):
+  """A run of the default config with `overrides`; returns its UserError's message."""
+  with pytest.raises(UserError) as e:
+    experiment.train_and_evaluate(default_config(**overrides), str(tmp_path / 'run'),
+                                  log=lambda *a: None)
+  assert not (tmp_path / 'run' / 'results.json').exists()
+  message = str(e.value)
+  assert '\n' not in message
+  return message
 
 
 @pytest.mark.parametrize('overrides,needles', [
-    (('--config.dataset.features=hog,sift',), ("dataset.features='sift'", 'hue_hist')),
-    (('--config.dataset.features=hue_hist',), ('hue_hist needs colour', '8×8')),
-    (('--config.dataset.features=hog', '--config.dataset.hog_cell=3'),
+    ({'dataset.features': ('hog', 'sift')}, ("dataset.features='sift'", 'hue_hist')),
+    ({'dataset.features': ('hue_hist',)}, ('hue_hist needs colour', '8×8')),
+    ({'dataset.features': ('hog',), 'dataset.hog_cell': 3},
      ('dataset.hog_cell=3', '8×8', '1, 2, 4, 8')),
-    (('--config.dataset.features=hog', '--config.dataset.name=synthetic',
-      '--config.dataset.num_classes=3'), ('needs images', 'synthetic')),
+    ({'dataset.features': ('hog',), 'dataset.name': 'synthetic', 'dataset.num_classes': 3},
+     ('needs images', 'synthetic')),
 ])
 def test_bad_feature_requests_stop_with_one_line(tmp_path, overrides, needles):
-  proc = run_main(f'--workdir={tmp_path}', *overrides)
-  _one_line_error(proc, *needles)
+  message = _bad_request(tmp_path, overrides)
+  for needle in needles:
+    assert needle in message, message
+
+
+def test_bad_feature_request_from_the_command_line_exits_2(tmp_path):
+  """The flag's comma-separated list, parsed by main: exit 2 and one line on stderr."""
+  proc = run_main(f'--workdir={tmp_path}', '--config.dataset.features=hog,sift')
+  assert proc.returncode == 2, (proc.returncode, proc.stdout, proc.stderr)
+  lines = [l for l in proc.stderr.strip().splitlines() if l.startswith('error:')]
+  assert len(lines) == 1 and 'Traceback' not in proc.stderr, proc.stderr
+  assert "dataset.features='sift'" in lines[0] and 'hue_hist' in lines[0]
   assert not (tmp_path / 'results.json').exists()
 
 
 def test_npz_images_that_the_cells_do_not_tile(tmp_path):
   x, y = _images(40, shape=(30, 30, 3))
   np.savez(tmp_path / 'd.npz', x_train=x, y_train=y)
-  proc = run_main(f'--workdir={tmp_path}/w', '--config.dataset.name=npz',
-                  f'--config.dataset.path={tmp_path}/d.npz', '--config.batch_size=10',
-                  '--config.dataset.features=hog,hue_hist')
-  _one_line_error(proc, 'dataset.hog_cell=8', '30×30', '2, 3, 5, 6, 10, 15, 30')
+  message = _bad_request(tmp_path, {'dataset.name': 'npz', 'dataset.path': f'{tmp_path}/d.npz',
+                                    'batch_size': 10, 'dataset.features': ('hog', 'hue_hist')})
+  for needle in ('dataset.hog_cell=8', '30×30', '2, 3, 5, 6, 10, 15, 30'):
+    assert needle in message, message

@@ -1,111 +1,24 @@
 """Datasets by name: `load(config.dataset)` returns a checked, preprocessed `Dataset`.
 
-Built in: `digits` (scikit-learn's 8×8 digits, shipped in the package: the embedded default),
-`synthetic` (seeded Gaussian class clusters), `npz` (your own arrays) and `cifar10` (the
-original python files when `dataset.data_dir` holds `cifar-10-batches-py`, else TFDS). Any
-other name is looked up in TFDS (`tfds_data`): cifar100, mnist, fashion_mnist, svhn_cropped,
-any image set with `image` and `label` features. A loader is a function
-`(dataset_config) -> Dataset`, registered by name in `LOADERS`.
-With `dataset.features` set, `load` replaces the loader's images by standardized image
-features (`featurize.py`, `hinge_jax/features.py`).
+Built in (`loaders`): `digits` (scikit-learn's 8×8 digits, shipped in the package: the
+embedded default), `synthetic` (seeded Gaussian class clusters), `npz` (your own arrays);
+`synthetic_images` (seeded oriented gratings) and `cifar10` (the original python files when
+`dataset.data_dir` holds `cifar-10-batches-py`, else TFDS). Any other name is looked up in
+TFDS (`tfds_data`): cifar100, mnist, fashion_mnist, svhn_cropped, any image set with `image`
+and `label` features. A loader is a function `(dataset_config) -> Dataset`, registered by
+name in `LOADERS`. With `dataset.features` set, `load` replaces the loader's images by
+standardized image features (`featurize.py`, `hinge_jax/features.py`).
 """
 
-import os
 import re
-from typing import Callable
 
 import ml_collections
-import numpy as np
 
 from hinge_jax.datasets import cifar, featurize, protocol, tfds_data
-from hinge_jax.datasets.base import SPLITS, Dataset, finalize, preprocess, split_by_fractions
-from hinge_jax.errors import ConfigError, DataError
-from hinge_jax.registry import Registry
-
-LOADERS: Registry[Callable[[ml_collections.ConfigDict], Dataset]] = Registry('dataset.name')
-
-
-def _common(cfg) -> dict:
-  return dict(center=bool(cfg.get('center', True)), scale=float(cfg.get('scale', 1.0)),
-              bias_trick=bool(cfg.get('bias_trick', False)))
-
-
-def _split(cfg, x, y):
-  return split_by_fractions(x, y, val_fraction=float(cfg.get('val_fraction', 0.15)),
-                            test_fraction=float(cfg.get('test_fraction', 0.15)),
-                            seed=int(cfg.get('split_seed', 0)))
-
-
-@LOADERS.register('digits')
-def load_digits(cfg) -> Dataset:
-  """scikit-learn's digits: 1,797 real 8×8 grayscale images (pixels 0..16), 10 classes.
-
-  Stored as uint8; split train/val/test by a permutation seeded with `dataset.split_seed`.
-  """
-  from sklearn.datasets import load_digits as sk_digits  # lazy: only this loader needs it
-  bunch = sk_digits()
-  x, y = _split(cfg, bunch.images.astype(np.uint8).reshape(len(bunch.images), -1),
-                bunch.target.astype(np.int32))
-  return finalize('digits', x, y, num_classes=10, image_shape=(8, 8),
-                  class_names=[str(c) for c in bunch.target_names], **_common(cfg))
-
-
-@LOADERS.register('synthetic')
-def load_synthetic(cfg) -> Dataset:
-  """Seeded Gaussian class clusters, for tests and benchmarks.
-
-  `dataset.num_examples` points in `dataset.num_features` dimensions, `dataset.num_classes`
-  clusters whose centres are `dataset.separation`·N(0, I) apart, unit noise. With
-  `dataset.dtype='uint8'` the values are mapped to pixels 128 + 32·x, clipped to 0..255
-  (CIFAR-shaped benchmarks).
-  """
-  n, d, c = int(cfg.num_examples), int(cfg.num_features), int(cfg.num_classes)
-  for field, value, low in (('num_examples', n, 3), ('num_features', d, 1), ('num_classes', c, 2)):
-    if value < low:
-      raise DataError(f'dataset.{field}={value} must be at least {low}')
-  rng = np.random.default_rng(int(cfg.get('split_seed', 0)))
-  centres = float(cfg.get('separation', 1.0)) * rng.standard_normal((c, d), dtype=np.float32)
-  y = rng.integers(0, c, n).astype(np.int32)
-  x = centres[y] + rng.standard_normal((n, d), dtype=np.float32)
-  dtype = cfg.get('dtype', 'float32')
-  if dtype == 'uint8':
-    x = np.clip(np.rint(128 + 32 * x), 0, 255).astype(np.uint8)
-  elif dtype != 'float32':
-    raise DataError(f"dataset.dtype={dtype!r} is not known; choose one of: float32, uint8")
-  x, y = _split(cfg, x, y)
-  return finalize('synthetic', x, y, num_classes=c, **_common(cfg))
-
-
-@LOADERS.register('npz')
-def load_npz(cfg) -> Dataset:
-  """Your own arrays from `dataset.path` (a .npz file).
-
-  Keys `x_train`, `y_train` and optionally `x_val`, `y_val`, `x_test`, `y_test`; missing
-  val/test splits are cut from train by `dataset.val_fraction`/`test_fraction`. The number
-  of classes is `dataset.num_classes` if set (> 0), else the largest training label + 1.
-  """
-  path = cfg.get('path', '')
-  if not path or not os.path.isfile(path):
-    raise DataError(f'dataset.path={path!r} is not a file; point it at a .npz with x_train, y_train')
-  try:
-    with np.load(path, allow_pickle=False) as f:
-      arrays = {k: f[k] for k in f.files}
-  except Exception as e:  # noqa: BLE001 - any unreadable file gets the same one-line answer
-    raise DataError(f'dataset.path={path!r} could not be read as .npz ({type(e).__name__}: {e})')
-  for key in ('x_train', 'y_train'):
-    if key not in arrays:
-      raise DataError(f'{path} has no array {key!r} (found: {", ".join(sorted(arrays))})')
-  if all(f'x_{s}' in arrays for s in ('val', 'test')):
-    x = {s: arrays[f'x_{s}'] for s in SPLITS}
-    y = {s: arrays[f'y_{s}'] for s in SPLITS}
-  else:
-    x, y = _split(cfg, arrays['x_train'], arrays['y_train'])
-  y_train = y['train']
-  if np.issubdtype(y_train.dtype, np.floating) and not np.all(np.isfinite(y_train)):
-    raise DataError(f'npz: train labels hold NaN or infinite values; labels must be integers')
-  num_classes = int(cfg.get('num_classes', 0) or 0) or int(np.max(y_train)) + 1
-  image_shape = tuple(arrays['x_train'].shape[1:]) if arrays['x_train'].ndim > 2 else None
-  return finalize('npz', x, y, num_classes=num_classes, image_shape=image_shape, **_common(cfg))
+from hinge_jax.datasets import synthetic_images  # noqa: F401 - registers its loader
+from hinge_jax.datasets.base import SPLITS, Dataset, preprocess
+from hinge_jax.datasets.loaders import LOADERS
+from hinge_jax.errors import ConfigError
 
 
 @LOADERS.register('cifar10')
@@ -147,7 +60,5 @@ def load(cfg: ml_collections.ConfigDict) -> Dataset:
   loader = LOADERS.get(cfg.name) if cfg.name in LOADERS else load_tfds
   return featurize.apply(loader(cfg), cfg)
 
-
-from hinge_jax.datasets import synthetic_images  # noqa: E402,F401  (registers its loader)
 
 __all__ = ['Dataset', 'LOADERS', 'load', 'preprocess', 'SPLITS']

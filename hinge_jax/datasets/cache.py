@@ -4,8 +4,8 @@ A cache is a folder with one `.npy` per array and `cache.json`, written last, th
 each array's file, shape, dtype, byte size and CRC-32, the dataset's metadata and a
 signature of the source it was decoded from. `read` loads every array with
 `allow_pickle=False` and checks it against `cache.json`: a truncated, corrupted or stale
-cache is reported in one line and never used. CRC-32 (zlib) finds accidental damage at
-about 4 GB/s; it is not a defence against someone who can write to the data folder.
+cache is reported in one line and never used. CRC-32 (zlib) finds accidental damage cheaply;
+it is not a defence against someone who can write to the data folder.
 """
 
 import json

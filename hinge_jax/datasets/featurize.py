@@ -9,8 +9,7 @@ core's `preprocess` leaves it as it is and only adds the bias feature (`dataset.
 
 Cache: the raw (unstandardized) features are saved as `.npy` files (allow_pickle=False) in
 `dataset.feature_cache_dir`, or `<dataset.data_dir>/features` when that is empty and a
-`data_dir` is set; with neither (digits, synthetic: features take well under a second) nothing
-is cached. The file name carries a hash of the dataset name, the split sizes, a fingerprint of
+`data_dir` is set; with neither (digits, synthetic: small data) nothing is cached. The file name carries a hash of the dataset name, the split sizes, a fingerprint of
 the raw data (labels, and a strided sample of the images), the image shape and the extractors'
 settings, so any change to those computes the features afresh.
 """

@@ -116,6 +116,6 @@ def make_dataset(cfg, name: str, arrays: dict, info: dict) -> Dataset:
                      class_names=class_names, center=bool(cfg.get('center', True)),
                      scale=float(cfg.get('scale', 1.0)),
                      bias_trick=bool(cfg.get('bias_trick', False)))
-  dataset.x['dev'] = dev_x.reshape(len(dev_x), -1)
+  dataset.x['dev'] = dev_x.reshape(len(dev_x), int(np.prod(dev_x.shape[1:])))  # num_dev=0 too
   dataset.y['dev'] = np.asarray(dev_y, np.int32)
   return dataset

@@ -11,8 +11,8 @@ no download needed.
 
 import numpy as np
 
-from hinge_jax.datasets import LOADERS, _common, _split
 from hinge_jax.datasets.base import Dataset, finalize
+from hinge_jax.datasets.loaders import LOADERS, common, split
 from hinge_jax.errors import DataError
 
 SIZE = 32
@@ -44,6 +44,6 @@ def load_synthetic_images(cfg) -> Dataset:
                     f'dataset.num_classes={c} at least 2')
   rng = np.random.default_rng(int(cfg.get('split_seed', 0)))
   y = rng.integers(0, c, n).astype(np.int32)
-  x, y = _split(cfg, gratings(y, c, rng).reshape(n, -1), y)
+  x, y = split(cfg, gratings(y, c, rng).reshape(n, -1), y)
   return finalize('synthetic_images', x, y, num_classes=c, image_shape=(SIZE, SIZE, 3),
-                  class_names=[f'{180 * k / c:g}°' for k in range(c)], **_common(cfg))
+                  class_names=[f'{180 * k / c:g}°' for k in range(c)], **common(cfg))

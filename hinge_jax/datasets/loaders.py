@@ -1,0 +1,103 @@
+"""The loader registry and the built-in in-memory loaders: digits, synthetic, npz.
+
+A loader is a function `(dataset_config) -> Dataset`, registered by name in `LOADERS`;
+`common` and `split` are the helpers every such loader shares. The image loaders (cifar10,
+TFDS, synthetic_images) live in their own modules and register here too.
+"""
+
+import os
+from typing import Callable
+
+import ml_collections
+import numpy as np
+
+from hinge_jax.datasets.base import SPLITS, Dataset, finalize, split_by_fractions
+from hinge_jax.errors import DataError
+from hinge_jax.registry import Registry
+
+LOADERS: Registry[Callable[[ml_collections.ConfigDict], Dataset]] = Registry('dataset.name')
+
+
+def common(cfg) -> dict:
+  """The preprocessing fields every loader passes to `finalize`: center, scale, bias_trick."""
+  return dict(center=bool(cfg.get('center', True)), scale=float(cfg.get('scale', 1.0)),
+              bias_trick=bool(cfg.get('bias_trick', False)))
+
+
+def split(cfg, x, y) -> tuple[dict, dict]:
+  """Train/val/test cut by `dataset.val_fraction`/`test_fraction`, seeded by `split_seed`."""
+  return split_by_fractions(x, y, val_fraction=float(cfg.get('val_fraction', 0.15)),
+                            test_fraction=float(cfg.get('test_fraction', 0.15)),
+                            seed=int(cfg.get('split_seed', 0)))
+
+
+@LOADERS.register('digits')
+def load_digits(cfg) -> Dataset:
+  """scikit-learn's digits: 1,797 real 8×8 grayscale images (pixels 0..16), 10 classes.
+
+  Stored as uint8; split train/val/test by a permutation seeded with `dataset.split_seed`.
+  """
+  from sklearn.datasets import load_digits as sk_digits  # lazy: only this loader needs it
+  bunch = sk_digits()
+  x, y = split(cfg, bunch.images.astype(np.uint8).reshape(len(bunch.images), -1),
+                bunch.target.astype(np.int32))
+  return finalize('digits', x, y, num_classes=10, image_shape=(8, 8),
+                  class_names=[str(c) for c in bunch.target_names], **common(cfg))
+
+
+@LOADERS.register('synthetic')
+def load_synthetic(cfg) -> Dataset:
+  """Seeded Gaussian class clusters, for tests and benchmarks.
+
+  `dataset.num_examples` points in `dataset.num_features` dimensions, `dataset.num_classes`
+  clusters whose centres are `dataset.separation`·N(0, I) apart, unit noise. With
+  `dataset.dtype='uint8'` the values are mapped to pixels 128 + 32·x, clipped to 0..255
+  (CIFAR-shaped benchmarks).
+  """
+  n, d, c = int(cfg.num_examples), int(cfg.num_features), int(cfg.num_classes)
+  for field, value, low in (('num_examples', n, 3), ('num_features', d, 1), ('num_classes', c, 2)):
+    if value < low:
+      raise DataError(f'dataset.{field}={value} must be at least {low}')
+  rng = np.random.default_rng(int(cfg.get('split_seed', 0)))
+  centres = float(cfg.get('separation', 1.0)) * rng.standard_normal((c, d), dtype=np.float32)
+  y = rng.integers(0, c, n).astype(np.int32)
+  x = centres[y] + rng.standard_normal((n, d), dtype=np.float32)
+  dtype = cfg.get('dtype', 'float32')
+  if dtype == 'uint8':
+    x = np.clip(np.rint(128 + 32 * x), 0, 255).astype(np.uint8)
+  elif dtype != 'float32':
+    raise DataError(f"dataset.dtype={dtype!r} is not known; choose one of: float32, uint8")
+  x, y = split(cfg, x, y)
+  return finalize('synthetic', x, y, num_classes=c, **common(cfg))
+
+
+@LOADERS.register('npz')
+def load_npz(cfg) -> Dataset:
+  """Your own arrays from `dataset.path` (a .npz file).
+
+  Keys `x_train`, `y_train` and optionally `x_val`, `y_val`, `x_test`, `y_test`; missing
+  val/test splits are cut from train by `dataset.val_fraction`/`test_fraction`. The number
+  of classes is `dataset.num_classes` if set (> 0), else the largest training label + 1.
+  """
+  path = cfg.get('path', '')
+  if not path or not os.path.isfile(path):
+    raise DataError(f'dataset.path={path!r} is not a file; point it at a .npz with x_train, y_train')
+  try:
+    with np.load(path, allow_pickle=False) as f:
+      arrays = {k: f[k] for k in f.files}
+  except Exception as e:  # noqa: BLE001 - any unreadable file gets the same one-line answer
+    raise DataError(f'dataset.path={path!r} could not be read as .npz ({type(e).__name__}: {e})')
+  for key in ('x_train', 'y_train'):
+    if key not in arrays:
+      raise DataError(f'{path} has no array {key!r} (found: {", ".join(sorted(arrays))})')
+  if all(f'x_{s}' in arrays for s in ('val', 'test')):
+    x = {s: arrays[f'x_{s}'] for s in SPLITS}
+    y = {s: arrays[f'y_{s}'] for s in SPLITS}
+  else:
+    x, y = split(cfg, arrays['x_train'], arrays['y_train'])
+  y_train = y['train']
+  if np.issubdtype(y_train.dtype, np.floating) and not np.all(np.isfinite(y_train)):
+    raise DataError(f'npz: train labels hold NaN or infinite values; labels must be integers')
+  num_classes = int(cfg.get('num_classes', 0) or 0) or int(np.max(y_train)) + 1
+  image_shape = tuple(arrays['x_train'].shape[1:]) if arrays['x_train'].ndim > 2 else None
+  return finalize('npz', x, y, num_classes=num_classes, image_shape=image_shape, **common(cfg))
