@@ -27,6 +27,7 @@ from hinge_jax.train import Trainer, check_fits
 OUTPUTS = outputs.OUTPUTS  # what a run writes into its workdir (what --overwrite removes)
 disk_errors = outputs.disk_errors
 
+
 def describe(config: ml_collections.ConfigDict, dataset) -> str:
   """One line: the data, the objective, the optimizer, the device."""
   return (f'{dataset.name}: {dataset.size("train")} train / {dataset.size("val")} val / '
@@ -38,7 +39,8 @@ def describe(config: ml_collections.ConfigDict, dataset) -> str:
 
 def summarize(trainer: Trainer, params, k: int = 0) -> dict:
   """Final metrics of member k on every split: accuracy, loss, per-class accuracy, confusion."""
-  return {split: outputs.split_summary(trainer.evaluate(params, split), k, trainer.data.size(split))
+  return {split: outputs.split_summary(trainer.evaluate(params, split), k,
+                                       trainer.data.size(split))
           for split in datasets.SPLITS}
 
 
