@@ -16,14 +16,7 @@ from absl import logging as absl_logging
 from hinge_jax import cli_utils, compile_cache, experiment, sweep
 from hinge_jax.errors import DivergedError, Interrupted, UserError
 
-_WORKDIR = flags.DEFINE_string('workdir', None, 'Directory for config.json, metrics.jsonl, '
-                               'results.json.')
-_OVERWRITE = flags.DEFINE_bool('overwrite', False, 'Discard a previous run in --workdir (its '
-                               'outputs and checkpoints) instead of resuming it.')
-_CACHE_DIR = flags.DEFINE_string('jax_cache_dir', None, 'JAX persistent compilation cache '
-                                 '(default $HINGE_JAX_CACHE_DIR or ~/.cache/hinge_jax/jax_cache; '
-                                 '"off" disables it).')
-_CONFIG = None  # defined in run(), so that importing this module defines no --config flag
+_CONFIG = None  # defined in run(): importing this module defines no flag
 
 
 def train(config, workdir: str, *, overwrite: bool = False) -> None:
@@ -41,9 +34,10 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
   absl_logging.set_verbosity(absl_logging.WARNING)  # orbax logs every file at INFO
-  compile_cache.enable(_CACHE_DIR.value, log=lambda line: print(line, file=sys.stderr))
+  fl = flags.FLAGS
+  compile_cache.enable(fl.jax_cache_dir, log=lambda line: print(line, file=sys.stderr))
   try:
-    train(_CONFIG.value, _WORKDIR.value or '', overwrite=_OVERWRITE.value)
+    train(_CONFIG.value, fl.workdir or '', overwrite=fl.overwrite)
   except Interrupted as e:
     print(f'stopped: {e}', file=sys.stderr)
     sys.exit(128 + e.signum)
@@ -54,6 +48,11 @@ def main(argv):
 def run() -> None:
   """app.run, with bad input (a config field the config lacks, a UserError) in one line."""
   global _CONFIG
+  flags.DEFINE_string('workdir', None, 'Directory for config.json, metrics.jsonl, results.json.')
+  flags.DEFINE_bool('overwrite', False, 'Discard a previous run in --workdir (its outputs and '
+                    'checkpoints) instead of resuming it.')
+  flags.DEFINE_string('jax_cache_dir', None, 'JAX persistent compilation cache (default '
+                      '$HINGE_JAX_CACHE_DIR or ~/.cache/hinge_jax/jax_cache; "off" disables it).')
   flags.mark_flag_as_required('workdir')
   _CONFIG = cli_utils.config_flag()
   cli_utils.run(main)

@@ -8,16 +8,20 @@ from absl import app, flags
 
 from hinge_jax import cli_utils, plots
 
-_WORKDIR = flags.DEFINE_string('workdir', None, 'A finished run\'s directory.')
-
 
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
-  for name, path in plots.redraw(_WORKDIR.value or '').items():
+  for name, path in plots.redraw(flags.FLAGS.workdir or '').items():
     print(f'{name}: {path}')
 
 
-if __name__ == '__main__':
+def cli() -> None:
+  """`python -m hinge_jax.plot`: the flag is defined here, so importing defines none."""
+  flags.DEFINE_string('workdir', None, 'A finished run\'s directory.')
   flags.mark_flag_as_required('workdir')
   cli_utils.run(main)
+
+
+if __name__ == '__main__':
+  cli()
