@@ -15,7 +15,6 @@ import subprocess
 import sys
 
 from absl import app, flags
-from ml_collections import config_flags
 
 from hinge_jax import cli_utils, io_utils
 from hinge_jax.errors import UserError
@@ -133,8 +132,8 @@ def cli() -> None:
   flags.DEFINE_string('slurm_partition', None, 'Slurm partition.')
   flags.DEFINE_integer('gpus_per_node', 0, 'GPUs per Slurm job.')
   flags.DEFINE_integer('cpus_per_task', 2, 'CPUs per Slurm job.')
-  _CONFIG = config_flags.DEFINE_config_file('config', None, 'The config whose sweep.structural '
-                                            'to launch.', lock_config=False)
+  _CONFIG = cli_utils.config_flag(None, lock_config=False,
+                                  help_text='The config whose sweep.structural to launch.')
   cli_utils.run(main)
 
 
