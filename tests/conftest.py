@@ -37,3 +37,9 @@ def digits():
   from helpers import default_config
   from hinge_jax import datasets
   return datasets.load(default_config().dataset)
+
+
+# In-process runs reuse compiled programs across tests and workers, as the subprocesses do.
+from hinge_jax import compile_cache  # noqa: E402
+
+compile_cache.enable(os.environ['HINGE_JAX_CACHE_DIR'])
