@@ -73,7 +73,6 @@ def _nan_features(tmp_path):
     ({'sampling': 'sorted'}, ("sampling='sorted'", 'with_replacement')),
     (_bad_labels, ('labels are outside [0, 3)',)),
     (_nan_features, ('2 NaN or infinite values',)),
-    ({'sweep.grid': 'loss.name=a,b'}, ('sweep field',)),
     ({'sweep.structural': 'loss.name=multiclass_svm,softmax_cross_entropy'},
      ('python -m launch.run',)),
 ])
