@@ -163,7 +163,7 @@ def member_bytes(spec: Spec, eval_chunk: int) -> int:
 
 
 def device_budget_bytes(config) -> int:
-  """Bytes a sweep may use on one device: `sweep.memory_budget_bytes`, else measured."""
+  """Bytes a sweep may use on one device: `sweep.memory_budget_bytes`, else what it has free."""
   budget = int(config.sweep.get('memory_budget_bytes', 0) or 0)
   if budget:
     return budget
