@@ -5,7 +5,8 @@ and at the end, and running the same command again continues from the latest one
 finished run is only re-summarized). SIGINT/SIGTERM end the current compiled chunk, save a
 checkpoint and stop. A workdir holding a run of another config is refused unless
 `overwrite`. Besides the JSON files the run writes TensorBoard events
-(`workdir/tensorboard/`) and pictures (`workdir/plots/`).
+(`workdir/tensorboard/`) and pictures (`workdir/plots/`); the files are written by
+`hinge_jax.results`, as a sweep's are.
 """
 
 import os
