@@ -73,34 +73,61 @@ def _imports(module: str) -> list[tuple[str, int, bool]]:
 GRAPH = {m: sorted({t for t, _, _ in _imports(m) if t != m}) for m in MODULES}
 
 
-def find_cycle(graph: dict[str, list[str]]) -> list[str] | None:
-  """One import cycle as `[a, b, ..., a]`, or None (depth-first search, three colours)."""
-  colour, stack = {}, []
+def find_cycles(graph: dict[str, list[str]]) -> list[list[str]]:
+  """One import cycle `[a, b, ..., a]` per group of modules that import each other."""
+  index, low, on_stack, stack, groups = {}, {}, set(), [], []
 
-  def visit(node):
-    colour[node] = 'grey'
+  def connect(node):  # Tarjan's strongly connected components
+    index[node] = low[node] = len(index)
     stack.append(node)
+    on_stack.add(node)
     for nxt in graph.get(node, ()):
-      if colour.get(nxt) == 'grey':
-        return stack[stack.index(nxt):] + [nxt]
-      if nxt not in colour:
-        found = visit(nxt)
-        if found:
-          return found
-    stack.pop()
-    colour[node] = 'black'
-    return None
+      if nxt not in index:
+        connect(nxt)
+        low[node] = min(low[node], low[nxt])
+      elif nxt in on_stack:
+        low[node] = min(low[node], index[nxt])
+    if low[node] == index[node]:
+      group = []
+      while True:
+        member = stack.pop()
+        on_stack.discard(member)
+        group.append(member)
+        if member == node:
+          break
+      if len(group) > 1:
+        groups.append(set(group))
   for node in sorted(graph):
-    if node not in colour:
-      found = visit(node)
-      if found:
-        return found
-  return None
+    if node not in index:
+      connect(node)
+  return [_cycle_in(graph, group) for group in groups]
 
 
-def test_the_cycle_finder_finds_a_cycle_and_accepts_a_tree():
-  assert find_cycle({'a': ['b'], 'b': ['c'], 'c': ['a']}) == ['a', 'b', 'c', 'a']
-  assert find_cycle({'a': ['b', 'c'], 'b': ['c'], 'c': []}) is None
+def _cycle_in(graph: dict[str, list[str]], group: set) -> list[str]:
+  """A shortest cycle through the group's first module (breadth-first, inside the group)."""
+  start = min(group)
+  parent, frontier = {start: None}, [start]
+  while frontier:
+    nxt_frontier = []
+    for node in frontier:
+      for nxt in graph.get(node, ()):
+        if nxt == start:
+          path = [node]
+          while parent[path[-1]] is not None:
+            path.append(parent[path[-1]])
+          return [start] + path[::-1][1:] + [start]
+        if nxt in group and nxt not in parent:
+          parent[nxt] = node
+          nxt_frontier.append(nxt)
+    frontier = nxt_frontier
+  raise AssertionError(f'no cycle in {group}')
+
+
+def test_the_cycle_finder_finds_every_cycle_and_accepts_a_tree():
+  assert find_cycles({'a': ['b'], 'b': ['c'], 'c': ['a']}) == [['a', 'b', 'c', 'a']]
+  assert find_cycles({'a': ['b', 'c'], 'b': ['c'], 'c': []}) == []
+  two = find_cycles({'a': ['b'], 'b': ['a', 'c'], 'c': ['d'], 'd': ['c', 'e'], 'e': []})
+  assert sorted(two) == [['a', 'b', 'a'], ['c', 'd', 'c']]
 
 
 def test_relative_and_submodule_imports_are_resolved():
@@ -110,8 +137,8 @@ def test_relative_and_submodule_imports_are_resolved():
 
 
 def test_no_import_cycles():
-  cycle = find_cycle(GRAPH)
-  assert cycle is None, 'import cycle: ' + ' → '.join(cycle)
+  cycles = find_cycles(GRAPH)
+  assert not cycles, 'import cycles:\n' + '\n'.join(' → '.join(c) for c in cycles)
 
 
 def test_package_modules_are_imported_at_module_level_only():
