@@ -3,6 +3,8 @@
 import json
 import os
 
+import jax
+
 from hinge_jax import compile_cache
 from helpers import run_main
 
@@ -36,9 +38,14 @@ def test_cache_dir_from_env_and_off(tmp_path, monkeypatch):
 
 
 def test_unusable_cache_dir_warns_and_is_not_used(tmp_path):
-  """(main's run with such a --jax_cache_dir: test_main.py's divergence test.)"""
+  """The run goes on without it (a run's results then report `compilation_cache_dir` None).
+
+  main's warning line on stderr: test_main.py's exit-code test.
+  """
   (tmp_path / 'file').write_text('x')
+  before = jax.config.jax_compilation_cache_dir
   lines = []
   assert compile_cache.enable(str(tmp_path / 'file' / 'c'), log=lines.append) is None
   assert len(lines) == 1 and lines[0].startswith('warning: compilation cache')
   assert 'running without it' in lines[0]
+  assert jax.config.jax_compilation_cache_dir == before  # nothing was pointed at it
