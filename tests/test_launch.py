@@ -32,17 +32,20 @@ def test_dry_run_prints_one_command_per_combination(tmp_path):
   assert not os.listdir(tmp_path)  # nothing written
 
 
-@pytest.mark.parametrize('executor', ['submitit_local', 'local'])
-def test_two_run_structural_sweep_runs_and_is_collected(tmp_path, monkeypatch, executor):
+def _launch(tmp_path, monkeypatch, structural_text, executor):
   monkeypatch.delenv('XLA_FLAGS', raising=False)  # the runs see this host's devices
   monkeypatch.chdir(launch_run.REPO)
   grid = '--config.sweep.grid=optimizer.learning_rate=0.01,0.1'
   config = default_config(**{'num_steps': 30, 'eval_every_steps': 30, 'sanity.enabled': False,
-                             'sweep.structural': STRUCTURAL.split('=', 1)[1],
+                             'sweep.structural': structural_text,
                              'sweep.grid': grid.split('=', 1)[1]})
   overrides = [*TINY, '--config.sanity.enabled=False', grid]
-  codes = launch_run.launch(config, 'configs/default.py', str(tmp_path), overrides,
-                            executor=executor, parallel=2)
+  return launch_run.launch(config, 'configs/default.py', str(tmp_path), overrides,
+                           executor=executor, parallel=2)
+
+
+def test_two_run_structural_sweep_runs_and_is_collected(tmp_path, monkeypatch):
+  codes = _launch(tmp_path, monkeypatch, STRUCTURAL.split('=', 1)[1], 'local')
   assert codes == [0, 0]
   manifest = json.loads((tmp_path / 'launch.json').read_text())
   assert [r['values'] for r in manifest['runs']] == [{'loss.name': 'multiclass_svm'},
@@ -50,8 +53,7 @@ def test_two_run_structural_sweep_runs_and_is_collected(tmp_path, monkeypatch, e
   for run in manifest['runs']:
     results = json.loads((tmp_path / run['name'] / 'results.json').read_text())
     assert results['config']['loss']['name'] == run['values']['loss.name']
-  if executor == 'submitit_local':
-    assert (tmp_path / 'submitit').is_dir()
+    assert (tmp_path / run['name'] / 'launch.log').exists()
   returned = collect.collect(str(tmp_path))
   with open(tmp_path / 'collected.csv') as f:
     rows = list(csv.DictReader(f))
@@ -60,6 +62,19 @@ def test_two_run_structural_sweep_runs_and_is_collected(tmp_path, monkeypatch, e
   assert {r['loss.name'] for r in rows} == {'multiclass_svm', 'softmax_cross_entropy'}
   accs = [float(r['val_accuracy']) for r in rows]
   assert accs == sorted(accs, reverse=True) and min(accs) > 0.5
+
+
+def test_submitit_runs_a_structural_sweep_as_a_job_array(tmp_path, monkeypatch):
+  """submitit's local executor: the code path of Slurm (one run here; two are tested above)."""
+  codes = _launch(tmp_path, monkeypatch, 'loss.name=softmax_cross_entropy', 'submitit_local')
+  assert codes == [0]
+  [run] = json.loads((tmp_path / 'launch.json').read_text())['runs']
+  assert run['values'] == {'loss.name': 'softmax_cross_entropy'}
+  results = json.loads((tmp_path / run['name'] / 'results.json').read_text())
+  assert results['config']['loss']['name'] == 'softmax_cross_entropy'
+  assert (tmp_path / 'submitit').is_dir()
+  rows = collect.collect(str(tmp_path))
+  assert len(rows) == 2 and min(float(r['val_accuracy']) for r in rows) > 0.5
 
 
 def test_unknown_structural_field(tmp_path):
