@@ -3,7 +3,7 @@
 A checkpoint at step t holds two items: `state`, the `TrainState` pytree (params, the
 strategy's state, divergence flags; every leaf with its leading members axis K), and
 `meta`, a small JSON object: the step, the members' seeds and the PRNG implementation (the
-keys of every random stream derive from them, `train.stream_key`), a fingerprint of the
+keys of every random stream derive from them, `streams.stream_key`), a fingerprint of the
 config, the shape of every leaf, and whatever the caller adds (`extra`). Typed PRNG key
 leaves, if a state holds any, are stored as their raw `key_data` and wrapped again on restore.
 

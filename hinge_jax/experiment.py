@@ -5,13 +5,11 @@ and at the end, and running the same command again continues from the latest one
 finished run is only re-summarized). SIGINT/SIGTERM end the current compiled chunk, save a
 checkpoint and stop. A workdir holding a run of another config is refused unless
 `overwrite`. Besides the JSON files the run writes TensorBoard events
-(`workdir/tensorboard/`) and pictures (`workdir/plots/`).
+(`workdir/tensorboard/`) and pictures (`workdir/plots/`); the files are written by
+`hinge_jax.results`, as a sweep's are.
 """
 
-import contextlib
-import json
 import os
-import shutil
 import signal
 import threading
 import time
@@ -20,30 +18,15 @@ import jax
 import ml_collections
 import numpy as np
 
-from hinge_jax import config_lib, datasets, io_utils, metadata, sanity
-from hinge_jax.checkpoint import Checkpointer, fingerprint, is_disk_error
-from hinge_jax.errors import DivergedError, Interrupted, UserError
+from hinge_jax import config_lib, datasets, io_utils, metadata, results as outputs, sanity
+from hinge_jax.checkpoint import Checkpointer, fingerprint
+from hinge_jax.errors import DivergedError, Interrupted
 from hinge_jax.progress import Progress
+from hinge_jax.summary import SummaryLog, flat_hparams
 from hinge_jax.train import Trainer, check_fits
 
-# What a run writes into its workdir (what --overwrite removes; nothing else is touched).
-OUTPUTS = ('config.json', 'metrics.jsonl', 'results.json', 'params.npz', 'checkpoints',
-           'checkpoints-corrupt', 'plots', 'tensorboard', 'sanity.json', 'sweep.csv',
-           'sweep.json')
-
-
-def prepare_workdir(workdir: str) -> None:
-  """Creates the workdir, or stops with one line when it cannot be used."""
-  if not workdir:
-    raise UserError('--workdir is empty; give a directory for the run\'s outputs')
-  if os.path.exists(workdir) and not os.path.isdir(workdir):
-    raise UserError(f'--workdir={workdir} is a file; give a directory')
-  try:
-    os.makedirs(workdir, exist_ok=True)
-  except OSError as e:
-    raise UserError(f'--workdir={workdir} cannot be created ({e.strerror}); choose another path')
-  if not os.access(workdir, os.W_OK):
-    raise UserError(f'--workdir={workdir} is not writable; choose another path')
+OUTPUTS = outputs.OUTPUTS  # what a run writes into its workdir (what --overwrite removes)
+disk_errors = outputs.disk_errors
 
 
 def describe(config: ml_collections.ConfigDict, dataset) -> str:
@@ -55,103 +38,11 @@ def describe(config: ml_collections.ConfigDict, dataset) -> str:
           f'{config.num_steps} steps of {config.batch_size} on {jax.default_backend()}')
 
 
-def member_row(row: dict, k: int = 0) -> dict:
-  """Member k's values of an evaluation row whose entries are `(K,)` arrays."""
-  return {key: (v[k] if isinstance(v, np.ndarray) and v.ndim else v) for key, v in row.items()}
-
-
-def split_summary(ev: dict, k: int, size: int) -> dict:
-  """Member k's accuracy, loss, per-class accuracy and confusion from `Trainer.evaluate`."""
-  conf = ev['confusion'][k]
-  with np.errstate(invalid='ignore', divide='ignore'):
-    per_class = np.diag(conf) / conf.sum(axis=1)
-  return {'accuracy': ev['accuracy'][k], 'loss': ev['loss'][k], 'per_class_accuracy': per_class,
-          'confusion_matrix': conf, 'size': size}
-
-
 def summarize(trainer: Trainer, params, k: int = 0) -> dict:
   """Final metrics of member k on every split: accuracy, loss, per-class accuracy, confusion."""
-  return {split: split_summary(trainer.evaluate(params, split), k, trainer.data.size(split))
+  return {split: outputs.split_summary(trainer.evaluate(params, split), k,
+                                       trainer.data.size(split))
           for split in datasets.SPLITS}
-
-
-def save_params(path: str, params, k: int = 0) -> None:
-  """Member k's parameters as an .npz (atomic)."""
-  arrays = {name: np.asarray(value[k]) for name, value in params.items()}
-  tmp = path + '.tmp.npz'
-  np.savez(tmp, **arrays)
-  os.replace(tmp, path)
-
-
-def _flat(tree: dict, prefix: str = '') -> dict:
-  out = {}
-  for key, value in tree.items():
-    if isinstance(value, dict):
-      out.update(_flat(value, f'{prefix}{key}.'))
-    else:
-      out[f'{prefix}{key}'] = value
-  return out
-
-
-def config_record(config: ml_collections.ConfigDict) -> dict:
-  """The config as it reads back from config.json (JSON types: lists, None for NaN)."""
-  return json.loads(json.dumps(io_utils.to_jsonable(config.to_dict()), sort_keys=True))
-
-
-def check_previous_run(workdir: str, config: ml_collections.ConfigDict, *, overwrite: bool,
-                       log=print) -> None:
-  """Refuses a workdir whose config.json differs from `config`; `overwrite` clears it instead.
-
-  The error names the differing fields (`old → new`). With `overwrite` the run's own
-  outputs (`OUTPUTS`) are removed, so the run starts from step 0; other files stay.
-  """
-  path = os.path.join(workdir, 'config.json')
-  previous = None
-  if os.path.exists(path):
-    try:
-      with open(path) as f:
-        previous = json.load(f)
-    except (OSError, ValueError) as e:
-      if not overwrite:
-        raise UserError(f'{path} is unreadable ({type(e).__name__}); pass --overwrite to start '
-                        f'this run afresh in {workdir}, or use another --workdir')
-  if previous is not None and previous != config_record(config) and not overwrite:
-    old, new = _flat(previous), _flat(config_record(config))
-    diff = sorted(k for k in set(old) | set(new) if old.get(k, '<absent>') != new.get(k, '<absent>'))
-    shown = ', '.join(f'{k}: {old.get(k, "<absent>")!r} → {new.get(k, "<absent>")!r}'
-                      for k in diff[:4]) + (f' and {len(diff) - 4} more' if len(diff) > 4 else '')
-    raise UserError(f'--workdir={workdir} holds a run with a different config ({shown}); '
-                    f'use another --workdir, or pass --overwrite to replace that run')
-  if overwrite:
-    removed = [name for name in OUTPUTS if os.path.lexists(os.path.join(workdir, name))]
-    for name in removed:
-      target = os.path.join(workdir, name)
-      if os.path.isdir(target) and not os.path.islink(target):
-        shutil.rmtree(target)
-      else:
-        os.remove(target)
-    if removed:
-      log(f'--overwrite: removed the previous run\'s {", ".join(removed)} from {workdir}')
-
-
-def resume_metrics(path: str, step: int, log=print) -> list[dict]:
-  """Keeps the metrics rows up to `step` (a torn last line is dropped); rewrites the file."""
-  try:
-    rows = io_utils.read_jsonl(path)
-  except ValueError as e:
-    raise UserError(f'{path} is corrupt before its last line ({e}); pass --overwrite to '
-                    f'start afresh')
-  kept = [r for r in rows if step and r.get('step', 0) <= step]
-  if os.path.exists(path):
-    with open(path) as f:
-      text = f.read()
-    new_text = ''.join(json.dumps(r, sort_keys=True) + '\n' for r in kept)
-    if text != new_text:
-      io_utils.write_atomic(path, new_text)
-      if len(rows) > len(kept) or text.count('\n') != len(rows):
-        log(f'metrics.jsonl: kept {len(kept)} rows up to step {step} (dropped the rows '
-            f'written after the checkpoint, and any torn last line)')
-  return kept
 
 
 class StopSignals:
@@ -185,20 +76,6 @@ class StopSignals:
       signal.signal(sig, handler)
 
 
-@contextlib.contextmanager
-def disk_errors(workdir: str, resume_hint: str):
-  """A full or read-only disk → one UserError line; files already written stay as they are."""
-  try:
-    yield
-  except OSError as e:
-    disk = is_disk_error(e)
-    if disk is None:
-      raise
-    where = getattr(e, 'filename', None) or workdir
-    raise UserError(f'cannot write {where} ({disk.strerror or disk}); free space or fix '
-                    f'permissions, then {resume_hint}') from e
-
-
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
                        log=print, *, overwrite: bool = False) -> dict:
   """Trains the configured linear classifier and writes its outputs to `workdir`.
@@ -211,19 +88,19 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   """
   wall_start = time.perf_counter()
   config_lib.validate(config)
-  prepare_workdir(workdir)
+  outputs.prepare_workdir(workdir)
   dataset = datasets.load(config.dataset)
   check_fits(config, dataset)
-  check_previous_run(workdir, config, overwrite=overwrite, log=log)
+  outputs.check_previous_run(workdir, config, overwrite=overwrite, log=log)
   rerun = 'rerun the same command to resume from the last checkpoint'
   with disk_errors(workdir, rerun):
-    io_utils.write_json(os.path.join(workdir, 'config.json'), config.to_dict())
+    outputs.write_config(workdir, config)
   trainer = Trainer.create(config, dataset, [config])
   log(describe(config, dataset))
 
   sanity.at_start(config, dataset, workdir, log=log)  # the lecture's checks; sanity.json
   num_steps, every = int(config.num_steps), int(config.checkpoint_every_steps)
-  config_id = fingerprint(config_record(config))
+  config_id = fingerprint(outputs.config_record(config))
   seeds = np.asarray(trainer.hp['seed'])
   ckpt = Checkpointer(os.path.join(workdir, 'checkpoints'), keep=int(config.checkpoint_keep),
                       log=log)
@@ -237,9 +114,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     log(f'resuming from the checkpoint of step {start_step}' + (' (finished run)' if done else ''))
   metrics_path = os.path.join(workdir, 'metrics.jsonl')
   with disk_errors(workdir, rerun):
-    resume_metrics(metrics_path, start_step, log=log)
+    outputs.resume_metrics(metrics_path, start_step, log=log)
 
-  from hinge_jax.summary import SummaryLog, flat_hparams  # tensorboardX loads on demand
   tb = SummaryLog(os.path.join(workdir, 'tensorboard'), hparams=flat_hparams(config),
                   purge_step=None if done else start_step)
   progress = Progress(num_steps, start_step, log=log)
@@ -252,7 +128,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
       ckpt.save(step, state, seeds=seeds, config_fingerprint=config_id, extra=extra)
 
   def on_eval(step, state, row):
-    row = member_row(row)
+    row = outputs.member_row(row)
     with disk_errors(workdir, rerun):
       io_utils.append_jsonl(metrics_path, row)
     tb.scalars(step, row)
@@ -296,24 +172,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   diverged_step = int(np.asarray(state.diverged_step)[0])
   final = summarize(trainer, state.params)
   with disk_errors(workdir, rerun):
-    save_params(os.path.join(workdir, 'params.npz'), state.params)
+    outputs.save_params(os.path.join(workdir, 'params.npz'), state.params)
   saves = ckpt.save_seconds
-  results = {
-      'train_accuracy': final['train']['accuracy'],
-      'val_accuracy': final['val']['accuracy'],
-      'test_accuracy': final['test']['accuracy'],
-      'final_loss': final['train']['loss'],
-      'steps': diverged_step if diverged else int(config.num_steps),
-      'seed': int(config.seed),
-      'diverged': diverged,
-      'diverged_step': diverged_step if diverged else None,
-      'splits': final,
-      'class_names': list(dataset.class_names),
-      'image_shape': list(dataset.image_shape) if dataset.image_shape else None,
-      'compile_time_s': trainer.compile_time_s,
-      'run_time_s': max(train_time - compile_in_loop, 0.0),
-      'wall_time_s': time.perf_counter() - wall_start,
-      'timing': {  # this process only: a resumed run reports its last session
+  results = outputs.run_results(
+      final, dataset, config, steps=diverged_step if diverged else int(config.num_steps),
+      seed=int(config.seed), diverged=diverged, diverged_step=diverged_step if diverged else None,
+      compile_time_s=trainer.compile_time_s,
+      run_time_s=max(train_time - compile_in_loop, 0.0),
+      wall_time_s=time.perf_counter() - wall_start,
+      timing={  # this process only: a resumed run reports its last session
           'resumed_from_step': start_step,
           'checkpoint_saves': len(saves),
           'checkpoint_save_s_mean': float(np.mean(saves)) if saves else None,
@@ -322,16 +189,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
           'chunk_reruns': trainer.reruns,
           'compilation_cache_dir': jax.config.jax_compilation_cache_dir or None,
       },
-      'metadata': {**metadata.run_metadata(), 'seed': int(config.seed),
-                   'prng_impl': str(jax.config.jax_default_prng_impl)},
-      'config': config.to_dict(),
-  }
+      metadata={**metadata.run_metadata(), 'seed': int(config.seed),
+                'prng_impl': str(jax.config.jax_default_prng_impl)})
   with disk_errors(workdir, rerun):
-    io_utils.write_json(os.path.join(workdir, 'results.json'), results)
+    outputs.write_results(workdir, results)
   tb.final(results['steps'], {k: results[k] for k in ('train_accuracy', 'val_accuracy',
                                                       'test_accuracy', 'final_loss')})
   tb.close()
-  draw_plots(workdir, results, state.params, dataset, log=log, resume_hint=rerun)
+  outputs.draw_plots(workdir, results, state.params, dataset, log=log, resume_hint=rerun)
   if diverged:
     raise DivergedError(
         diverged_step,
@@ -343,20 +208,3 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
       f'train_acc {results["train_accuracy"]:.4f}  val_acc {results["val_accuracy"]:.4f}  '
       f'test_acc {results["test_accuracy"]:.4f}  final_loss {results["final_loss"]:.4f}')
   return results
-
-
-def draw_plots(workdir: str, results: dict, params, dataset, *, log=print,
-               resume_hint: str = '') -> None:
-  """The run's pictures in `workdir/plots/`; a drawing problem is a warning, not a failure."""
-  from hinge_jax import plots  # matplotlib loads on demand
-  member = {name: np.asarray(value[0]) for name, value in params.items()}
-  try:
-    with disk_errors(workdir, resume_hint):
-      plots.draw(workdir, rows=io_utils.read_jsonl(os.path.join(workdir, 'metrics.jsonl')),
-                 results=io_utils.to_jsonable(results), params=member,
-                 image_shape=dataset.image_shape, bias_column=dataset.bias_trick)
-  except UserError:
-    raise
-  except Exception as e:  # noqa: BLE001 - results are written; a plot must not fail the run
-    log(f'warning: plots not drawn ({type(e).__name__}: {e}); redraw with '
-        f'python -m hinge_jax.plot --workdir={workdir}')

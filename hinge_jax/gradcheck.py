@@ -30,10 +30,14 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+from absl import flags
 from jax.flatten_util import ravel_pytree
 
-from hinge_jax import config_lib, losses, model, numgrad, regularizers
+from hinge_jax import cli_utils, config_lib, datasets, model, numgrad, regularizers
 from hinge_jax.errors import UserError
+from hinge_jax.objective import objective
+from hinge_jax.streams import stream_key
+from hinge_jax.train import Spec
 
 Array = jax.Array
 THRESHOLDS = ((1e-7, 'good'), (1e-4, 'fine for a kinked loss'), (1e-2, 'suspicious'),
@@ -181,7 +185,6 @@ def run(config: ml_collections.ConfigDict, *, h: float = 1e-5, num_examples: int
 
   `grad` replaces `jax.grad` of the objective (to show that a wrong gradient is caught).
   """
-  from hinge_jax import datasets, train  # train imports strategies; keep this module light
   config_lib.validate(config)
   if not h > 0:
     raise UserError(f'--h={h} must be > 0 (a small step such as 1e-5)')
@@ -194,16 +197,16 @@ def run(config: ml_collections.ConfigDict, *, h: float = 1e-5, num_examples: int
                             bias_trick=dataset.bias_trick, dtype=jnp.float64)
     y = jnp.asarray(dataset.y['train'][:n])
     hp_np = config_lib.hyper_arrays([config])
-    spec = train.Spec.create(config, dataset, hp_np)
+    spec = Spec.create(config, dataset, hp_np)
     hp = {k: jnp.asarray(v[0], jnp.float64) for k, v in hp_np.items()}
     if params_path:
       params = _load_params(params_path)
     else:
       init_scale = scale or float(config.init_scale)
-      params = model.init_params(train.stream_key(int(config.seed), 'init'),
+      params = model.init_params(stream_key(int(config.seed), 'init'),
                                  dataset.num_features, dataset.num_classes, scale=init_scale,
                                  use_bias=not dataset.bias_trick, dtype=jnp.float64)
-    f = lambda p: train.objective(p, x, y, hp, spec=spec)
+    f = lambda p: objective(p, x, y, hp, spec=spec)
     coords = choose_coords(params, num_coords=num_coords, full=full, full_below=full_below,
                            max_evals=int(config.numerical.max_evals_per_step),
                            seed=int(config.seed))
@@ -311,16 +314,11 @@ def format_report(report: dict, max_listed: int = 5) -> str:
 
 
 def main(argv) -> None:
-  from absl import flags
   del argv
   f = flags.FLAGS
-  try:
-    report = run(_CONFIG.value, h=f.h, num_examples=f.num_examples, num_coords=f.num_coords,
-                 full=f.full, full_below=f.full_below, scale=f.scale, tol=f.tol,
-                 params_path=f.params)
-  except UserError as e:
-    print(f'error: {e}', file=sys.stderr)
-    sys.exit(2)
+  report = run(_CONFIG.value, h=f.h, num_examples=f.num_examples, num_coords=f.num_coords,
+               full=f.full, full_below=f.full_below, scale=f.scale, tol=f.tol,
+               params_path=f.params)
   print(format_report(report))
   sys.exit(0 if report['passed'] else 1)
 
@@ -331,8 +329,6 @@ _CONFIG = None
 def cli() -> None:
   """`python -m hinge_jax.gradcheck --config=...`: absl flags, a one-line error on bad input."""
   global _CONFIG
-  from absl import app, flags
-  from hinge_jax import cli_utils
   flags.DEFINE_float('h', 1e-5, 'Finite-difference step (> 0); the notes use 1e-5 in float64.')
   flags.DEFINE_integer('num_examples', 500, 'Training examples in the objective (a dev set).')
   flags.DEFINE_integer('num_coords', 50, 'Coordinates sampled per parameter (large problems).')

@@ -10,7 +10,7 @@ Printed, and saved as `step_sizes.json` and `step_sizes.csv`.
 extent], along directions W1, W2 drawn from the seed's `landscape` stream and scaled to unit
 norm over all parameters (so `a` is a distance in weight space). The grid is one vmapped
 program (`lax.map` in batches of `--batch_size` points). Saved as `landscape.npz` (the grids
-and losses), `landscape.json` (what was computed) and `landscape_1d.png`, `landscape_2d.png`.
+and losses), `landscape.json` (what was computed) and `landscape_1d.png`, `landscape_2d.png` (drawn by `hinge_jax.plots`).
 The SVM objective is piecewise linear and convex along any line; softmax is smooth.
 
 W is W0 = init_scale·randn (the run's initialization) or the parameters in `--params`
@@ -21,15 +21,17 @@ W is W0 = init_scale·randn (the run's initialization) or the parameters in `--p
 import csv
 import io
 import os
-import sys
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from absl import flags
 
-from hinge_jax import io_utils
+from hinge_jax import cli_utils, config_lib, datasets, io_utils, model, plots, results
 from hinge_jax.errors import UserError
+from hinge_jax.objective import objective
 from hinge_jax.streams import stream_key
+from hinge_jax.train import Spec
 
 Array = jax.Array
 
@@ -89,13 +91,12 @@ def slice_losses(f, params, directions: list, coords: Array, *, batch_size: int 
 
 def objective_on_train(config, dataset, *, num_examples: int = 0, params_path: str = ''):
   """(f, params): the config's objective on the training set (first `num_examples`), and W."""
-  from hinge_jax import config_lib, datasets, model, train
   n = dataset.size('train') if num_examples <= 0 else min(num_examples, dataset.size('train'))
   x = datasets.preprocess(jnp.asarray(dataset.x['train'][:n]), dataset.mean, dataset.scale,
                           bias_trick=dataset.bias_trick)
   y = jnp.asarray(dataset.y['train'][:n])
   hp_np = config_lib.hyper_arrays([config])
-  spec = train.Spec.create(config, dataset, hp_np)
+  spec = Spec.create(config, dataset, hp_np)
   hp = {k: jnp.asarray(v[0]) for k, v in hp_np.items()}
   if params_path:
     try:
@@ -111,7 +112,7 @@ def objective_on_train(config, dataset, *, num_examples: int = 0, params_path: s
     params = model.init_params(stream_key(int(config.seed), 'init'), dataset.num_features,
                                dataset.num_classes, scale=float(config.init_scale),
                                use_bias=not dataset.bias_trick)
-  return (lambda p: train.objective(p, x, y, hp, spec=spec)), params, n
+  return (lambda p: objective(p, x, y, hp, spec=spec)), params, n
 
 
 def step_size_table(f, params, lr_min: float, lr_max: float, num: int) -> dict:
@@ -165,34 +166,15 @@ def slices(f, params, seed: int, *, extent: float, num_1d: int, num_2d: int,
           'b_2d': np.asarray(b), 'loss_2d': np.asarray(loss_2d)}
 
 
-def save_plots(s: dict, workdir: str, title: str) -> list[str]:
-  """landscape_1d.png (line) and landscape_2d.png (filled contours) in `workdir`."""
-  import matplotlib
-  matplotlib.use('Agg')
-  import matplotlib.pyplot as plt
-  paths = [os.path.join(workdir, 'landscape_1d.png'), os.path.join(workdir, 'landscape_2d.png')]
-  fig, ax = plt.subplots(figsize=(5, 3.5))
-  ax.plot(s['a'], s['loss_1d'])
-  ax.set_xlabel('a'), ax.set_ylabel('L(W + a·W1)'), ax.set_title(title, fontsize=9)
-  fig.tight_layout(), fig.savefig(paths[0], dpi=120), plt.close(fig)
-  fig, ax = plt.subplots(figsize=(5, 4.2))
-  cs = ax.contourf(s['a_2d'], s['b_2d'], s['loss_2d'].T, levels=30, cmap='viridis')
-  fig.colorbar(cs, ax=ax, label='L(W + a·W1 + b·W2)')
-  ax.set_xlabel('a'), ax.set_ylabel('b'), ax.set_title(title, fontsize=9)
-  fig.tight_layout(), fig.savefig(paths[1], dpi=120), plt.close(fig)
-  return paths
-
-
 def run(config, workdir: str, *, mode: str = 'all', params_path: str = '',
         num_examples: int = 0, lr_min: float = 1e-10, lr_max: float = 1e-1, num_lrs: int = 10,
         extent: float = 10.0, num_1d: int = 201, num_2d: int = 41, batch_size: int = 64,
         log=print, dataset=None) -> dict:
   """Computes and saves what `mode` asks for (`all`, `step_sizes`, `slices`) in `workdir`."""
-  from hinge_jax import config_lib, datasets, experiment
   if mode not in ('all', 'step_sizes', 'slices'):
     raise UserError(f'--mode={mode!r} is not known; choose one of: all, slices, step_sizes')
   config_lib.validate(config)
-  experiment.prepare_workdir(workdir)
+  results.prepare_workdir(workdir)
   dataset = dataset if dataset is not None else datasets.load(config.dataset)
   f, params, n = objective_on_train(config, dataset, num_examples=num_examples,
                                     params_path=params_path)
@@ -211,7 +193,7 @@ def run(config, workdir: str, *, mode: str = 'all', params_path: str = '',
     np.savez(tmp, **s)
     os.replace(tmp, os.path.join(workdir, 'landscape.npz'))
     title = f'{config.loss.name} + {config.reg.strength:g}·{config.reg.name} at {os.path.basename(where)}'
-    pngs = save_plots(s, workdir, title)
+    pngs = plots.draw_landscape(s, workdir, title)
     meta = {'point': where, 'num_examples': n, 'extent': extent, 'num_1d': num_1d,
             'num_2d': num_2d, 'seed': int(config.seed), 'stream': 'landscape',
             'loss_at_centre': float(f(params)), 'min_1d': float(np.min(s['loss_1d'])),
@@ -229,23 +211,16 @@ _CONFIG = None
 
 
 def main(argv) -> None:
-  from absl import flags
   del argv
   fl = flags.FLAGS
-  try:
-    run(_CONFIG.value, fl.workdir or '', mode=fl.mode, params_path=fl.params,
-        num_examples=fl.num_examples, lr_min=fl.lr_min, lr_max=fl.lr_max, num_lrs=fl.num_lrs,
-        extent=fl.extent, num_1d=fl.num_1d, num_2d=fl.num_2d, batch_size=fl.batch_size)
-  except UserError as e:
-    print(f'error: {e}', file=sys.stderr)
-    sys.exit(2)
+  run(_CONFIG.value, fl.workdir or '', mode=fl.mode, params_path=fl.params,
+      num_examples=fl.num_examples, lr_min=fl.lr_min, lr_max=fl.lr_max, num_lrs=fl.num_lrs,
+      extent=fl.extent, num_1d=fl.num_1d, num_2d=fl.num_2d, batch_size=fl.batch_size)
 
 
 def cli() -> None:
   """`python -m hinge_jax.landscape --config=... --workdir=DIR`."""
   global _CONFIG
-  from absl import flags
-  from hinge_jax import cli_utils
   flags.DEFINE_string('workdir', None, 'Directory for the tables, data and plots.')
   flags.DEFINE_enum('mode', 'all', ['all', 'step_sizes', 'slices'], 'What to compute.')
   flags.DEFINE_string('params', '', 'Centre at the parameters in this .npz (default: W0).')

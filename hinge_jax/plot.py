@@ -4,35 +4,24 @@ Reads `results.json`, `metrics.jsonl` and `params.npz` from the workdir and writ
 `DIR/plots/*.png` (see `hinge_jax.plots`). A workdir without those files stops with one line.
 """
 
-import os
-import sys
-
 from absl import app, flags
 
-_WORKDIR = flags.DEFINE_string('workdir', None, 'A finished run\'s directory.')
+from hinge_jax import cli_utils, plots
 
 
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
-  from hinge_jax import plots  # after flags: imports matplotlib
-  workdir = _WORKDIR.value or ''
-  missing = [f for f in ('results.json', 'metrics.jsonl', 'params.npz')
-             if not os.path.isfile(os.path.join(workdir, f))]
-  if not os.path.isdir(workdir) or missing:
-    what = 'is not a directory' if not os.path.isdir(workdir) else f'has no {", ".join(missing)}'
-    print(f'error: --workdir={workdir} {what}; give the workdir of a finished run',
-          file=sys.stderr)
-    sys.exit(2)
-  try:
-    paths = plots.draw_all(workdir)
-  except (OSError, ValueError, KeyError) as e:
-    print(f'error: cannot draw the plots of {workdir} ({type(e).__name__}: {e})', file=sys.stderr)
-    sys.exit(2)
-  for name, path in paths.items():
+  for name, path in plots.redraw(flags.FLAGS.workdir or '').items():
     print(f'{name}: {path}')
 
 
-if __name__ == '__main__':
+def cli() -> None:
+  """`python -m hinge_jax.plot`: the flag is defined here, so importing defines none."""
+  flags.DEFINE_string('workdir', None, 'A finished run\'s directory.')
   flags.mark_flag_as_required('workdir')
-  app.run(main)
+  cli_utils.run(main)
+
+
+if __name__ == '__main__':
+  cli()

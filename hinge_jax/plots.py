@@ -1,23 +1,29 @@
-"""Pictures of a run, as PNG files in `workdir/plots/`.
+"""Every picture the package draws, as PNG files: a run's, a sweep's and a landscape's.
 
-`loss.png` (training objective, validation loss and mean batch loss against the step),
-`accuracy.png` (train/val accuracy), `templates.png` (each class's weight column reshaped to
-the dataset's image shape, one small image per class, as Lecture 3 shows them; image data
-only) and `confusion.png` (the test split's confusion matrix). Figures are built with
-matplotlib's object API on the Agg canvas (no pyplot, no display, no global state) at a fixed
-size, so the files have known pixel sizes. `draw_all(workdir)` redraws everything from the
-saved `results.json`, `metrics.jsonl` and `params.npz`.
+A run's `workdir/plots/`: `loss.png` (training objective, validation loss and mean batch loss
+against the step), `accuracy.png` (train/val accuracy), `templates.png` (each class's weight
+column reshaped to the dataset's image shape, as Lecture 3 shows them; image data only) and
+`confusion.png` (the test split's confusion matrix); a sweep adds `sweep.png`; the landscape
+tool writes `landscape_1d.png` and `landscape_2d.png`. Figures use matplotlib's object API
+on the Agg canvas (no pyplot, no display, no global state) at fixed sizes, so the files have
+known pixel sizes. `draw_all` (the `python -m hinge_jax.plot --workdir=DIR` command) redraws
+a finished run's pictures from its saved `results.json`, `metrics.jsonl` and `params.npz`.
 """
 
+from __future__ import annotations
+
+import json
 import math
 import os
-from typing import Optional, Sequence
+from typing import TYPE_CHECKING, Optional, Sequence
 
 import numpy as np
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
 
 from hinge_jax import io_utils
+from hinge_jax.errors import UserError
+
+if TYPE_CHECKING:
+  from matplotlib.figure import Figure
 
 DPI = 100
 CURVE_SIZE = (6.4, 4.0)  # inches: 640×400 pixels
@@ -26,8 +32,10 @@ TEMPLATE_CELL = (1.2, 1.4)  # inches per class image (title included)
 TEMPLATES_PER_ROW = 10
 
 
-def _figure(size) -> Figure:
-  fig = Figure(figsize=size, dpi=DPI)
+def _figure(size, dpi: int = DPI) -> Figure:
+  from matplotlib.backends.backend_agg import FigureCanvasAgg  # matplotlib loads on demand
+  from matplotlib.figure import Figure
+  fig = Figure(figsize=size, dpi=dpi)
   FigureCanvasAgg(fig)
   return fig
 
@@ -166,9 +174,9 @@ def confusion_figure(confusion: np.ndarray, class_names: Sequence[str],
 
 
 def save(fig: Figure, path: str) -> str:
-  """Writes a figure as PNG atomically (a temporary file renamed over `path`)."""
+  """Writes a figure as PNG (at the figure's dpi) atomically: a temporary file renamed."""
   tmp = path + '.tmp.png'
-  fig.savefig(tmp, dpi=DPI, format='png')
+  fig.savefig(tmp, dpi=fig.dpi, format='png')
   os.replace(tmp, path)
   return path
 
@@ -196,7 +204,6 @@ def draw(workdir: str, *, rows: Sequence[dict], results: dict, params: dict,
 
 def draw_all(workdir: str) -> dict:
   """Redraws the plots from the saved `results.json`, `metrics.jsonl` and `params.npz`."""
-  import json
   with open(os.path.join(workdir, 'results.json')) as f:
     results = json.load(f)
   rows = io_utils.read_jsonl(os.path.join(workdir, 'metrics.jsonl'))
@@ -206,3 +213,82 @@ def draw_all(workdir: str) -> dict:
   return draw(workdir, rows=rows, results=results, params=params,
               image_shape=results.get('image_shape'),
               bias_column=bool(config.get('dataset', {}).get('bias_trick', False)))
+
+
+SWEEP_SIZE = (6, 4.5)
+
+
+def sweep_figure(rows: Sequence[dict], fields: Sequence[str]) -> Figure:
+  """Validation accuracy over the swept fields: a line (one field) or coloured squares."""
+  acc = np.array([r['val_accuracy'] if r['val_accuracy'] is not None else np.nan for r in rows],
+                 float)
+  fig = _figure(SWEEP_SIZE)
+  ax = fig.add_subplot()
+  x = np.array([r[fields[0]] for r in rows], float)
+  if len(fields) >= 2:
+    y = np.array([r[fields[1]] for r in rows], float)
+    sc = ax.scatter(x, y, c=acc, cmap='viridis', s=max(400 / math.sqrt(len(rows)), 20),
+                    marker='s')
+    fig.colorbar(sc, ax=ax, label='validation accuracy')
+    diverged = np.array([bool(r['diverged']) for r in rows])
+    if diverged.any():
+      ax.scatter(x[diverged], y[diverged], marker='x', c='red', label='diverged')
+      ax.legend(loc='best')
+    ax.set_ylabel(fields[1])
+    if np.all(y > 0):
+      ax.set_yscale('log')
+  else:
+    ax.plot(x, acc, 'o')
+    ax.set_ylabel('validation accuracy')
+  ax.set_xlabel(fields[0])
+  if np.all(x > 0):
+    ax.set_xscale('log')
+  ax.set_title('sweep: validation accuracy per member')
+  fig.tight_layout()
+  return fig
+
+
+def draw_sweep(workdir: str, rows: Sequence[dict], fields: Sequence[str]) -> str:
+  """plots/sweep.png: validation accuracy over the swept fields (log axes where positive)."""
+  os.makedirs(os.path.join(workdir, 'plots'), exist_ok=True)
+  return save(sweep_figure(rows, fields), os.path.join(workdir, 'plots', 'sweep.png'))
+
+
+LANDSCAPE_DPI = 120
+LANDSCAPE_1D_SIZE = (5, 3.5)
+LANDSCAPE_2D_SIZE = (5, 4.2)
+
+
+def draw_landscape(s: dict, workdir: str, title: str) -> list[str]:
+  """landscape_1d.png (the 1-D slice, a line) and landscape_2d.png (filled contours)."""
+  fig = _figure(LANDSCAPE_1D_SIZE, LANDSCAPE_DPI)
+  ax = fig.add_subplot()
+  ax.plot(s['a'], s['loss_1d'])
+  ax.set_xlabel('a')
+  ax.set_ylabel('L(W + a·W1)')
+  ax.set_title(title, fontsize=9)
+  fig.tight_layout()
+  paths = [save(fig, os.path.join(workdir, 'landscape_1d.png'))]
+  fig = _figure(LANDSCAPE_2D_SIZE, LANDSCAPE_DPI)
+  ax = fig.add_subplot()
+  cs = ax.contourf(s['a_2d'], s['b_2d'], s['loss_2d'].T, levels=30, cmap='viridis')
+  fig.colorbar(cs, ax=ax, label='L(W + a·W1 + b·W2)')
+  ax.set_xlabel('a')
+  ax.set_ylabel('b')
+  ax.set_title(title, fontsize=9)
+  fig.tight_layout()
+  paths.append(save(fig, os.path.join(workdir, 'landscape_2d.png')))
+  return paths
+
+
+def redraw(workdir: str) -> dict:
+  """`draw_all` for the plot command: a workdir without a finished run is a UserError."""
+  missing = [f for f in ('results.json', 'metrics.jsonl', 'params.npz')
+             if not os.path.isfile(os.path.join(workdir, f))]
+  if not os.path.isdir(workdir) or missing:
+    what = 'is not a directory' if not os.path.isdir(workdir) else f'has no {", ".join(missing)}'
+    raise UserError(f'--workdir={workdir} {what}; give the workdir of a finished run')
+  try:
+    return draw_all(workdir)
+  except (OSError, ValueError, KeyError) as e:
+    raise UserError(f'cannot draw the plots of {workdir} ({type(e).__name__}: {e})')

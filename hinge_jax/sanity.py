@@ -21,10 +21,11 @@ import math
 import os
 import sys
 
-import numpy as np
+from absl import flags
 
-from hinge_jax import config_lib, io_utils, losses
+from hinge_jax import cli_utils, config_lib, datasets, io_utils, losses, results
 from hinge_jax.datasets import Dataset
+from hinge_jax.train import Trainer
 
 TOLERANCE = 0.10  # relative distance of the initial loss from its expected value
 
@@ -36,7 +37,6 @@ def _with(config, **fields):
 
 def initial_and_lambda(config, dataset: Dataset) -> dict:
   """Checks 1 and 2: the data loss at W0, and the objective as λ grows (one vmapped program)."""
-  from hinge_jax.train import Trainer
   base = float(config.reg.strength) or 1e-3
   strengths = [0.0, base, 10 * base, 100 * base, 1000 * base]
   members = [_with(config, **{'reg.strength': s}) for s in strengths]
@@ -59,7 +59,6 @@ def initial_and_lambda(config, dataset: Dataset) -> dict:
 
 def overfit(config, dataset: Dataset) -> dict:
   """Check 3: full-batch training on a tiny subset with λ = 0; reports the training accuracy."""
-  from hinge_jax.train import Trainer
   n = min(int(config.sanity.overfit_examples), dataset.size('train'))
   steps = int(config.sanity.overfit_steps)
   tiny = dataclasses.replace(
@@ -126,30 +125,21 @@ _CONFIG = None
 
 
 def main(argv) -> None:
-  from absl import flags
-  from hinge_jax import config_lib, datasets, experiment
-  from hinge_jax.errors import UserError
   del argv
   config, workdir = _CONFIG.value, flags.FLAGS.workdir
-  try:
-    config_lib.validate(config)
-    dataset = datasets.load(config.dataset)
-    r = report(config, dataset)
-    if workdir:
-      experiment.prepare_workdir(workdir)
-      io_utils.write_json(os.path.join(workdir, 'sanity.json'), r)
-  except UserError as e:
-    print(f'error: {e}', file=sys.stderr)
-    sys.exit(2)
+  config_lib.validate(config)
+  dataset = datasets.load(config.dataset)
+  r = report(config, dataset)
+  if workdir:
+    results.prepare_workdir(workdir)
+    io_utils.write_json(os.path.join(workdir, 'sanity.json'), r)
   print('\n'.join(format_report(r, config)))
   sys.exit(0 if r['ok'] else 1)
 
 
 def cli() -> None:
-  """`python -m hinge_jax.sanity --config=... [--workdir=DIR]`."""
+  """`python -m hinge_jax.sanity --config=... [--workdir=DIR]` (flags defined only here)."""
   global _CONFIG
-  from absl import flags
-  from hinge_jax import cli_utils
   flags.DEFINE_string('workdir', '', 'If set, sanity.json is written there.')
   _CONFIG = cli_utils.config_flag()
   cli_utils.run(main)

@@ -15,9 +15,6 @@ size, strategy) are structural: `launch/` expands them into separate runs.
 """
 
 import ast
-import csv
-import io
-import json
 import math
 import os
 import re
@@ -27,7 +24,7 @@ import jax
 import ml_collections
 import numpy as np
 
-from hinge_jax import config_lib, datasets, io_utils, metadata
+from hinge_jax import config_lib, datasets, experiment, metadata, plots, results
 from hinge_jax.errors import ConfigError, DivergedError
 from hinge_jax.train import Spec, Trainer, check_fits
 
@@ -166,7 +163,7 @@ def member_bytes(spec: Spec, eval_chunk: int) -> int:
 
 
 def device_budget_bytes(config) -> int:
-  """Bytes a sweep may use on one device: `sweep.memory_budget_bytes`, else measured."""
+  """Bytes a sweep may use on one device: `sweep.memory_budget_bytes`, else what it has free."""
   budget = int(config.sweep.get('memory_budget_bytes', 0) or 0)
   if budget:
     return budget
@@ -213,15 +210,6 @@ def _row(values: dict, k: int, final: dict, diverged: bool, step: int) -> dict:
   return row
 
 
-def _write_csv(path: str, rows: list[dict]) -> None:
-  buf = io.StringIO()
-  writer = csv.DictWriter(buf, fieldnames=list(rows[0]))
-  writer.writeheader()
-  for r in rows:
-    writer.writerow(io_utils.to_jsonable(r))
-  io_utils.write_atomic(path, buf.getvalue())
-
-
 def best_member(rows: list[dict]) -> int:
   """Index of the best member: highest validation accuracy, then lowest final loss."""
   def key(r):
@@ -238,15 +226,14 @@ def run(config: ml_collections.ConfigDict, workdir: str, log=print, overwrite: b
   A sweep is not checkpointed: rerunning it retrains every member (a workdir holding another
   config is refused unless `overwrite`).
   """
-  from hinge_jax import experiment  # the single-run writers; imported here to avoid a cycle
   wall_start = time.perf_counter()
   config_lib.validate(config)
   points = expand(config)
-  experiment.prepare_workdir(workdir)
+  results.prepare_workdir(workdir)
   dataset = datasets.load(config.dataset)
   check_fits(config, dataset)
-  experiment.check_previous_run(workdir, config, overwrite=overwrite, log=log)
-  io_utils.write_json(os.path.join(workdir, 'config.json'), config.to_dict())
+  results.check_previous_run(workdir, config, overwrite=overwrite, log=log)
+  results.write_config(workdir, config)
   members = [member_config(config, p) for p in points]
   spec = Spec.create(config, dataset, config_lib.hyper_arrays(members))
   devices = sweep_devices(config)
@@ -276,7 +263,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, log=print, overwrite: b
     def on_eval(step, state, row, offset=offset):
       for j in range(per_program):
         if offset + j < k_total:
-          histories[offset + j].append(experiment.member_row(row, j))
+          histories[offset + j].append(results.member_row(row, j))
       best = np.nanmax(np.where(row['diverged'], np.nan, row['val_accuracy'])) if not np.all(
           row['diverged']) else float('nan')
       log(f'  program {p + 1}/{programs} step {step}/{config.num_steps}: best val_acc '
@@ -289,7 +276,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, log=print, overwrite: b
       k = offset + j
       if k >= k_total:
         break
-      final = {s: experiment.split_summary(finals[s], j, trainer.data.size(s))
+      final = {s: results.split_summary(finals[s], j, trainer.data.size(s))
                for s in datasets.SPLITS}
       finals_of[k] = final
       rows.append(_row(points[k], k, final, bool(diverged[j]), int(dsteps[j])))
@@ -297,17 +284,16 @@ def run(config: ml_collections.ConfigDict, workdir: str, log=print, overwrite: b
     compile_s = trainer.compile_time_s
 
   best = best_member(rows)
-  _write_csv(os.path.join(workdir, 'sweep.csv'), rows)
   summary = {'members': rows, 'best_member': best, 'best': rows[best],
              'swept_fields': list(points[0]), 'programs': programs,
              'members_per_program': per_program, 'devices': n_dev,
              'compile_time_s': compile_s, 'wall_time_s': time.perf_counter() - wall_start,
              'chunk_reruns': trainer.reruns,  # chunks rerun: a member diverged (train.Trainer)
              'metadata': metadata.run_metadata(), 'config': config.to_dict()}
-  io_utils.write_json(os.path.join(workdir, 'sweep.json'), summary)
+  results.write_sweep(workdir, rows, summary)
   _write_best(config, workdir, dataset, members[best], best, rows[best], params_of[best],
               finals_of[best], histories[best], summary, log=log)
-  _plot(workdir, rows, list(points[0]))
+  plots.draw_sweep(workdir, rows, list(points[0]))
   log(f'sweep done in {summary["wall_time_s"]:.1f} s (compile {compile_s:.1f} s): best member '
       f'{best} ' + ' '.join(f'{f}={points[best][f]:g}' for f in points[best]) +
       f'  val_acc {rows[best]["val_accuracy"]:.4f}  test_acc {rows[best]["test_accuracy"]:.4f}; '
@@ -322,56 +308,13 @@ def _write_best(config, workdir, dataset, best_config, best, row, params, final,
                 summary, log=print):
   """The best member as a normal run's outputs: results.json, params.npz, metrics.jsonl, and
   its pictures (loss, accuracy, weight templates, confusion) in plots/."""
-  from hinge_jax import experiment
   batched = jax.tree.map(lambda a: np.asarray(a)[None], params)
-  experiment.save_params(os.path.join(workdir, 'params.npz'), batched)
-  metrics_path = os.path.join(workdir, 'metrics.jsonl')
-  io_utils.write_atomic(metrics_path, ''.join(
-      json.dumps(io_utils.to_jsonable(r), sort_keys=True) + '\n' for r in history))
-  results = {
-      'train_accuracy': final['train']['accuracy'], 'val_accuracy': final['val']['accuracy'],
-      'test_accuracy': final['test']['accuracy'], 'final_loss': final['train']['loss'],
-      'steps': int(config.num_steps), 'seed': int(best_config.seed),
-      'diverged': row['diverged'], 'diverged_step': row['diverged_step'], 'sweep_member': best,
-      'splits': final, 'class_names': list(dataset.class_names),
-      'image_shape': dataset.image_shape,
-      'compile_time_s': summary['compile_time_s'], 'wall_time_s': summary['wall_time_s'],
-      'metadata': summary['metadata'], 'config': best_config.to_dict()}
-  io_utils.write_json(os.path.join(workdir, 'results.json'), results)
-  experiment.draw_plots(workdir, results, batched, dataset, log=log)
-
-
-def _plot(workdir: str, rows: list[dict], fields: list[str]) -> None:
-  """plots/sweep.png: validation accuracy over the swept fields (log axes where positive)."""
-  import matplotlib
-  matplotlib.use('Agg')
-  import matplotlib.pyplot as plt
-  os.makedirs(os.path.join(workdir, 'plots'), exist_ok=True)
-  acc = np.array([r['val_accuracy'] if r['val_accuracy'] is not None else np.nan for r in rows],
-                 float)
-  fig, ax = plt.subplots(figsize=(6, 4.5))
-  x = np.array([r[fields[0]] for r in rows], float)
-  if len(fields) >= 2:
-    y = np.array([r[fields[1]] for r in rows], float)
-    sc = ax.scatter(x, y, c=acc, cmap='viridis', s=max(400 / math.sqrt(len(rows)), 20),
-                    marker='s')
-    fig.colorbar(sc, ax=ax, label='validation accuracy')
-    diverged = np.array([bool(r['diverged']) for r in rows])
-    if diverged.any():
-      ax.scatter(x[diverged], y[diverged], marker='x', c='red', label='diverged')
-      ax.legend(loc='best')
-    ax.set_ylabel(fields[1])
-    if np.all(y > 0):
-      ax.set_yscale('log')
-  else:
-    ax.plot(x, acc, 'o')
-    ax.set_ylabel('validation accuracy')
-  ax.set_xlabel(fields[0])
-  if np.all(x > 0):
-    ax.set_xscale('log')
-  ax.set_title('sweep: validation accuracy per member')
-  fig.tight_layout()
-  tmp = os.path.join(workdir, 'plots', '.sweep.png.tmp.png')
-  fig.savefig(tmp, dpi=100)
-  plt.close(fig)
-  os.replace(tmp, os.path.join(workdir, 'plots', 'sweep.png'))
+  results.save_params(os.path.join(workdir, 'params.npz'), batched)
+  results.write_metrics(workdir, history)
+  best_results = results.run_results(
+      final, dataset, best_config, steps=int(config.num_steps), seed=int(best_config.seed),
+      diverged=row['diverged'], diverged_step=row['diverged_step'], sweep_member=best,
+      compile_time_s=summary['compile_time_s'], wall_time_s=summary['wall_time_s'],
+      metadata=summary['metadata'])
+  results.write_results(workdir, best_results)
+  results.draw_plots(workdir, best_results, batched, dataset, log=log)

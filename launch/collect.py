@@ -9,14 +9,11 @@ import csv
 import io
 import json
 import os
-import sys
 
-from absl import app, flags
+from absl import flags
 
-from hinge_jax import io_utils
+from hinge_jax import cli_utils, io_utils
 from hinge_jax.errors import UserError
-
-_WORKDIR = flags.DEFINE_string('workdir', None, 'The base directory given to launch.run.')
 
 
 def _run_rows(run: dict) -> list[dict]:
@@ -61,17 +58,20 @@ def collect(base: str) -> list[dict]:
 
 def main(argv):
   del argv
-  try:
-    if not _WORKDIR.value:
-      raise UserError('--workdir is required')
-    rows = collect(_WORKDIR.value)
-  except UserError as e:
-    print(f'error: {e}', file=sys.stderr)
-    sys.exit(2)
+  workdir = flags.FLAGS.workdir
+  if not workdir:
+    raise UserError('--workdir is required')
+  rows = collect(workdir)
   for row in rows:
     print('  '.join(f'{k}={v}' for k, v in row.items()))
-  print(f'{len(rows)} row(s) → {os.path.join(_WORKDIR.value, "collected.csv")}')
+  print(f'{len(rows)} row(s) → {os.path.join(workdir, "collected.csv")}')
+
+
+def cli() -> None:
+  """`python -m launch.collect`: the flag is defined here, so importing defines none."""
+  flags.DEFINE_string('workdir', None, 'The base directory given to launch.run.')
+  cli_utils.run(main)
 
 
 if __name__ == '__main__':
-  app.run(main)
+  cli()

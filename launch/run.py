@@ -15,25 +15,13 @@ import subprocess
 import sys
 
 from absl import app, flags
-from ml_collections import config_flags
 
-from hinge_jax import io_utils
+from hinge_jax import cli_utils, io_utils
 from hinge_jax.errors import UserError
 from launch import structural
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EXECUTORS = ('local', 'slurm', 'submitit_local')
-
-_WORKDIR = flags.DEFINE_string('workdir', None, 'Base directory; each run gets a subdirectory.')
-_EXECUTOR = flags.DEFINE_enum('executor', 'local', EXECUTORS, 'Where the runs execute.')
-_PARALLEL = flags.DEFINE_integer('parallel', 1, 'Runs at a time (local; Slurm array parallelism).')
-_DRY_RUN = flags.DEFINE_bool('dry_run', False, 'Print the commands, run nothing.')
-_WAIT = flags.DEFINE_bool('wait', True, 'Wait for submitit jobs to finish (slurm/submitit_local).')
-_TIMEOUT = flags.DEFINE_integer('timeout_min', 60, 'Slurm time limit per run, minutes.')
-_PARTITION = flags.DEFINE_string('slurm_partition', None, 'Slurm partition.')
-_GPUS = flags.DEFINE_integer('gpus_per_node', 0, 'GPUs per Slurm job.')
-_CPUS = flags.DEFINE_integer('cpus_per_task', 2, 'CPUs per Slurm job.')
-
 
 def run_command(command: list) -> int:
   """Runs one training command in the repository (what every executor calls)."""
@@ -50,39 +38,47 @@ def _local(runs, parallel: int) -> list[int]:
     return list(pool.map(one, runs))
 
 
-def _submitit(runs, base: str, cluster: str) -> list:
+def _submitit(runs, base: str, cluster: str, *, parallel: int, timeout_min: int,
+              partition, gpus_per_node: int, cpus_per_task: int) -> list:
   import submitit  # lazy: only the submitit executors need it
   executor = submitit.AutoExecutor(folder=os.path.join(base, 'submitit', '%j'), cluster=cluster)
-  params = dict(timeout_min=_TIMEOUT.value, name='hinge_jax', cpus_per_task=_CPUS.value)
+  params = dict(timeout_min=timeout_min, name='hinge_jax', cpus_per_task=cpus_per_task)
   if cluster == 'slurm':
-    params.update(slurm_array_parallelism=_PARALLEL.value)
-    if _PARTITION.value:
-      params['slurm_partition'] = _PARTITION.value
-    if _GPUS.value:
-      params['gpus_per_node'] = _GPUS.value
+    params.update(slurm_array_parallelism=parallel)
+    if partition:
+      params['slurm_partition'] = partition
+    if gpus_per_node:
+      params['gpus_per_node'] = gpus_per_node
   executor.update_parameters(**params)
   jobs = executor.map_array(run_command, [list(r.command) for r in runs])
   print(f'submitted {len(jobs)} job(s): {", ".join(j.job_id for j in jobs)}')
   return jobs
 
 
-def launch(config, config_arg: str, base: str, overrides=()) -> list:
-  """Expands, records `BASE/launch.json`, and starts the runs with the chosen executor."""
+def launch(config, config_arg: str, base: str, overrides=(), *, executor: str = 'local',
+           parallel: int = 1, dry_run: bool = False, wait: bool = True, timeout_min: int = 60,
+           partition=None, gpus_per_node: int = 0, cpus_per_task: int = 2) -> list:
+  """Expands, records `BASE/launch.json`, and starts the runs with the chosen executor.
+
+  Returns the runs' exit codes (none for a dry run, or for submitit jobs not waited for).
+  """
   runs = structural.expand(config, config_arg, base, tuple(overrides))
-  if _DRY_RUN.value:
+  if dry_run:
     for run in runs:
       print(run.shell())
     return []
   os.makedirs(base, exist_ok=True)
   io_utils.write_json(os.path.join(base, 'launch.json'), {
-      'config': config_arg, 'executor': _EXECUTOR.value, 'overrides': list(overrides),
+      'config': config_arg, 'executor': executor, 'overrides': list(overrides),
       'runs': [{'name': r.name, 'values': r.values, 'workdir': r.workdir,
                 'command': list(r.command)} for r in runs]})
-  if _EXECUTOR.value == 'local':
-    codes = _local(runs, _PARALLEL.value)
+  if executor == 'local':
+    codes = _local(runs, parallel)
   else:
-    jobs = _submitit(runs, base, 'slurm' if _EXECUTOR.value == 'slurm' else 'local')
-    if not _WAIT.value:
+    jobs = _submitit(runs, base, 'slurm' if executor == 'slurm' else 'local', parallel=parallel,
+                     timeout_min=timeout_min, partition=partition, gpus_per_node=gpus_per_node,
+                     cpus_per_task=cpus_per_task)
+    if not wait:
       return []
     codes = [job.result() for job in jobs]
   for run, code in zip(runs, codes):
@@ -107,23 +103,39 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
   config_arg, overrides = _raw_flags(sys.argv[1:])
-  try:
-    if not _WORKDIR.value:
-      raise UserError('--workdir is required: the base directory for the runs')
-    if _CONFIG.value is None:
-      raise UserError('--config is required: the config whose sweep.structural to launch')
-    codes = launch(_CONFIG.value, config_arg, _WORKDIR.value, overrides)
-  except UserError as e:
-    print(f'error: {e}', file=sys.stderr)
-    sys.exit(2)
+  fl = flags.FLAGS
+  if not fl.workdir:
+    raise UserError('--workdir is required: the base directory for the runs')
+  if _CONFIG.value is None:
+    raise UserError('--config is required: the config whose sweep.structural to launch')
+  codes = launch(_CONFIG.value, config_arg, fl.workdir, overrides, executor=fl.executor,
+                 parallel=fl.parallel, dry_run=fl.dry_run, wait=fl.wait,
+                 timeout_min=fl.timeout_min, partition=fl.slurm_partition,
+                 gpus_per_node=fl.gpus_per_node, cpus_per_task=fl.cpus_per_task)
   if any(codes):
-    print(f'error: {sum(1 for c in codes if c)} of {len(codes)} run(s) failed; see their '
-          f'launch.log / submitit logs', file=sys.stderr)
-    sys.exit(1)
+    cli_utils.fail(f'{sum(1 for c in codes if c)} of {len(codes)} run(s) failed; see their '
+                   f'launch.log / submitit logs', code=1)
 
 
-_CONFIG = config_flags.DEFINE_config_file('config', None, 'The config whose sweep.structural '
-                                          'to launch.', lock_config=False)
+_CONFIG = None
+
+
+def cli() -> None:
+  """`python -m launch.run`: the flags are defined here, so importing this module defines none."""
+  global _CONFIG
+  flags.DEFINE_string('workdir', None, 'Base directory; each run gets a subdirectory.')
+  flags.DEFINE_enum('executor', 'local', EXECUTORS, 'Where the runs execute.')
+  flags.DEFINE_integer('parallel', 1, 'Runs at a time (local; Slurm array parallelism).')
+  flags.DEFINE_bool('dry_run', False, 'Print the commands, run nothing.')
+  flags.DEFINE_bool('wait', True, 'Wait for submitit jobs to finish (slurm/submitit_local).')
+  flags.DEFINE_integer('timeout_min', 60, 'Slurm time limit per run, minutes.')
+  flags.DEFINE_string('slurm_partition', None, 'Slurm partition.')
+  flags.DEFINE_integer('gpus_per_node', 0, 'GPUs per Slurm job.')
+  flags.DEFINE_integer('cpus_per_task', 2, 'CPUs per Slurm job.')
+  _CONFIG = cli_utils.config_flag(None, lock_config=False,
+                                  help_text='The config whose sweep.structural to launch.')
+  cli_utils.run(main)
+
 
 if __name__ == '__main__':
-  app.run(main)
+  cli()

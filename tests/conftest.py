@@ -1,13 +1,18 @@
 """Test settings: strict dtype and rank promotion (silent broadcasting bugs fail loudly)."""
 
+import atexit
 import os
+import shutil
 import sys
 import tempfile
 
 os.environ.setdefault('XLA_FLAGS', '--xla_force_host_platform_device_count=8')
-# Runs of `hinge_jax.main` in subprocesses share a compilation cache outside the user's home.
-os.environ.setdefault('HINGE_JAX_CACHE_DIR',
-                      os.path.join(tempfile.gettempdir(), 'hinge_jax_test_jax_cache'))
+# One fresh compilation cache for the session, outside the user's home: the controller makes
+# it, xdist's workers and the `hinge_jax.main` subprocesses inherit it, so a program the
+# suite builds twice (configs of the same shapes, a rerun) compiles once.
+if 'HINGE_JAX_CACHE_DIR' not in os.environ:
+  os.environ['HINGE_JAX_CACHE_DIR'] = tempfile.mkdtemp(prefix='hinge_jax_test_cache_')
+  atexit.register(shutil.rmtree, os.environ['HINGE_JAX_CACHE_DIR'], ignore_errors=True)
 
 import jax  # noqa: E402
 import pytest  # noqa: E402
@@ -15,6 +20,8 @@ import pytest  # noqa: E402
 sys.path.insert(0, os.path.dirname(__file__))  # tests/reference.py
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
+
+from hinge_jax import compile_cache  # noqa: E402
 
 jax.config.update('jax_numpy_rank_promotion', 'raise')
 
@@ -67,22 +74,5 @@ def tfds_dir(tmp_path_factory):
   return root, written
 
 
-@pytest.fixture(scope='module')
-def shared_compile_cache(tmp_path_factory):
-  """JAX's persistent compilation cache, for one module, in a directory this session's xdist
-  workers share: runs that build the same programs (configs with the same shapes) compile
-  them once. JAX opens its cache once a process: it is reset before and after the module,
-  and the previous settings come back after it."""
-  from jax.experimental.compilation_cache import compilation_cache as jax_cache
-  from hinge_jax import compile_cache
-  base = tmp_path_factory.getbasetemp()
-  root = base.parent if os.environ.get('PYTEST_XDIST_WORKER') else base
-  names = ('jax_compilation_cache_dir', 'jax_persistent_cache_min_compile_time_secs',
-           'jax_persistent_cache_min_entry_size_bytes')
-  before = {name: getattr(jax.config, name) for name in names}
-  jax_cache.reset_cache()
-  path = compile_cache.enable(str(root / 'jax_cache'), log=lambda line: None)
-  yield path
-  for name, value in before.items():
-    jax.config.update(name, value)
-  jax_cache.reset_cache()
+# In-process runs reuse compiled programs across tests and workers, as the subprocesses do.
+compile_cache.enable(os.environ['HINGE_JAX_CACHE_DIR'], log=lambda line: None)

@@ -29,7 +29,6 @@ MNIST_SIZES = {'num_train': 40, 'num_val': 10}  # of its 60
 MAX_BATCH, MAX_DEV = 20, 10
 MEMBERS_PER_PROGRAM = 8  # every sweep, coarse or fine, runs the same size of compiled program
 
-pytestmark = pytest.mark.usefixtures('shared_compile_cache')  # same shapes compile once
 
 
 def _compared_with_arg(tree) -> set:

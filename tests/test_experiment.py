@@ -1,4 +1,8 @@
-"""Reproducible, resumable runs: seeds, checkpoints, signals, torn files, refused workdirs."""
+"""Reproducible, resumable runs: seeds, checkpoints, signals, torn files, refused workdirs.
+
+In-process, through `experiment.train_and_evaluate` (signals are sent to this process while
+a chunk runs); a subprocess only for a signal from outside and the exit code it gives.
+"""
 
 import errno
 import json
@@ -7,30 +11,30 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import numpy as np
 import pytest
 
 from hinge_jax import experiment, io_utils
-from hinge_jax.errors import UserError
-from helpers import REPO, default_config, run_main
+from hinge_jax.errors import Interrupted, UserError
+from hinge_jax.train import Trainer
+from helpers import REPO, default_config
 
 # Short digits runs: a checkpoint every 50 steps, evaluations every 100 (so a checkpoint can
-# fall inside an evaluation period), with the compilation cache shared by the subprocesses.
-SMALL = ('--config.num_steps=300', '--config.eval_every_steps=100',
-         '--config.checkpoint_every_steps=50')
+# fall inside an evaluation period).
+SMALL = {'num_steps': 300, 'eval_every_steps': 100, 'checkpoint_every_steps': 50,
+         'sanity.enabled': False}  # the sanity report has its own tests (test_sanity.py)
 TIMING_KEYS = ('compile_time_s', 'run_time_s', 'wall_time_s', 'timing')
 
 
-@pytest.fixture(scope='module')
-def cache_env(tmp_path_factory):
-  return {'HINGE_JAX_CACHE_DIR': str(tmp_path_factory.mktemp('jax_cache'))}
-
-
 def _small_config(**overrides):
-  base = {'num_steps': 300, 'eval_every_steps': 100, 'checkpoint_every_steps': 50}
-  return default_config(**{**base, **overrides})
+  return default_config(**{**SMALL, **overrides})
+
+
+def _quiet(line):
+  del line
 
 
 def _outputs(workdir):
@@ -53,23 +57,20 @@ def _assert_same(a, b):
 
 
 @pytest.fixture(scope='module')
-def reference(tmp_path_factory, cache_env):
-  """An uninterrupted run of the small config (subprocess), to compare others against."""
+def reference(tmp_path_factory):
+  """An uninterrupted run of the small config, to compare others against."""
   workdir = tmp_path_factory.mktemp('reference')
-  proc = run_main(f'--workdir={workdir}', *SMALL, env=cache_env)
-  assert proc.returncode == 0, proc.stderr
+  experiment.train_and_evaluate(_small_config(), str(workdir), log=_quiet)
   return workdir
 
 
-def test_same_seed_gives_identical_results_and_params(tmp_path, reference, cache_env):
-  proc = run_main(f'--workdir={tmp_path}', *SMALL, env=cache_env)
-  assert proc.returncode == 0, proc.stderr
+def test_same_seed_gives_identical_results_and_params(tmp_path, reference):
+  experiment.train_and_evaluate(_small_config(), str(tmp_path), log=_quiet)
   _assert_same(_outputs(tmp_path), _outputs(reference))
 
 
-def test_another_seed_gives_different_params_and_metrics(tmp_path, reference, cache_env):
-  proc = run_main(f'--workdir={tmp_path}', *SMALL, '--config.seed=1', env=cache_env)
-  assert proc.returncode == 0, proc.stderr
+def test_another_seed_gives_different_params_and_metrics(tmp_path, reference):
+  experiment.train_and_evaluate(_small_config(seed=1), str(tmp_path), log=_quiet)
   results, rows, params = _outputs(tmp_path)
   ref_results, ref_rows, ref_params = _outputs(reference)
   assert results['seed'] == 1 and ref_results['seed'] == 0
@@ -77,79 +78,80 @@ def test_another_seed_gives_different_params_and_metrics(tmp_path, reference, ca
   assert [r['batch_loss'] for r in rows] != [r['batch_loss'] for r in ref_rows]
 
 
-_KILLER = '''
-import os, signal, sys
-from hinge_jax import train
-after, signum = int(os.environ['KILL_AT_STEP']), getattr(signal, os.environ['KILL_SIGNAL'])
-original = train.Trainer.run_chunk
-def run_chunk(self, state, start, length):
-  if start >= after and not getattr(train, '_sent', False):
-    train._sent = True
-    os.kill(os.getpid(), signum)  # delivered while the chunk starting here runs
-  return original(self, state, start, length)
-train.Trainer.run_chunk = run_chunk
-from hinge_jax import main
-sys.argv = ['hinge_jax.main'] + sys.argv[1:]
-main.run()
-'''
+def _run_killed(workdir, at_step, signum):
+  """A run that gets `signum` (a real signal, to this process) while the chunk at `at_step` runs.
 
+  Returns the `Interrupted` it stops with.
+  """
+  assert threading.current_thread() is threading.main_thread()  # where handlers can be set
+  original = Trainer.run_chunk
+  sent = []
 
-def _run_killed(workdir, at_step, signame, env, *extra):
-  full_env = dict(os.environ, KILL_AT_STEP=str(at_step), KILL_SIGNAL=signame, **env)
-  full_env.pop('XLA_FLAGS', None)
-  return subprocess.run([sys.executable, '-c', _KILLER, f'--workdir={workdir}', *SMALL, *extra],
-                        cwd=REPO, capture_output=True, text=True, timeout=300, env=full_env)
+  def run_chunk(self, state, start, length):
+    if start >= at_step and not sent:
+      sent.append(start)
+      os.kill(os.getpid(), signum)  # handled before the chunk starting here runs
+    return original(self, state, start, length)
+  with pytest.MonkeyPatch.context() as mp:
+    mp.setattr(Trainer, 'run_chunk', run_chunk)
+    with pytest.raises(Interrupted) as err:
+      experiment.train_and_evaluate(_small_config(), str(workdir), log=_quiet)
+  assert sent
+  return err.value
 
 
 @pytest.mark.parametrize('signame,at_step', [('SIGTERM', 150), ('SIGINT', 200)])
 def test_interrupted_and_resumed_run_equals_the_uninterrupted_one(tmp_path, reference,
-                                                                  cache_env, signame, at_step):
-  proc = _run_killed(tmp_path, at_step, signame, cache_env)
+                                                                  signame, at_step):
   signum = getattr(signal, signame)
-  assert proc.returncode == 128 + signum, (proc.returncode, proc.stderr)
+  before = signal.getsignal(signum)
+  stopped = _run_killed(tmp_path, at_step, signum)
+  assert signal.getsignal(signum) == before  # the previous handler is back
   stopped_at = at_step + 50  # the signal lands during the chunk [at_step, at_step + 50)
-  assert f'{signame} at step {stopped_at} of 300' in proc.stderr
-  assert 'Traceback' not in proc.stderr
+  assert stopped.signum == signum and stopped.step == stopped_at
+  assert f'{signame} at step {stopped_at} of 300' in str(stopped)
   assert not (tmp_path / 'results.json').exists()
   assert max(int(d) for d in os.listdir(tmp_path / 'checkpoints')) == stopped_at
   rows = io_utils.read_jsonl(str(tmp_path / 'metrics.jsonl'))
   assert [r['step'] for r in rows] == [s for s in (100, 200) if s <= stopped_at]
 
-  proc = run_main(f'--workdir={tmp_path}', *SMALL, env=cache_env)
-  assert proc.returncode == 0, proc.stderr
-  assert f'resuming from the checkpoint of step {stopped_at}' in proc.stdout
+  lines = []
+  experiment.train_and_evaluate(_small_config(), str(tmp_path), log=lines.append)
+  assert f'resuming from the checkpoint of step {stopped_at}' in lines
   _assert_same(_outputs(tmp_path), _outputs(reference))
   results = json.loads((tmp_path / 'results.json').read_text())
   assert results['timing']['resumed_from_step'] == stopped_at
 
 
-def test_external_sigint_during_a_long_chunk_saves_and_stops(tmp_path, cache_env):
+@pytest.mark.parametrize('signame', ['SIGINT', 'SIGTERM'])
+def test_external_signal_during_a_long_chunk_saves_and_exits_128_plus_signal(tmp_path, signame):
   """A real signal from outside, while a compiled chunk runs: saved at the chunk's end."""
-  env = dict(os.environ, **cache_env)
+  env = dict(os.environ)
   env.pop('XLA_FLAGS', None)
   proc = subprocess.Popen(
       [sys.executable, '-m', 'hinge_jax.main', f'--workdir={tmp_path}',
        '--config.num_steps=10000000', '--config.eval_every_steps=2000',
-       '--config.checkpoint_every_steps=2000', '--config.batch_size=20'],
+       '--config.checkpoint_every_steps=2000', '--config.batch_size=20',
+       '--config.sanity.enabled=False'],
       cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
   metrics = tmp_path / 'metrics.jsonl'
   deadline = time.time() + 120
   while not (metrics.exists() and metrics.read_text().count('\n') >= 1):
     assert time.time() < deadline and proc.poll() is None, proc.communicate()
     time.sleep(0.05)
-  proc.send_signal(signal.SIGINT)
+  signum = getattr(signal, signame)
+  proc.send_signal(signum)
   _, err = proc.communicate(timeout=120)
-  assert proc.returncode == 130, err
-  assert 'SIGINT at step' in err and 'Traceback' not in err
-  step = int(err.split('SIGINT at step ')[1].split()[0])
+  assert proc.returncode == 128 + signum, err
+  assert f'stopped: {signame} at step' in err and 'Traceback' not in err
+  step = int(err.split(f'{signame} at step ')[1].split()[0])
   assert step % 2000 == 0 and 2000 <= step < 10000000
   assert max(int(d) for d in os.listdir(tmp_path / 'checkpoints')) == step
   assert max(r['step'] for r in io_utils.read_jsonl(str(metrics))) == step
 
 
-def test_torn_metrics_line_and_corrupt_latest_checkpoint(tmp_path, reference, cache_env):
-  proc = _run_killed(tmp_path, 200, 'SIGTERM', cache_env)
-  assert proc.returncode == 143, proc.stderr
+def test_torn_metrics_line_and_corrupt_latest_checkpoint(tmp_path, reference):
+  _run_killed(tmp_path, 200, signal.SIGTERM)
   # A crash tore the last metrics line, and the newest checkpoint (250) lost its data.
   with open(tmp_path / 'metrics.jsonl', 'a') as f:
     f.write('{"step": 300, "loss": 0.1')
@@ -159,33 +161,31 @@ def test_torn_metrics_line_and_corrupt_latest_checkpoint(tmp_path, reference, ca
       if name not in ('commit_success.txt',):
         with open(os.path.join(root, name), 'wb') as f:
           f.write(b'garbage')
-  proc = run_main(f'--workdir={tmp_path}', *SMALL, env=cache_env)
-  assert proc.returncode == 0, proc.stderr
-  warning = [l for l in proc.stdout.splitlines() if l.startswith('warning: the checkpoint of step 250')]
-  assert len(warning) == 1 and 'falling back to step 200' in warning[0], proc.stdout
-  assert 'Traceback' not in proc.stderr, proc.stderr
-  assert 'resuming from the checkpoint of step 200' in proc.stdout
+  lines = []
+  experiment.train_and_evaluate(_small_config(), str(tmp_path), log=lines.append)
+  warning = [l for l in lines if l.startswith('warning: the checkpoint of step 250')]
+  assert len(warning) == 1 and 'falling back to step 200' in warning[0], lines
+  assert 'resuming from the checkpoint of step 200' in lines
   assert os.listdir(tmp_path / 'checkpoints-corrupt')  # set aside, not deleted
   _assert_same(_outputs(tmp_path), _outputs(reference))
 
 
-def test_a_different_config_is_refused_in_one_line_unless_overwrite(tmp_path, reference,
-                                                                    cache_env):
+def test_a_different_config_is_refused_in_one_line_unless_overwrite(tmp_path, reference):
   shutil.copytree(reference, tmp_path, dirs_exist_ok=True)
   before = (tmp_path / 'results.json').read_text()
-  proc = run_main(f'--workdir={tmp_path}', *SMALL, '--config.reg.strength=0.01',
-                  '--config.optimizer.learning_rate=0.1', env=cache_env)
-  assert proc.returncode == 2
-  errors = [l for l in proc.stderr.splitlines() if l.startswith('error:')]
-  assert len(errors) == 1 and 'Traceback' not in proc.stderr
-  assert 'reg.strength: 0.001 → 0.01' in errors[0]
-  assert 'optimizer.learning_rate: 0.05 → 0.1' in errors[0] and '--overwrite' in errors[0]
+  other = _small_config(**{'reg.strength': 0.01, 'optimizer.learning_rate': 0.1})
+  with pytest.raises(UserError) as err:
+    experiment.train_and_evaluate(other, str(tmp_path), log=_quiet)
+  error = str(err.value)
+  assert '\n' not in error
+  assert 'reg.strength: 0.001 → 0.01' in error
+  assert 'optimizer.learning_rate: 0.05 → 0.1' in error and '--overwrite' in error
   assert (tmp_path / 'results.json').read_text() == before  # nothing touched
 
-  proc = run_main(f'--workdir={tmp_path}', *SMALL, '--config.reg.strength=0.01',
-                  '--config.optimizer.learning_rate=0.1', '--overwrite', env=cache_env)
-  assert proc.returncode == 0, proc.stderr
-  assert 'resuming' not in proc.stdout
+  lines = []
+  experiment.train_and_evaluate(other, str(tmp_path), log=lines.append, overwrite=True)
+  assert not any('resuming' in line for line in lines)
+  assert any(line.startswith('--overwrite: removed the previous run') for line in lines)
   results = json.loads((tmp_path / 'results.json').read_text())
   assert results['config']['reg']['strength'] == 0.01
   assert results['timing']['resumed_from_step'] == 0

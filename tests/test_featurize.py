@@ -136,7 +136,7 @@ def test_synthetic_images_are_seeded_oriented_gratings():
     assert np.argmax(energy[a.y['train'] == c].mean(axis=0)) == c * 9 // 10
 
 
-def test_features_then_svm_beats_raw_pixels_and_chance(shared_compile_cache):
+def test_features_then_svm_beats_raw_pixels_and_chance():
   accuracy = {}
   for feats in ((), ('hog', 'hue_hist')):
     config = default_config(**{'dataset.name': 'synthetic_images', 'dataset.num_examples': 500,
@@ -178,7 +178,7 @@ def _log():
   return lines, lambda *a: lines.append(' '.join(str(x) for x in a))
 
 
-def test_cifar10_features_config_runs_on_synthetic_images(tmp_path, shared_compile_cache):
+def test_cifar10_features_config_runs_on_synthetic_images(tmp_path):
   config = _config_module('cifar10_features_svm').get_config()
   config.dataset.name = 'synthetic_images'
   config.num_steps = 500
@@ -192,7 +192,7 @@ def test_cifar10_features_config_runs_on_synthetic_images(tmp_path, shared_compi
       'hog', 'hue_hist']
 
 
-def test_digits_features_config_learns(shared_compile_cache):
+def test_digits_features_config_learns():
   """The config's settings reach its expected accuracy (its run through `main`'s path, outputs
   included, is test_configs.py's)."""
   config = _config_module('digits_features').get_config()

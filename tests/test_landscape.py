@@ -9,10 +9,9 @@ import numpy as np
 import pytest
 
 import reference
-from hinge_jax import datasets, landscape, losses, model
+from hinge_jax import landscape, losses, model
 from hinge_jax.errors import UserError
 from helpers import default_config
-
 
 
 def toy(seed=0, n=5, d=3, c=3):

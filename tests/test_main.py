@@ -1,4 +1,8 @@
-"""End to end through `python -m hinge_jax.main`: the default run and every bad input."""
+"""The training entry point: the default run, every bad input, and the process's exit codes.
+
+What the process boundary itself does (flag parsing, one `error:` line and the exit code) runs
+`python -m hinge_jax.main`; the rest calls `main.train`, the function behind the command.
+"""
 
 import json
 import os
@@ -6,12 +10,14 @@ import os
 import numpy as np
 import pytest
 
-from helpers import run_main
+from hinge_jax import main
+from hinge_jax.errors import UserError
+from helpers import default_config, run_main
 
 
-def test_default_config_on_digits(tmp_path):
-  proc = run_main(f'--workdir={tmp_path}')
-  assert proc.returncode == 0, proc.stderr
+def test_default_config_on_digits(tmp_path, capsys):
+  main.train(default_config(), str(tmp_path))
+  out = capsys.readouterr().out
   results = json.loads((tmp_path / 'results.json').read_text())
   assert results['test_accuracy'] >= 0.95
   assert results['diverged'] is False and results['steps'] == 1000 and results['seed'] == 0
@@ -24,7 +30,7 @@ def test_default_config_on_digits(tmp_path):
   assert json.loads((tmp_path / 'config.json').read_text())['loss']['name'] == 'multiclass_svm'
   conf = np.array(results['splits']['test']['confusion_matrix'])
   assert conf.shape == (10, 10) and conf.sum() == results['splits']['test']['size']
-  assert 'test_acc' in proc.stdout and 'step 1000/1000' in proc.stdout
+  assert 'test_acc' in out and 'step 1000/1000' in out
 
 
 def _one_line_error(proc, *needles, code=2):
@@ -37,64 +43,86 @@ def _one_line_error(proc, *needles, code=2):
   return lines[0]
 
 
-@pytest.mark.parametrize('override,needles', [
-    ('--config.loss.name=hinge', ("loss.name='hinge'", 'multiclass_svm', 'softmax_cross_entropy')),
-    ('--config.reg.name=l3', ("reg.name='l3'", 'elastic_net')),
-    ('--config.optimizer.name=lbfgs', ("optimizer.name='lbfgs'", 'adam', 'nesterov')),
-    ('--config.dataset.name=imagenet21k', ("dataset.name='imagenet21k'", 'digits')),
-    ('--config.reg.strength=-1', ('reg.strength=-1', '>= 0')),
-    ('--config.optimizer.learning_rate=-0.1', ('optimizer.learning_rate=-0.1', '> 0')),
-    ('--config.batch_size=5000', ('batch_size=5000', 'training set', '1257')),
-    ('--config.sampling=sorted', ("sampling='sorted'", 'with_replacement')),
-])
-def test_bad_config_stops_before_training(tmp_path, override, needles):
-  proc = run_main(f'--workdir={tmp_path}', override)
-  _one_line_error(proc, *needles)
-  assert not (tmp_path / 'results.json').exists()
-
-
 def _npz(path, x, y):
   np.savez(path, x_train=x, y_train=y)
-  return path
+  return str(path)
 
 
-def test_labels_out_of_range(tmp_path):
+def _bad_labels(tmp_path):
   rng = np.random.default_rng(0)
   path = _npz(tmp_path / 'd.npz', rng.normal(size=(50, 4)), np.r_[np.arange(49) % 3, -1])
-  proc = run_main(f'--workdir={tmp_path}/w', '--config.dataset.name=npz',
-                  f'--config.dataset.path={path}', '--config.batch_size=10')
-  _one_line_error(proc, 'labels are outside [0, 3)')
+  return {'dataset.name': 'npz', 'dataset.path': path, 'batch_size': 10}
 
 
-def test_nan_features(tmp_path):
+def _nan_features(tmp_path):
   x = np.random.default_rng(0).normal(size=(50, 4))
   x[3, 2] = np.nan
   x[7, 1] = np.inf
   path = _npz(tmp_path / 'd.npz', x, np.arange(50) % 3)
-  proc = run_main(f'--workdir={tmp_path}/w', '--config.dataset.name=npz',
-                  f'--config.dataset.path={path}', '--config.batch_size=10')
-  _one_line_error(proc, '2 NaN or infinite values')
+  return {'dataset.name': 'npz', 'dataset.path': path, 'batch_size': 10}
+
+
+@pytest.mark.parametrize('fields,needles', [
+    ({'loss.name': 'hinge'}, ("loss.name='hinge'", 'multiclass_svm', 'softmax_cross_entropy')),
+    ({'reg.name': 'l3'}, ("reg.name='l3'", 'elastic_net')),
+    ({'optimizer.name': 'lbfgs'}, ("optimizer.name='lbfgs'", 'adam', 'nesterov')),
+    ({'dataset.name': 'imagenet21k'}, ("dataset.name='imagenet21k'", 'digits')),
+    ({'reg.strength': -1.0}, ('reg.strength=-1', '>= 0')),
+    ({'optimizer.learning_rate': -0.1}, ('optimizer.learning_rate=-0.1', '> 0')),
+    ({'batch_size': 5000}, ('batch_size=5000', 'training set', '1257')),
+    ({'sampling': 'sorted'}, ("sampling='sorted'", 'with_replacement')),
+    (_bad_labels, ('labels are outside [0, 3)',)),
+    (_nan_features, ('2 NaN or infinite values',)),
+    ({'sweep.structural': 'loss.name=multiclass_svm,softmax_cross_entropy'},
+     ('python -m launch.run',)),
+])
+def test_bad_input_stops_before_training_in_one_line(tmp_path, fields, needles):
+  config = default_config(**(fields(tmp_path) if callable(fields) else fields))
+  workdir = tmp_path / 'w'
+  with pytest.raises(UserError) as err:
+    main.train(config, str(workdir))
+  assert '\n' not in str(err.value)
+  for needle in needles:
+    assert needle in str(err.value), str(err.value)
+  assert not (workdir / 'results.json').exists()
 
 
 def test_workdir_that_is_a_file(tmp_path):
   (tmp_path / 'f').write_text('x')
-  _one_line_error(run_main(f'--workdir={tmp_path / "f"}'), 'is a file')
+  with pytest.raises(UserError, match='is a file'):
+    main.train(default_config(), str(tmp_path / 'f'))
 
 
-def test_divergence_writes_results_and_exits_nonzero(tmp_path):
-  proc = run_main(f'--workdir={tmp_path}', '--config.optimizer.learning_rate=1e38',
-                  '--config.loss.name=softmax_cross_entropy', '--config.num_steps=200',
-                  '--config.eval_every_steps=100')
-  line = _one_line_error(proc, 'diverged at step', 'lower optimizer.learning_rate', code=3)
-  results = json.loads((tmp_path / 'results.json').read_text())
-  assert results['diverged'] is True
-  assert results['diverged_step'] == int(line.split('diverged at step ')[1].split(':')[0])
-  assert results['timing']['chunk_reruns'] == 1  # the chunk it diverged in, step by step
-  # every file is complete JSON (no half-written file)
-  json.loads((tmp_path / 'config.json').read_text())
-  assert not [f for f in os.listdir(tmp_path) if f.startswith('.')]
+def test_bad_input_exits_2_with_one_line_and_a_bad_cache_dir_only_warns(tmp_path):
+  """A UserError (here: a structural sweep given to main) is one `error:` line, exit code 2.
+
+  The --jax_cache_dir that cannot be created is a warning line before it, not an error.
+  """
+  (tmp_path / 'file').write_text('x')
+  workdir = tmp_path / 'w'
+  proc = run_main(f'--workdir={workdir}', f'--jax_cache_dir={tmp_path / "file" / "c"}',
+                  '--config.sweep.structural=loss.name=multiclass_svm,softmax_cross_entropy')
+  _one_line_error(proc, 'python -m launch.run')
+  assert not (workdir / 'config.json').exists()
+  warnings = [l for l in proc.stderr.splitlines() if l.startswith('warning: compilation cache')]
+  assert len(warnings) == 1 and 'running without it' in warnings[0]
 
 
 def test_override_of_a_missing_field(tmp_path):
   _one_line_error(run_main(f'--workdir={tmp_path}', '--config.reg.strenght=1'),
                   "no field 'strenght'", '--config.reg.strenght')
+
+
+def test_divergence_writes_results_and_exits_3(tmp_path):
+  workdir = tmp_path
+  proc = run_main(f'--workdir={workdir}', '--config.optimizer.learning_rate=1e38',
+                  '--config.loss.name=softmax_cross_entropy', '--config.num_steps=200',
+                  '--config.eval_every_steps=100', '--config.sanity.enabled=False')
+  line = _one_line_error(proc, 'diverged at step', 'lower optimizer.learning_rate', code=3)
+  results = json.loads((workdir / 'results.json').read_text())
+  assert results['diverged'] is True
+  assert results['diverged_step'] == int(line.split('diverged at step ')[1].split(':')[0])
+  assert results['timing']['chunk_reruns'] == 1  # the chunk it diverged in, step by step
+  # every file is complete JSON (no half-written file)
+  json.loads((workdir / 'config.json').read_text())
+  assert not [f for f in os.listdir(workdir) if f.startswith('.')]

@@ -7,6 +7,7 @@ import pytest
 from matplotlib import image as mpimg
 
 from hinge_jax import experiment, plots
+from hinge_jax.errors import UserError
 from helpers import default_config, run_main
 
 ROWS = [{'step': s, 'loss': 1 / s, 'val_loss': 1.2 / s, 'batch_loss': None if s == 20 else 1.1 / s,
@@ -71,7 +72,7 @@ def test_confusion_panel_shows_the_counts():
 def digits_run(tmp_path_factory):
   workdir = str(tmp_path_factory.mktemp('digits'))
   config = default_config(**{'num_steps': 40, 'eval_every_steps': 10,
-                             'checkpoint_every_steps': 20})
+                             'checkpoint_every_steps': 20, 'sanity.enabled': False})
   experiment.train_and_evaluate(config, workdir, log=lambda line: None)
   return workdir
 
@@ -93,14 +94,35 @@ def test_plot_command_redraws_from_saved_files(digits_run, tmp_path):
   proc = run_main(f'--workdir={digits_run}', module='hinge_jax.plot')
   assert proc.returncode == 0, proc.stderr
   assert {f: _png_size(os.path.join(plots_dir, f)) for f in os.listdir(plots_dir)} == before
-  proc = run_main(f'--workdir={tmp_path}', module='hinge_jax.plot')
-  assert proc.returncode == 2
-  assert proc.stderr.strip().splitlines()[-1].startswith('error: ') and 'results.json' in proc.stderr
+  with pytest.raises(UserError, match=r'has no results.json, metrics.jsonl, params.npz; give '
+                                      r'the workdir of a finished run'):
+    plots.redraw(str(tmp_path))
+  with pytest.raises(UserError, match='is not a directory'):
+    plots.redraw(str(tmp_path / 'nope'))
 
 
 def test_non_image_data_get_no_templates(tmp_path):
   config = default_config(**{'dataset.name': 'synthetic', 'dataset.num_examples': 300,
                              'dataset.num_features': 6, 'dataset.num_classes': 3,
-                             'num_steps': 20, 'eval_every_steps': 10, 'batch_size': 50})
+                             'num_steps': 20, 'eval_every_steps': 10, 'batch_size': 50,
+                             'sanity.enabled': False})
   experiment.train_and_evaluate(config, str(tmp_path), log=lambda line: None)
   assert sorted(os.listdir(tmp_path / 'plots')) == ['accuracy.png', 'confusion.png', 'loss.png']
+
+
+def test_sweep_and_landscape_pictures(tmp_path):
+  rows = [{'member': i, 'optimizer.learning_rate': lr, 'reg.strength': reg,
+           'val_accuracy': None if i == 3 else 0.5 + 0.1 * i, 'diverged': i == 3}
+          for i, (lr, reg) in enumerate([(0.01, 0.1), (0.01, 1.0), (0.1, 0.1), (0.1, 1.0)])]
+  path = plots.draw_sweep(str(tmp_path), rows, ['optimizer.learning_rate', 'reg.strength'])
+  assert path == str(tmp_path / 'plots' / 'sweep.png') and _png_size(path) == (600, 450)
+  fig = plots.sweep_figure(rows, ['optimizer.learning_rate', 'reg.strength'])
+  assert fig.axes[0].get_xscale() == 'log' and fig.axes[0].get_yscale() == 'log'
+  assert fig.axes[0].get_legend() is not None  # the diverged member is marked
+  line = plots.sweep_figure(rows, ['optimizer.learning_rate']).axes[0].get_lines()
+  np.testing.assert_array_equal(line[0].get_ydata(), [0.5, 0.6, 0.7, np.nan])
+  a = np.linspace(-1.0, 1.0, 5)
+  s = {'a': a, 'loss_1d': a ** 2, 'a_2d': a, 'b_2d': a, 'loss_2d': np.add.outer(a ** 2, a ** 2)}
+  paths = plots.draw_landscape(s, str(tmp_path), 'title')
+  assert [os.path.basename(p) for p in paths] == ['landscape_1d.png', 'landscape_2d.png']
+  assert [_png_size(p) for p in paths] == [(600, 420), (600, 504)]

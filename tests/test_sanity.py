@@ -2,16 +2,11 @@
 
 import json
 import math
-import os
-import subprocess
-import sys
 
-import numpy as np
 import pytest
 
-from hinge_jax import datasets, experiment, sanity
-from helpers import REPO, default_config
-
+from hinge_jax import experiment, sanity
+from helpers import default_config, run_main
 
 
 @pytest.mark.parametrize('loss,expected', [('multiclass_svm', 9.0),
@@ -51,11 +46,8 @@ def test_every_run_starts_with_the_report(tmp_path, digits):
 
 
 def test_cli_runs_on_its_own(tmp_path):
-  env = dict(os.environ)
-  env.pop('XLA_FLAGS', None)
-  proc = subprocess.run([sys.executable, '-m', 'hinge_jax.sanity', f'--workdir={tmp_path}',
-                         '--config.sanity.overfit_steps=100'], cwd=REPO, capture_output=True,
-                        text=True, timeout=300, env=env)
+  proc = run_main(f'--workdir={tmp_path}', '--config.sanity.overfit_steps=100',
+                  module='hinge_jax.sanity')
   assert proc.returncode == 0, proc.stderr
   assert proc.stdout.count('sanity:') == 3 and 'NOT OK' not in proc.stdout
   assert json.loads((tmp_path / 'sanity.json').read_text())['ok'] is True

@@ -6,30 +6,18 @@ import jax
 import numpy as np
 import pytest
 
-from hinge_jax import datasets, sweep
+from hinge_jax import main, sweep
 from hinge_jax.errors import ConfigError
 from hinge_jax.train import Trainer
-from helpers import default_config, run_main
+from helpers import default_config
 
-BASE = {'num_steps': 40, 'eval_every_steps': 20}
-
-
-@pytest.fixture(scope='module')
-def digits():
-  return datasets.load(default_config().dataset)
+BASE = {'num_steps': 40, 'eval_every_steps': 20, 'sanity.enabled': False}
 
 
 def _single(config, dataset):
   trainer = Trainer.create(config, dataset, [config], devices=jax.local_devices()[:1])
   state = trainer.fit(trainer.init())
   return np.asarray(state.params['W'][0]), trainer.evaluate(state.params, 'val')['accuracy'][0]
-
-
-def _run_sweep(tmp_path, dataset_config=None, **fields):
-  config = default_config(**{**BASE, **fields})
-  summary = sweep.run(config, str(tmp_path), log=lambda *a: None)
-  params = {}
-  return config, summary, params
 
 
 def test_grid_zip_and_random_expansion():
@@ -131,6 +119,12 @@ def _rows(tmp_path, name, **fields):
   return summary
 
 
+@pytest.fixture(scope='module')
+def whole(tmp_path_factory):
+  """The 3×3 sweep on one device in one program: what sharded and chunked runs must equal."""
+  return _rows(tmp_path_factory.mktemp('sweeps'), 'whole', **{'sweep.devices': 1})
+
+
 def _same_rows(rows_a, rows_b):
   """Same members, same accuracies; losses equal to float32 rounding (see above)."""
   assert len(rows_a) == len(rows_b)
@@ -142,35 +136,32 @@ def _same_rows(rows_a, rows_b):
         assert a[key] == b[key], key
 
 
-def test_sharding_over_8_devices_equals_one_device(tmp_path):
+def test_sharding_over_8_devices_equals_one_device(tmp_path, whole):
   assert len(jax.local_devices()) == 8  # tests/conftest.py simulates 8 CPU devices
-  one = _rows(tmp_path, 'one', **{'sweep.devices': 1})
   eight = _rows(tmp_path, 'eight', **{'sweep.devices': 8})
   assert eight['devices'] == 8 and eight['members_per_program'] == 16  # 9 padded to 16
-  _same_rows(one['members'], eight['members'])
+  _same_rows(whole['members'], eight['members'])
 
 
-def test_chunked_programs_equal_one_program(tmp_path):
-  whole = _rows(tmp_path, 'whole', **{'sweep.devices': 1})
+def test_chunked_programs_equal_one_program(tmp_path, whole):
   chunked = _rows(tmp_path, 'chunked', **{'sweep.devices': 1, 'sweep.members_per_program': 2})
   assert chunked['programs'] == 5 and whole['programs'] == 1
   _same_rows(whole['members'], chunked['members'])
 
 
-def test_memory_estimate_splits_a_sweep_that_does_not_fit(tmp_path):
+def test_memory_estimate_splits_a_sweep_that_does_not_fit(tmp_path, whole):
   budget = 200_000  # bytes: the digits data take ~120 kB; each member ~25 kB
   summary = _rows(tmp_path, 'small', **{'sweep.devices': 1, 'sweep.memory_budget_bytes': budget})
   assert summary['programs'] > 1 and summary['members_per_program'] < 9
-  whole = _rows(tmp_path, 'whole', **{'sweep.devices': 1})
   _same_rows(whole['members'], summary['members'])
 
 
-def test_sweep_from_the_command_line(tmp_path):
-  proc = run_main(f'--workdir={tmp_path}', '--config.num_steps=100',
-                  '--config.eval_every_steps=50',
-                  '--config.sweep.grid=optimizer.learning_rate=0.01,0.1; reg.strength=0,1e-2')
-  assert proc.returncode == 0, proc.stderr
-  assert 'best member' in proc.stdout
+def test_a_sweep_config_runs_as_a_sweep_and_writes_every_output(tmp_path, capsys):
+  """What `python -m hinge_jax.main` does with a config that declares a sweep."""
+  config = default_config(**{'num_steps': 100, 'eval_every_steps': 50, 'sweep.grid':
+                             'optimizer.learning_rate=0.01,0.1; reg.strength=0,1e-2'})
+  main.train(config, str(tmp_path))
+  assert 'best member' in capsys.readouterr().out
   header = (tmp_path / 'sweep.csv').read_text().splitlines()[0]
   assert header.startswith('member,optimizer.learning_rate,reg.strength,train_accuracy')
   assert len((tmp_path / 'sweep.csv').read_text().splitlines()) == 5
@@ -180,6 +171,7 @@ def test_sweep_from_the_command_line(tmp_path):
   assert json.loads((tmp_path / 'results.json').read_text())['test_accuracy'] > 0.9
 
 
-def test_bad_sweep_from_the_command_line(tmp_path):
-  proc = run_main(f'--workdir={tmp_path}', '--config.sweep.grid=loss.name=a,b')
-  assert proc.returncode == 2 and proc.stderr.startswith('error: sweep field')
+def test_a_structural_field_in_a_vmapped_sweep_is_refused(tmp_path):
+  with pytest.raises(ConfigError) as err:
+    main.train(default_config(**{'sweep.grid': 'loss.name=a,b'}), str(tmp_path))
+  assert str(err.value).startswith('sweep field') and '\n' not in str(err.value)
