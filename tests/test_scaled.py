@@ -1,5 +1,5 @@
 """scaled.py: plain minibatch SGD with L2 as W = c·V (`Tuning(scaled_decay=True)`), against
-the XLA step of train.py: the same models, losses, optimizer state and divergence steps."""
+the XLA step (step.py): the same models, losses, optimizer state and divergence steps."""
 
 import jax
 import numpy as np
@@ -151,8 +151,6 @@ def test_scaled_needs_the_deferred_guard_and_is_off_until_decided():
   assert not Tuning(scaled_decay=True).scaled_mode(spec, 'select')
   with pytest.raises(ValueError, match='scaled_decay=1 must be True, False or None'):
     Tuning(scaled_decay=1)
-  with pytest.raises(ValueError, match="scaled_decay=True and pallas='update'.*set one"):
-    Tuning(scaled_decay=True, pallas='update')
 
 
 def test_program_options_add_cublas_gemms_on_a_gpu_only(monkeypatch):
@@ -174,11 +172,11 @@ def test_program_options_add_cublas_gemms_on_a_gpu_only(monkeypatch):
 
 def test_by_default_a_gpu_trains_as_w_cv_from_scaled_min_members_a_device(monkeypatch):
   """`scaled_decay=None` is decided per trainer: on a GPU, on where a device trains at least
-  `train.SCALED_MIN_MEMBERS` members and the mode applies; set values and `pallas` win."""
-  from hinge_jax import train
+  `tuning.SCALED_MIN_MEMBERS` members and the mode applies; set values win."""
+  from hinge_jax import tuning
   spec = _trainers(_data(), _configs())[1].spec
   l1 = _trainers(_data(), _configs(**{'reg.name': 'l1'}))[1].spec
-  monkeypatch.setattr(train, 'SCALED_MIN_MEMBERS', 4)
+  monkeypatch.setattr(tuning, 'SCALED_MIN_MEMBERS', 4)
   monkeypatch.setattr(jax, 'default_backend', lambda: 'cpu')
   assert Tuning().for_members(spec, 4).scaled_decay is False
   monkeypatch.setattr(jax, 'default_backend', lambda: 'gpu')
@@ -186,7 +184,6 @@ def test_by_default_a_gpu_trains_as_w_cv_from_scaled_min_members_a_device(monkey
   assert Tuning().for_members(spec, 3).scaled_decay is False
   assert Tuning().for_members(l1, 4).scaled_decay is False  # L1's decay is not a scalar
   assert Tuning(guard='select').for_members(spec, 4).scaled_decay is False
-  assert Tuning(pallas='update').for_members(spec, 4).scaled_decay is False
   assert Tuning(scaled_decay=False).for_members(spec, 4).scaled_decay is False
   assert Tuning(scaled_decay=True).for_members(spec, 1).scaled_decay is True
   # Trainer.create counts the members of one device: 8 over the 8 CPU devices is 1 a device
@@ -195,9 +192,9 @@ def test_by_default_a_gpu_trains_as_w_cv_from_scaled_min_members_a_device(monkey
   assert len(cpus) == 8  # tests/conftest.py
   one_device = Trainer.create(configs[0], data, configs, devices=cpus[:1])
   assert one_device.tuning.scaled_decay is True
-  monkeypatch.setattr(train, 'SCALED_MIN_MEMBERS', 2)
+  monkeypatch.setattr(tuning, 'SCALED_MIN_MEMBERS', 2)
   assert Trainer.create(configs[0], data, configs, devices=cpus).tuning.scaled_decay is False
-  monkeypatch.setattr(train, 'SCALED_MIN_MEMBERS', 1)
+  monkeypatch.setattr(tuning, 'SCALED_MIN_MEMBERS', 1)
   assert Trainer.create(configs[0], data, configs, devices=cpus).tuning.scaled_decay is True
 
 

@@ -15,11 +15,6 @@ from hinge_jax.train import (ACCELERATOR_FEATURE_MULTIPLE, Spec, Trainer, Tuning
 from helpers import array_dataset, default_config
 
 
-@pytest.fixture(scope='module')
-def digits():
-  return datasets.load(default_config().dataset)
-
-
 @pytest.mark.parametrize('loss', ['multiclass_svm', 'softmax_cross_entropy', 'one_vs_all'])
 def test_initial_loss_matches_the_lecture(digits, loss):
   config = default_config(**{'loss.name': loss, 'reg.strength': 0.0})
@@ -152,7 +147,7 @@ def test_divergence_freezes_only_that_member(digits):
 
 def test_the_divergence_guard_flags_exactly_the_members_with_a_non_finite_value():
   """isfinite(Σ 0·x) per member against NumPy's all(isfinite): huge finite values pass."""
-  from hinge_jax.train import _all_finite
+  from hinge_jax.step import all_finite
   rng = np.random.default_rng(0)
   w = rng.normal(size=(6, 3, 5)).astype(np.float32)
   w[1, 2, 4] = np.inf
@@ -163,7 +158,7 @@ def test_the_divergence_guard_flags_exactly_the_members_with_a_non_finite_value(
   b[5, 2] = np.nan  # a non-finite value in another leaf
   tree = {'W': jnp.asarray(w), 'b': jnp.asarray(b), 'count': jnp.zeros(6, jnp.int32)}
   want = np.isfinite(w).all(axis=(1, 2)) & np.isfinite(b).all(axis=1)
-  np.testing.assert_array_equal(np.asarray(jax.jit(_all_finite)(tree)), want)
+  np.testing.assert_array_equal(np.asarray(jax.jit(all_finite)(tree)), want)
   np.testing.assert_array_equal(want, [True, False, False, False, True, False])
 
 
@@ -229,7 +224,7 @@ def test_the_forward_product_is_split_only_for_a_single_large_cpu_sgd_step():
 def test_a_split_forward_trains_like_the_single_product(monkeypatch):
   """A run whose step splits its forward product (D >= 2048, batch >= 100, one member) takes
   the same steps as the same run with one product, to float32 rounding."""
-  from hinge_jax import train
+  from hinge_jax import step, train
   rng = np.random.default_rng(0)
   x = rng.integers(0, 256, size=(400, 2100), dtype=np.uint8)
   y = rng.integers(0, 10, size=400)
@@ -239,7 +234,7 @@ def test_a_split_forward_trains_like_the_single_product(monkeypatch):
   split = Trainer.create(config, data, [config])
   assert train.forward_feature_blocks(split.spec, 1) == 2
   w_split = np.asarray(split.fit(split.init()).params['W'][0])
-  monkeypatch.setattr(train, 'forward_feature_blocks', lambda spec, k: 1)
+  monkeypatch.setattr(step, 'forward_feature_blocks', lambda spec, k: 1)
   one = Trainer.create(config, data, [config])
   w_one = np.asarray(one.fit(one.init()).params['W'][0])
   assert np.abs(w_one - w_split).max() < 1e-5 * np.abs(w_one).max()
