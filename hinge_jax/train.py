@@ -85,7 +85,8 @@ class Trainer:
   member_sharding: Any = None
   tuning: Tuning = Tuning()
   reruns: int = 0  # chunks a deferred guard found diverging and reran (`run_chunk`)
-  _compiled: dict = dataclasses.field(default_factory=dict)  # shared by with_hyper copies
+  # compiled programs, shared by `with_hyper` and `with_tuning` copies (chunks keyed by tuning)
+  _compiled: dict = dataclasses.field(default_factory=dict)
 
   @classmethod
   def create(cls, config: ml_collections.ConfigDict, dataset: Dataset, member_configs: list,
@@ -125,6 +126,17 @@ class Trainer:
       raise ValueError('with_hyper needs the same number of members')
     return dataclasses.replace(self, hp=hp)
 
+  def with_tuning(self, tuning: Tuning) -> 'Trainer':
+    """The same data, members and init/evaluation programs, training under `tuning` (its
+    member-dependent defaults decided as `create` does). The data stay as stored: a
+    `fullbatch_bf16` that would store them otherwise is refused."""
+    k = self.num_members
+    tuning = tuning.for_members(self.spec, k // len(self.member_sharding.device_set))
+    if tuning.fullbatch_bf16 != self.tuning.fullbatch_bf16:
+      raise ValueError('with_tuning keeps the stored data: create a Trainer for another '
+                       'fullbatch_bf16')
+    return dataclasses.replace(self, tuning=tuning, reruns=0)
+
   @property
   def num_members(self) -> int:
     return int(self.hp['seed'].shape[0])
@@ -150,7 +162,7 @@ class Trainer:
     (`Tuning.guard`) it is `train_chunk_deferred`'s program, and `rerun=True` gives the one
     that reruns a chunk that diverged (`train_chunk`'s).
     """
-    key = ('chunk', length, rerun)
+    key = ('chunk', length, rerun, self.tuning)
     if key not in self._compiled:
       t0 = time.perf_counter()
       fn = self.chunk_program(length, rerun=rerun)
