@@ -121,8 +121,9 @@ def test_a_member_of_many_equals_its_single_run(digits):
              for lr, r, s in zip(lrs, regs, seeds)]
   many = Trainer.create(configs[0], digits, configs)
   state = many.fit(many.init())
-  for k, config in enumerate(configs):
-    one = Trainer.create(config, digits, [config])
+  first = Trainer.create(configs[0], digits, configs[:1])
+  for k, config in enumerate(configs):  # the same programs, each member's hyperparameters
+    one = first.with_hyper(config_lib.hyper_arrays([config]))
     single = one.fit(one.init())
     np.testing.assert_allclose(np.asarray(state.params['W'][k]),
                                np.asarray(single.params['W'][0]), rtol=1e-6, atol=1e-7)
@@ -316,19 +317,26 @@ def _fit_state(trainer):
   return jax.tree.map(np.asarray, trainer.fit(trainer.init()))
 
 
-@pytest.mark.parametrize('tuning', [dict(scan_unroll=3), dict(scan_unroll=64),
-                                    dict(guard='select'), dict(guard='deferred'),
-                                    dict(compiler_options={'xla_cpu_enable_fast_math': False})])
-def test_tuning_changes_the_program_not_the_numbers(digits, tuning):
-  """Unrolling, the guard's form and per-program XLA options give the default run's state,
-  including a member frozen by the guard (lr 1e38 diverges) and its divergence step."""
+@pytest.fixture(scope='module')
+def default_run(digits):
+  """A two-member run (lr 1e38 diverges) under the default tuning, and its final state."""
   configs = [default_config(**{'optimizer.learning_rate': lr, 'optimizer.name': 'sgd',
                                'loss.name': 'softmax_cross_entropy', 'reg.strength': 1e-3,
                                'num_steps': 40, 'eval_every_steps': 20})
              for lr in (0.05, 1e38)]
   default = Trainer.create(configs[0], digits, configs)
-  tuned = Trainer.create(configs[0], digits, configs, tuning=Tuning(**tuning))
-  want, got = _fit_state(default), _fit_state(tuned)
+  return default, _fit_state(default)
+
+
+@pytest.mark.parametrize('tuning', [dict(scan_unroll=3), dict(scan_unroll=64),
+                                    dict(guard='select'), dict(guard='deferred'),
+                                    dict(compiler_options={'xla_cpu_enable_fast_math': False})])
+def test_tuning_changes_the_program_not_the_numbers(default_run, tuning):
+  """Unrolling, the guard's form and per-program XLA options give the default run's state,
+  including a member frozen by the guard (lr 1e38 diverges) and its divergence step."""
+  default, want = default_run
+  tuned = default.with_tuning(Tuning(**tuning))
+  got = _fit_state(tuned)
   assert got.diverged.tolist() == want.diverged.tolist() == [False, True]
   assert got.diverged_step.tolist() == want.diverged_step.tolist()
   np.testing.assert_array_equal(got.params['W'], want.params['W'])  # bitwise (measured on CPU)
@@ -354,7 +362,7 @@ def test_a_deferred_guard_reruns_exactly_the_chunks_where_a_member_diverges(digi
                                'reg.max_norm': max_norm, 'loss.name': 'softmax_cross_entropy',
                                'num_steps': 60, 'eval_every_steps': 10}) for lr in lrs]
   select = Trainer.create(configs[0], digits, configs, tuning=Tuning(guard='select'))
-  deferred = Trainer.create(configs[0], digits, configs, tuning=Tuning(guard='deferred'))
+  deferred = select.with_tuning(Tuning(guard='deferred'))
   a, b = select.init(), deferred.init()
   diverging_chunks = 0
   for start in range(0, 60, 10):
@@ -379,6 +387,8 @@ def test_bad_tuning_is_refused_in_one_line(digits):
     with pytest.raises(ValueError, match=words):
       Tuning(**kwargs)
   config = default_config(**{'num_steps': 5, 'eval_every_steps': 5})
+  with pytest.raises(ValueError, match='with_tuning keeps the stored data'):
+    Trainer.create(config, digits, [config]).with_tuning(Tuning(fullbatch_bf16=True))
   for options, words in (({'xla_no_such_option': 1}, 'xla_no_such_option'),
                          ({'xla_gpu_enable_command_buffer': 'NOPE'}, 'NOPE')):
     trainer = Trainer.create(config, digits, [config], tuning=Tuning(compiler_options=options))
@@ -521,7 +531,7 @@ def test_padded_features_train_the_same_model(optimizer, reg, bias_trick, max_no
                                'num_steps': 30, 'eval_every_steps': 10})
              for lr in (0.01, 1e38)]
   plain = Trainer.create(configs[0], data, configs, tuning=Tuning(feature_multiple=1))
-  padded = Trainer.create(configs[0], data, configs, tuning=Tuning(feature_multiple=48))
+  padded = plain.with_tuning(Tuning(feature_multiple=48))
   d = data.num_features
   assert plain.tuning.feature_pad(plain.spec) == 0
   assert padded.tuning.feature_pad(padded.spec) == -d % 48 > 0
