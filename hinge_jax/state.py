@@ -5,7 +5,9 @@ Every leaf of `TrainState` has a leading members axis. `DeviceData` keeps the sp
 only on the seed and the step.
 """
 
-from typing import Any
+import dataclasses
+import functools
+from typing import Any, Callable
 
 import flax
 import jax
@@ -70,17 +72,46 @@ class DeviceData:
     return preprocess(x_raw, self.mean, self.scale, bias_trick=self.bias_trick, pad=pad)
 
 
-def init_state(hp: dict, *, spec) -> TrainState:
-  """W0 = init_scale·randn from each member's init stream; optimizer state holds its hp."""
-  def one(member_hp):
-    params = model.init_params(stream_key(member_hp['seed'], 'init'), spec.num_features,
-                               spec.num_classes, scale=member_hp['init_scale'],
-                               use_bias=not spec.bias_trick)
-    return params, strategies.get(spec.strategy).init(params, member_hp, spec=spec)
-  params, opt_state = jax.vmap(one)(hp)
+def initial_params(hp: dict, *, spec):
+  """W0 = init_scale·randn from each member's init stream (b = 0 without the bias trick)."""
+  return jax.vmap(lambda seed, scale: model.init_params(
+      stream_key(seed, 'init'), spec.num_features, spec.num_classes, scale=scale,
+      use_bias=not spec.bias_trick))(hp['seed'], hp['init_scale'])
+
+
+def state_from_params(params, hp: dict, *, spec) -> TrainState:
+  """The members' state at `params`: the strategy's initial state (it holds each member's
+  hyperparameters), no member diverged."""
+  opt_state = jax.vmap(lambda p, member_hp: strategies.get(spec.strategy).init(
+      p, member_hp, spec=spec))(params, hp)
   k = hp['seed'].shape[0]
   return TrainState(params=params, opt_state=opt_state, diverged=jnp.zeros((k,), bool),
                     diverged_step=jnp.full((k,), -1, jnp.int32))
+
+
+def init_state(hp: dict, *, spec) -> TrainState:
+  """W0 = init_scale·randn from each member's init stream; optimizer state holds its hp."""
+  return state_from_params(initial_params(hp, spec=spec), hp, spec=spec)
+
+
+@functools.lru_cache(maxsize=None)
+def _params_program(num_features: int, num_classes: int, bias_trick: bool, sharding):
+  shape = _ParamShape(num_features, num_classes, bias_trick)
+  return jax.jit(functools.partial(initial_params, spec=shape), out_shardings=sharding)
+
+
+@dataclasses.dataclass(frozen=True)
+class _ParamShape:
+  """The fields of a spec that `initial_params` reads."""
+  num_features: int
+  num_classes: int
+  bias_trick: bool
+
+
+def initial_params_program(spec, sharding) -> Callable:
+  """`initial_params` jitted for `spec`'s shapes, one program per process for every run of
+  those shapes (it depends on nothing else): the random draws compile slowly on the CPU."""
+  return _params_program(spec.num_features, spec.num_classes, spec.bias_trick, sharding)
 
 
 def batch_indices(seed: Array, step: Array, *, spec) -> Array:

@@ -30,7 +30,8 @@ from hinge_jax.objective import objective, penalty  # noqa: F401 - objective re-
 # Re-exported: the names callers have imported from `hinge_jax.train`
 from hinge_jax.spec import Spec
 from hinge_jax.state import (DeviceData, TrainState, batch_indices, init_state,  # noqa: F401
-                             pad_features, unpad_features)
+                             initial_params_program, pad_features, state_from_params,
+                             unpad_features)
 from hinge_jax.step import (chunk_program, train_chunk, train_chunk_deferred,  # noqa: F401
                             train_step)
 from hinge_jax.streams import STREAMS, stream_key  # noqa: F401
@@ -142,13 +143,18 @@ class Trainer:
     return int(self.hp['seed'].shape[0])
 
   def init(self) -> TrainState:
-    """The members' initial state (compiled once, shared by `with_hyper` copies)."""
-    if 'init' not in self._compiled:
-      t0 = time.perf_counter()
-      self._compiled['init'] = jax.jit(functools.partial(init_state, spec=self.spec),
-                                       out_shardings=self.member_sharding).lower(self.hp).compile()
+    """The members' initial state. W0 comes from a program shared by every Trainer of these
+    shapes in the process (`state.initial_params_program`); the rest is compiled once,
+    shared by `with_hyper` and `with_tuning` copies."""
+    first = 'init' not in self._compiled
+    t0 = time.perf_counter()
+    params = initial_params_program(self.spec, self.member_sharding)(self.hp)
+    if first:
+      self._compiled['init'] = jax.jit(
+          functools.partial(state_from_params, spec=self.spec),
+          out_shardings=self.member_sharding).lower(params, self.hp).compile()
       self.compile_time_s += time.perf_counter() - t0
-    return self._compiled['init'](self.hp)
+    return self._compiled['init'](params, self.hp)
 
   def chunk_program(self, length: int, *, rerun: bool = False):
     """The jitted program of `length` steps (`step.chunk_program`), before compiling."""
