@@ -3,7 +3,7 @@
   python benchmarks/gpu_program.py [--target=h200] [--k=1] [--batch=200] [--steps=245]
                                    [--tuning=default] [--dump=FILE.txt] [--noptxas]
 
-XLA compiles the real training program (`train.train_chunk`, CIFAR-shaped uint8 data) for a
+XLA compiles the real training program (`step.train_chunk`, CIFAR-shaped uint8 data) for a
 described card with no card present (JAX's deviceless ahead-of-time compilation), and
 `hlo_kernels` lists the kernels one training step launches and the bytes they read and
 write. Per step, then: a floor on its time at the card's memory bandwidth, and the kernel
@@ -12,7 +12,7 @@ What the listing cannot show: the matmul configurations the autotuner picks on a
 (here XLA's defaults), and command buffers (assembled after this program). Only
 `benchmarks/gpu.py` on a GPU measures time.
 
-Where the program runs `fused.py`'s Pallas kernels, it also lists what `ptxas -v` says of
+Where the program runs `pallas/fused.py`'s kernels, it also lists what `ptxas -v` says of
 each (registers and spills a thread) with its launch (grid, threads, shared memory) and the
 programs an SM holds at once as registers and shared memory allow: a kernel that spills, or
 holds one program an SM, shows it before a card is lent.
