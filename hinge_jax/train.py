@@ -13,6 +13,7 @@ The pieces: `spec.Spec` (the static part of a run), `state` (state, data, draws)
 (a step and a chunk), `tuning` (backend-dependent defaults), `objective` (what is minimized).
 """
 
+import collections
 import dataclasses
 import functools
 import time
@@ -60,6 +61,24 @@ def eval_chunk(params, x_raw: Array, y: Array, valid: Array, data: DeviceData, h
 def penalty_values(params, hp: dict, *, spec: Spec) -> Array:
   """λ·R(params) for every member (`objective.penalty`)."""
   return jax.vmap(functools.partial(penalty, spec=spec))(params, hp)
+
+
+# The spec fields `eval_chunk` and `penalty_values` read: their programs are shared by every
+# Trainer of the process whose fields and argument shapes agree (`_shared_program`).
+_EvalFields = collections.namedtuple('_EvalFields', 'loss squared num_classes')
+_PenaltyFields = collections.namedtuple('_PenaltyFields', 'reg regularize_bias bias_trick')
+_SHARED: dict = {}
+
+
+def _shared_program(fn: Callable, fields: tuple, *args):
+  """`fn(*args, spec=fields)` compiled once per process for these fields and the arguments'
+  structure, shapes, dtypes and shardings."""
+  leaves, treedef = jax.tree.flatten(args)
+  key = (fn, fields, treedef, tuple((getattr(a, 'shape', ()), str(getattr(a, 'dtype', '')),
+                                     getattr(a, 'sharding', None)) for a in leaves))
+  if key not in _SHARED:
+    _SHARED[key] = jax.jit(functools.partial(fn, spec=fields)).lower(*args).compile()
+  return _SHARED[key]
 
 
 # ----------------------------------------------------------------------------- the loop
@@ -207,12 +226,15 @@ class Trainer:
     key = ('eval', str(self.data.x[split].dtype))  # the training split may be stored apart
     if key not in self._compiled:
       t0 = time.perf_counter()
-      self._compiled[key] = jax.jit(functools.partial(eval_chunk, spec=self.spec)).lower(
+      spec = self.spec
+      self._compiled[key] = _shared_program(
+          eval_chunk, _EvalFields(spec.loss, spec.squared, spec.num_classes),
           params, self.data.x[split][:chunk], self.data.y[split][:chunk],
-          jnp.ones((chunk,), bool), self.data, self.hp).compile()
+          jnp.ones((chunk,), bool), self.data, self.hp)
       if 'penalty' not in self._compiled:
-        self._compiled['penalty'] = jax.jit(functools.partial(penalty_values, spec=self.spec)
-                                            ).lower(params, self.hp).compile()
+        self._compiled['penalty'] = _shared_program(
+            penalty_values, _PenaltyFields(spec.reg, spec.regularize_bias, spec.bias_trick),
+            params, self.hp)
       self.compile_time_s += time.perf_counter() - t0
     for start in range(0, max(n, 1), chunk):
       valid = jnp.arange(start, start + chunk) < n
