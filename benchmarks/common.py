@@ -24,11 +24,13 @@ def hinge_jax_trainer(dataset, loss: str, steps: int, batch: int = BATCH, learni
   """hinge_jax's Trainer on `dataset`: SGD, reg on W and bias, one member per learning rate.
 
   `seeds`: one per member (each then draws its own minibatches); default: all seed 0.
-  `devices`: where to train (default: all local devices). `tuning`: a `train.Tuning`.
+  `devices`: where to train (default: all local devices). `tuning`: a `tuning.Tuning` (a
+  `pallas.trainer.PallasTuning` asking for Pallas trains with its `PallasTrainer`).
   """
+  from benchmarks.pallas import trainer as pallas_trainer
   from configs import default
   from hinge_jax import sweep
-  from hinge_jax.train import Trainer
+  Trainer = pallas_trainer.trainer_class(tuning)
   c = default.get_config()
   c.loss.name, c.optimizer.name, c.optimizer.learning_rate = loss, 'sgd', LR
   c.reg.strength, c.reg.regularize_bias = REG, True
@@ -47,8 +49,9 @@ CMDBUF = {'xla_gpu_enable_command_buffer':
 
 
 def tuning_variants() -> dict:
-  """The `train.Tuning` variants the GPU benchmarks compare, by name ('default' first)."""
-  from hinge_jax.train import Tuning
+  """The `Tuning` variants the GPU benchmarks compare, by name ('default' first)."""
+  from benchmarks.pallas.trainer import PallasTuning
+  from hinge_jax.tuning import Tuning
   return {
       'default': Tuning(),
       'xla': Tuning(scaled_decay=False),  # XLA's step at every K (the default's reference)
@@ -71,21 +74,21 @@ def tuning_variants() -> dict:
       'pad8': Tuning(feature_multiple=8),
       'pad64': Tuning(feature_multiple=64),
       'pad256': Tuning(feature_multiple=256),
-      # fused.py: plain SGD's step as two Pallas kernels (not XLA's ~11), or XLA's forward
+      # pallas/fused.py: plain SGD's step as two Pallas kernels (not XLA's ~11), or XLA's forward
       # with the backward product and update as one Pallas kernel (dW never written). By
       # default 4 warps a program for 'step', 8 for 'update' (fused.WARPS), whose tiles are
       # 128 rows of W. Variants: 'step' at 8 warps; 'update' at 4 (it spills registers:
       # gpu_program.py's ptxas table), at 16, and with 64-row tiles (two programs an SM)
-      'pallas_step': Tuning(pallas='step'),
-      'pallas_update': Tuning(pallas='update'),
-      'pallas_step_w8': Tuning(pallas='step', pallas_warps=8),
+      'pallas_step': PallasTuning(pallas='step'),
+      'pallas_update': PallasTuning(pallas='update'),
+      'pallas_step_w8': PallasTuning(pallas='step', pallas_warps=8),
       # 'step''s update kernel taking the batch 64 or 128 rows an iteration, not 32: 4 or 2
       # dependent iterations a step, not 7 (a step of one model is latency-bound)
-      'pallas_step_b64': Tuning(pallas='step', pallas_batch_rows=64),
-      'pallas_step_b128': Tuning(pallas='step', pallas_batch_rows=128),
-      'pallas_update_w4': Tuning(pallas='update', pallas_warps=4),
-      'pallas_update_w16': Tuning(pallas='update', pallas_warps=16),
-      'pallas_update_r64': Tuning(pallas='update', pallas_tile_rows=64),
+      'pallas_step_b64': PallasTuning(pallas='step', pallas_batch_rows=64),
+      'pallas_step_b128': PallasTuning(pallas='step', pallas_batch_rows=128),
+      'pallas_update_w4': PallasTuning(pallas='update', pallas_warps=4),
+      'pallas_update_w16': PallasTuning(pallas='update', pallas_warps=16),
+      'pallas_update_r64': PallasTuning(pallas='update', pallas_tile_rows=64),
       # scaled.py: L2's decay as a scalar per member (W = c·V), the update accumulated into
       # W by cuBLAS's backward GEMM (XLA's Triton GEMMs off in that program): no dW, no
       # update pass (benchmarks/scaled_update.py times the bare loops)

@@ -5,14 +5,14 @@
 1. Correctness: the same run on the GPU and on the host CPU (both default precision, then the
    GPU at `precision='highest'`), a sweep member against its single run on the GPU, and the
    full-batch objective and gradient against float64 NumPy.
-2. Fused: `fused.py`'s Pallas modes against XLA's step (`Tuning(pallas=...)`): 'step' (two
+2. Fused: `pallas/fused.py`'s modes against XLA's step (`PallasTuning(pallas=...)`): 'step' (two
    kernels a step) at K = 1, 4, 16, 64 and 'update' (the backward product and the update in
    one kernel) at K = 1 … 1,024, one epoch of members sharing minibatches, both losses at
-   K = 1, with the weights' difference from XLA's (run early: it decides `Tuning.pallas`'s
-   default on a GPU); and `scaled.py`'s W = c·V (`Tuning(scaled_decay=True)`: the update
+   K = 1, with the weights' difference from XLA's (run early; Pallas is outside the
+   package since it never won); and `scaled.py`'s W = c·V (`Tuning(scaled_decay=True)`: the update
    inside cuBLAS's backward GEMM) at every K.
 3. Tuning (run early, so that a run cut short keeps it): the epoch, K = 1,024 and the
-   full-batch step under `train.Tuning` variants (the per-step guard against the deferred
+   full-batch step under `tuning.Tuning` variants (the per-step guard against the deferred
    one; the features' zero padding to a multiple of 1 (none), 8, 64, 128 (the default) or
    256; loop unrolling, XLA command buffers for the whole loop, cuBLAS rather than Triton
    matmuls; the full batch's formulation), each checked

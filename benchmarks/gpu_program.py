@@ -3,7 +3,7 @@
   python benchmarks/gpu_program.py [--target=h200] [--k=1] [--batch=200] [--steps=245]
                                    [--tuning=default] [--dump=FILE.txt] [--noptxas]
 
-XLA compiles the real training program (`train.train_chunk`, CIFAR-shaped uint8 data) for a
+XLA compiles the real training program (`step.train_chunk`, CIFAR-shaped uint8 data) for a
 described card with no card present (JAX's deviceless ahead-of-time compilation), and
 `hlo_kernels` lists the kernels one training step launches and the bytes they read and
 write. Per step, then: a floor on its time at the card's memory bandwidth, and the kernel
@@ -12,7 +12,7 @@ What the listing cannot show: the matmul configurations the autotuner picks on a
 (here XLA's defaults), and command buffers (assembled after this program). Only
 `benchmarks/gpu.py` on a GPU measures time.
 
-Where the program runs `fused.py`'s Pallas kernels, it also lists what `ptxas -v` says of
+Where the program runs `pallas/fused.py`'s kernels, it also lists what `ptxas -v` says of
 each (registers and spills a thread) with its launch (grid, threads, shared memory) and the
 programs an SM holds at once as registers and shared memory allow: a kernel that spills, or
 holds one program an SM, shows it before a card is lent.
@@ -200,10 +200,11 @@ def compile_for_card(target: str, dataset, *, k: int = 1, batch: int = 200, step
   import jax.numpy as jnp
   import numpy as np
   from benchmarks import common
-  from hinge_jax import fused, train
+  from benchmarks.pallas import fused
+  from hinge_jax import tuning as tuning_lib
   card = CARDS[target]
   on_card = card_sharding(target)
-  tuning = tuning or train.Tuning()
+  tuning = tuning or tuning_lib.Tuning()
 
   # Trace as the GPU backend would (its defaults: loop unrolling, the guard, bfloat16 storage)
   backend = jax.default_backend
@@ -217,7 +218,7 @@ def compile_for_card(target: str, dataset, *, k: int = 1, batch: int = 200, step
     state = jax.tree.map(abstract, trainer.init())
     data = jax.tree.map(abstract, trainer.data)
     hp = jax.tree.map(abstract, trainer.hp)
-    chunk = train.chunk_program(trainer.spec, steps, tuning)  # what Trainer.run_chunk runs
+    chunk = trainer.chunk_program(steps)  # what Trainer.run_chunk runs
     start = jax.ShapeDtypeStruct((), jnp.int32, sharding=on_card)
     options = tuning.program_options(trainer.spec)  # as Trainer.compiled_chunk compiles it
     dump_dir = tempfile.mkdtemp(prefix='hinge_jax_ptx_') if ptxas else None
@@ -233,7 +234,8 @@ def compile_for_card(target: str, dataset, *, k: int = 1, batch: int = 200, step
     unroll = tuning.unroll(steps)  # steps in the loop body (train_chunk unrolls full batch too)
     block = tuning.loop_block(trainer.spec)
     fused_bytes = None
-    if tuning.pallas_mode(trainer.spec, tuning.guard_mode(trainer.spec)) == 'step':
+    if (getattr(tuning, 'pallas', None)
+        and tuning.pallas_mode(trainer.spec, tuning.guard_mode(trainer.spec)) == 'step'):
       fused_bytes = fused.step_bytes(trainer.spec, k, dataset.x['train'].dtype.itemsize,
                                      tuning.pallas_batch_rows or fused.ROWS)
   finally:
@@ -251,7 +253,7 @@ def main(argv):
     sys.exit(f'--tuning={FLAGS.tuning} is not one of: {", ".join(variants)}')
   tuning = variants[FLAGS.tuning]
   x, y, dataset = common.cifar_dataset()
-  ptxas = FLAGS.ptxas and bool(tuning.pallas) and find_ptxas() is not None
+  ptxas = FLAGS.ptxas and bool(getattr(tuning, 'pallas', None)) and find_ptxas() is not None
   try:
     program = compile_for_card(FLAGS.target, dataset, k=FLAGS.k, batch=FLAGS.batch,
                                steps=FLAGS.steps, tuning=tuning, ptxas=ptxas)
@@ -280,7 +282,7 @@ def main(argv):
          'waves'],
         [[k.name, 'x'.join(map(str, k.grid)), k.threads, f'{k.shared_bytes / 1024:.1f}',
           k.registers, k.spill_bytes, k.programs_per_sm, f'{k.waves:.2f}'] for k in pallas])
-  elif tuning.pallas and FLAGS.ptxas:
+  elif getattr(tuning, 'pallas', None) and FLAGS.ptxas:
     print('\n(ptxas not found: the Pallas kernels\' registers are not listed)')
   per_step_bytes = summary['bytes_per_step']
   if fused_bytes is not None:  # the listing counts the Pallas kernels' operands whole

@@ -11,38 +11,28 @@ its own, writing and re-reading four bytes per pixel, while it multiplies bfloat
 directly. The products then take raw pixels and W (or dS) split in two bfloat16 halves
 (hi + lo, 16 significant bits in all, float32 accumulation: finer than the TF32 rounding of
 float32 matmuls on those chips), and the centring and scaling are applied to the products:
-(x − μ)·a·Wᵀ = a·(x Wᵀ − μ Wᵀ) and dSᵀ(x − μ)·a = a·(dSᵀx − (1ᵀdS)ᵀμ). Planned on the program
-XLA compiles for an H200 (`benchmarks/gpu_program.py`): 0.64 GB read and written a step
-instead of 1.98 GB.
+(x − μ)·a·Wᵀ = a·(x Wᵀ − μ Wᵀ) and dSᵀ(x − μ)·a = a·(dSᵀx − (1ᵀdS)ᵀμ): about a third of
+the bytes a step reads and writes (`benchmarks/gpu_program.py` plans it).
 
 Because the model is linear, the gradient needs only dS = ∂loss/∂scores per block (from
 `jax.vjp` of the loss, the same subgradients as `jax.grad` of the whole objective):
 ∂L/∂W = Σ_blocks dSᵀ X / N, `(C, D)` like W (and ∂L/∂b = Σ dS / N). `objective` is a
 `jax.custom_vjp` whose forward pass computes value and gradient together, so
 `jax.value_and_grad(objective)` costs one pass (two matmuls per block), and a plain call
-(random search, finite differences) costs one matmul per block.
+(random search, finite differences) costs one matmul per block. The value and gradient come
+from `objective.data_losses` and `objective.penalty`, the minibatch step's own definitions,
+summed block by block.
 """
 
 import jax
 import jax.numpy as jnp
 
-from hinge_jax import losses, model, regularizers
+from hinge_jax import model
 from hinge_jax.datasets.base import preprocess
+from hinge_jax.objective import data_losses, penalty
+from hinge_jax.tuning import fullbatch_block_rows
 
 Array = jax.Array
-
-
-def block_size(num_rows: int) -> int:
-  """Rows per block: on CPU the largest of 512, 256, 128 dividing `num_rows` (DeviceData pads
-  to 128s), a block that stays in cache; on an accelerator all rows at once (one big matmul,
-  the conversion fused into it, no loop).
-  """
-  if jax.default_backend() != 'cpu':
-    return num_rows
-  for size in (512, 256, 128):
-    if num_rows % size == 0:
-      return size
-  return num_rows
 
 
 def blocks(data, num_valid: int) -> tuple[tuple, Array]:
@@ -52,7 +42,7 @@ def blocks(data, num_valid: int) -> tuple[tuple, Array]:
   objective closes over nothing traced.
   """
   x_raw, y = data.x['train'], data.y['train']
-  size = block_size(x_raw.shape[0])
+  size = fullbatch_block_rows(x_raw.shape[0])
   y = jnp.where(jnp.arange(y.shape[0]) < num_valid, y, -1)
   return (x_raw.reshape(-1, size, x_raw.shape[-1]), data.mean, data.scale), y.reshape(-1, size)
 
@@ -70,8 +60,8 @@ def split_bf16(a: Array) -> tuple[Array, Array]:
 
   hi is rounded to bfloat16 by `reduce_precision`, not by a float32 → bfloat16 → float32
   round trip: XLA's GPU compiler, allowed excess precision by default, removes such a pair of
-  conversions, which turns a − hi into a − a = 0 and silently drops lo (seen in the program
-  compiled for an H200: products then only as exact as bfloat16, errors ≈ 4e-3).
+  conversions, which turns a − hi into a − a = 0 and silently drops lo (the products would
+  then be only as exact as bfloat16).
   """
   hi = jax.lax.reduce_precision(a, exponent_bits=8, mantissa_bits=7)  # bfloat16's, in float32
   return hi.astype(jnp.bfloat16), (a - hi).astype(jnp.bfloat16)
@@ -112,20 +102,14 @@ def _grad_w(ds, x, x_block, mean, scale):
     raw = times_split(x_block, split_bf16(ds.T), rhs=False)
     return (raw - ds.sum(axis=0)[:, None] * mean[None]) * scale
   # dSᵀ·X, (C, D) like W: XLA's CPU backend runs this orientation on its fast matmul path,
-  # while Xᵀ·dS, (D, C), goes to a generic one 6× slower.
+  # while Xᵀ·dS, (D, C), goes to a much slower generic one.
   return ds.T @ x
 
 
 def _block_loss(s, y, hp, *, spec):
-  valid = y >= 0
-  per = losses.get(spec.loss)(s, jnp.maximum(y, 0), margin=hp['margin'], squared=spec.squared)
-  return jnp.sum(jnp.where(valid, per, 0.0))
-
-
-def _penalty(params, hp, *, spec):
-  return hp['reg_strength'] * regularizers.penalty(
-      params, spec.reg, regularize_bias=spec.regularize_bias, bias_column=spec.bias_trick,
-      l1_ratio=hp['l1_ratio'])
+  """The data loss summed over a block's rows (padding rows, label −1, masked out)."""
+  per = data_losses(s, jnp.maximum(y, 0), hp, spec=spec)
+  return jnp.sum(jnp.where(y >= 0, per, 0.0))
 
 
 def _value(params, x, yb, hp, *, spec):
@@ -135,7 +119,7 @@ def _value(params, x, yb, hp, *, spec):
     _, s = _scores(params, block[0], mean, scale, spec=spec)
     return total + _block_loss(s, block[1], hp, spec=spec), None
   total, _ = jax.lax.scan(body, jnp.zeros((), params['W'].dtype), (xb, yb))
-  return total / spec.num_train + _penalty(params, hp, spec=spec)
+  return total / spec.num_train + penalty(params, hp, spec=spec)
 
 
 def _value_and_grad(params, x, yb, hp, *, spec):
@@ -156,9 +140,9 @@ def _value_and_grad(params, x, yb, hp, *, spec):
     grads = {'W': jnp.concatenate([gw, gb[:, None]], axis=1) / n}
   else:
     grads = {'W': gw / n, 'b': gb / n}
-  penalty, penalty_grads = jax.value_and_grad(_penalty)(params, hp, spec=spec)
-  grads = jax.tree.map(jnp.add, grads, penalty_grads)
-  return total / n + penalty, grads
+  reg_value, reg_grads = jax.value_and_grad(penalty)(params, hp, spec=spec)
+  grads = jax.tree.map(jnp.add, grads, reg_grads)
+  return total / n + reg_value, grads
 
 
 def make_objective(*, spec):

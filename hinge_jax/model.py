@@ -40,7 +40,7 @@ def scores(params: dict, x: Array, *, precision=None, feature_blocks: int = 1) -
       the D features, summed (the same math; float32 rounding may differ in the last bits).
       A speed setting: on the CPU, XLA runs independent products at the same time, one per
       core, while it runs a single product with few output columns (N×10) on about one
-      core. `train.forward_feature_blocks` decides when it pays.
+      core. `tuning.forward_feature_blocks` decides when it pays.
 
   Returns:
     `(..., C)` scores.

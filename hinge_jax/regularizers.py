@@ -50,7 +50,7 @@ def l2(arrays: list[Array], **unused) -> Array:
 def _abs(x: Array) -> Array:
   """|x| whose derivative is sign(x): 0 at 0, the subgradient the assignment's `np.sign(W)`
   takes (`jnp.abs` takes 1 there). A weight at exactly 0 then stays there under an L1 step
-  with a zero data gradient: the zero-padded features of `train.Tuning.feature_multiple` keep
+  with a zero data gradient: the zero-padded features of `tuning.Tuning.feature_multiple` keep
   their weights at 0."""
   return jnp.abs(x)
 

@@ -10,43 +10,34 @@ W. Written as W = c·V with a scalar c per member (Pegasos's trick), the same st
     c′ = (1 − 2·lr·λ)·c,   V ← V + α·dSᵀX,   α = −lr/c′,
 
 an accumulate that cuBLAS's GEMM does in place (β = 1): XLA's GEMM rewriter emits it where
-its Triton GEMMs are off (`GPU_OPTIONS`, which `train.Tuning.program_options` adds on a
-GPU).
-dW and the separate pass are gone: at 1,024 CIFAR members, 734 → 547 MB a step in the program
-compiled for an H200 (benchmarks/scaled_update.py). The scores are c·(V·Xᵀ). The penalty
-λ·c²·‖V‖² of each step's loss needs no pass over V: ‖V‖² is carried from step to step,
+its Triton GEMMs are off (`GPU_OPTIONS`, which `tuning.Tuning.program_options` adds on a
+GPU). dW and the separate pass are gone. The scores are c·(V·Xᵀ). The penalty λ·c²·‖V‖² of
+each step's loss needs no pass over V: ‖V‖² is carried from step to step,
 
     ‖V + αG‖² = ‖V‖² + 2α⟨V, G⟩ + α²‖G‖²,   G = dSᵀX,
     ⟨V, G⟩ = Σ dS ⊙ (V·Xᵀ)  (the forward product),   ‖G‖² = Σ_c dS_cᵀ (XXᵀ) dS_c,
 
-with XXᵀ the minibatch's 200 × 200 Gram matrix, and recomputed exactly whenever V is folded
-back into W: every `RENORM_EVERY` steps (V ← c·V, c ← 1) and at the chunk's end. A member
-whose |c| would fall below `C_FLOOR` within a block (V = W/c and ‖V‖² then grow towards
-float32's range: 2·lr·λ between 0.88 and 1.12, a decay that nearly zeroes W every step) gets
-NaN instead, and the deferred guard reruns the chunk with XLA's plain step, which is exact:
-a sweep with such members runs each chunk twice, slower than the plain step. Frozen members
-(diverged before the chunk) take no step: lr 0, so c stays 1.
+with XXᵀ the minibatch's Gram matrix, and recomputed exactly whenever V is folded back into
+W: every `RENORM_EVERY` steps (V ← c·V, c ← 1) and at the chunk's end. A member whose |c|
+would fall below `C_FLOOR` within a block (a decay that nearly zeroes W every step) gets NaN
+instead, and the deferred guard reruns the chunk with XLA's plain step, which is exact.
+Frozen members (diverged before the chunk) take no step: lr 0, so c stays 1.
 
-Measured on an H200 (benchmarks/gpu.py's `fused` section, one epoch, jax 0.11.2): 0.87× the
-XLA step's time at 2,048 members, 0.92× at 1,024 (16,338 model-epochs/s against 15,110),
-0.98× at 512, 0.99× at 256, but 1.4–2.2× for 1 to 64 members, where the cuBLAS GEMMs of
-small products (XLA's Triton GEMMs off for the whole program) and the Gram terms cost more
-than the pass they save. So `Tuning.scaled_decay=None` turns it on for a GPU from
-`train.SCALED_MIN_MEMBERS` (512) members a device. Where the step's time goes at 1,024
-(benchmarks/gpu_profile.py, GPU busy 237 µs a step against 261): the accumulating GEMM
-107 µs (XLA's backward GEMM and update pass took 69 + 99), the forward GEMM 67, the Gram
-products 21, the fold 5.
+It wins over XLA's step only for many members a device (the saved pass outweighs the Gram
+terms and cuBLAS's small GEMMs), so `Tuning` turns it on for a GPU from
+`tuning.SCALED_MIN_MEMBERS` members a device (figures: docs/performance.md).
 
 Scope (`applies`): strategy `sgd`, the plain `sgd` optimizer (any schedule), shared
 minibatches, the bias trick, regularizer none or L2 on all of W (`reg.regularize_bias`), no
-max-norm, the deferred guard; any loss (`jax.grad` of losses.py's). Elsewhere `train` runs
-its XLA step. The same model as the XLA step; sums group differently (float32 rounding).
+max-norm, the deferred guard; any loss (`jax.grad` of losses.py's). Elsewhere the XLA step
+runs. The same model as the XLA step; sums group differently (float32 rounding).
 """
 
 import jax
 import jax.numpy as jnp
 
-from hinge_jax import fused, losses
+from hinge_jax import losses, optim
+from hinge_jax.state import batch_indices, pad_features, unpad_features
 
 Array = jax.Array
 
@@ -68,15 +59,14 @@ def applies(spec, guard: str) -> bool:
 def chunk(state, start: Array, data, hp: dict, *, spec, length: int, feature_pad: int = 0,
           unroll: int = 1):
   """`length` steps of every member from step `start` as W = c·V: `(state, (length, K)
-  losses)`, as `train._scan_chunk` returns them. `feature_pad`: zero features after the
-  pixels (`train.Tuning.feature_multiple`). `unroll`: steps per loop iteration."""
-  from hinge_jax import train
+  losses)`, as `step.scan_chunk` returns them. `feature_pad`: zero features after the
+  pixels (`Tuning.feature_multiple`). `unroll`: steps per loop iteration."""
   if not applies(spec, 'deferred'):
     raise ValueError('scaled.chunk trains plain SGD with L2 on all of W (or none), shared '
-                     'minibatches and the bias trick; train.Tuning.scaled_mode says where')
+                     'minibatches and the bias trick; Tuning.scaled_mode says where')
   l2 = spec.reg == 'l2'
   pixels = spec.num_features - 1  # the bias trick's 1 is W's last feature
-  idx, lr = fused.chunk_draws(start, hp, spec=spec, length=length)
+  idx, lr = chunk_draws(start, hp, spec=spec, length=length)
   step_lr = jnp.where(state.diverged[None, :], 0.0, lr)  # frozen members take no step
   lam = hp['reg_strength'].astype(jnp.float32)
   decay = 1 - 2 * step_lr * lam[None, :] if l2 else jnp.ones_like(step_lr)
@@ -118,7 +108,7 @@ def chunk(state, start: Array, data, hp: dict, *, spec, length: int, feature_pad
         unroll, jax.tree.leaves(inputs)[0].shape[0])))
     return (fold(*carry[:2]) if l2 else carry), block_losses  # without L2, c stays 1
 
-  w = train.pad_features(state, spec, feature_pad).params['W'].astype(jnp.float32)
+  w = pad_features(state, spec, feature_pad).params['W'].astype(jnp.float32)
   carry = fold(w, jnp.ones((w.shape[0],), jnp.float32))
   inputs = (idx, step_lr, decay)
   blocks, tail = divmod(length, RENORM_EVERY)
@@ -133,5 +123,27 @@ def chunk(state, start: Array, data, hp: dict, *, spec, length: int, feature_pad
     parts.append(tail_losses)
   w = carry[0]
   padded = state.replace(params={**state.params, 'W': w})
-  w = train.unpad_features(padded, spec, feature_pad).params['W']
-  return fused.finish_chunk(state, w, lr, length), jnp.concatenate(parts, axis=0)
+  w = unpad_features(padded, spec, feature_pad).params['W']
+  return finish_chunk(state, w, lr, length), jnp.concatenate(parts, axis=0)
+
+
+def chunk_draws(start, hp: dict, *, spec, length: int):
+  """The chunk's shared minibatch indices `(length, B)` (`state.batch_indices`: the XLA step's
+  draws) and each member's scheduled learning rate `(length, K)`."""
+  steps = start + jnp.arange(length, dtype=jnp.int32)
+  idx = jax.vmap(lambda t: batch_indices(hp['seed'][0], t, spec=spec))(steps)
+  rate = lambda t: jax.vmap(lambda h: optim.learning_rate(
+      spec.schedule, t, h, num_steps=spec.num_steps, decay_steps=spec.decay_steps))(hp)
+  return idx.astype(jnp.int32), jax.vmap(rate)(steps).astype(jnp.float32)
+
+
+def finish_chunk(state, w: Array, lr: Array, length: int):
+  """The state after the chunk: W, and the sgd optimizer's state as `length` optax updates
+  leave it (its step count, the last step's injected learning rate); frozen members kept."""
+  training = ~state.diverged
+  opt = state.opt_state
+  opt = opt._replace(count=jnp.where(training, opt.count + length, opt.count),
+                     hyperparams={**opt.hyperparams, 'learning_rate': jnp.where(
+                         training, lr[-1], opt.hyperparams['learning_rate'])})
+  params = {**state.params, 'W': w.astype(state.params['W'].dtype)}
+  return state.replace(params=params, opt_state=opt)

@@ -1,4 +1,5 @@
-"""benchmarks/hlo_kernels.py: the kernels of a compiled program and the bytes they move."""
+"""benchmarks/hlo_kernels.py: the kernels of a compiled program and the bytes they move; and
+benchmarks/gpu_program.py's reading of `ptxas -v`."""
 
 import jax
 import jax.numpy as jnp
@@ -125,3 +126,25 @@ def test_a_loop_of_loops_counts_the_outer_loops_kernels_once_a_block():
       sum(k.bytes for k in inner) / 2 + sum(k.bytes for k in outer) / 4)
   flat = hlo_kernels.loop_summary(text, 2)  # without `block`, every loop kernel once a 2
   assert flat['kernels_per_step'] == pytest.approx((len(inner) + len(outer)) / 2)
+def test_ptxas_report_and_occupancy_arithmetic():
+  """What `gpu_program` reads from `ptxas -v`, and CUDA's occupancy rules for an sm_90 SM."""
+  from benchmarks import gpu_program
+  report = """ptxas info    : 0 bytes gmem
+ptxas info    : Compiling entry function 'hinge_jax_backward_update' for 'sm_90a'
+ptxas info    : Function properties for hinge_jax_backward_update
+    1368 bytes stack frame, 1400 bytes spill stores, 1404 bytes spill loads
+ptxas info    : Used 255 registers, used 1 barriers, 1368 bytes cumulative stack size
+ptxas info    : Compiling entry function 'hinge_jax_scores' for 'sm_90a'
+ptxas info    : Function properties for hinge_jax_scores
+    0 bytes stack frame, 0 bytes spill stores, 0 bytes spill loads
+ptxas info    : Used 127 registers, used 1 barriers"""
+  assert gpu_program.parse_ptxas(report) == {'hinge_jax_backward_update': (255, 2804),
+                                             'hinge_jax_scores': (127, 0)}
+  per_sm = gpu_program.programs_per_sm
+  assert per_sm(127, 128, 29696) == 4  # 128 registers × 128 threads: 4 of 65,536
+  assert per_sm(251, 256, 0) == 1  # 256 × 256 registers
+  assert per_sm(128, 512, 0) == 1 and per_sm(92, 512, 0) == 1  # 96 × 512 × 2 > 65,536
+  assert per_sm(32, 128, 100_000) == 2  # shared memory: 2 × (100,000 + 1,024) ≤ 233,472
+  assert per_sm(16, 32, 0) == 32  # at most 32 programs
+  k = gpu_program.PallasKernel('k', (80, 25), 256, 0, 251, 0, 1)
+  assert k.waves == pytest.approx(2000 / 132)

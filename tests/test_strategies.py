@@ -2,14 +2,15 @@
 
 import importlib
 import json
+import logging
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from hinge_jax import config_lib, datasets, strategies
-from hinge_jax.errors import ConfigError
+from hinge_jax import config_lib, datasets, experiment, strategies
+from hinge_jax.errors import ConfigError, UserError
 from hinge_jax.train import Spec, Trainer, check_fits
 from helpers import array_dataset, default_config, run_main
 
@@ -125,32 +126,44 @@ def _one_line_error(proc, *needles):
     assert needle in lines[0], lines[0]
 
 
-@pytest.mark.parametrize('args,needles', [
-    (['--config.strategy=hill_climbing'], ("strategy='hill_climbing'", 'random_search',
-                                           'numerical_gradient', 'gradient_descent')),
-    (['--config.search.scale=0'], ('search.scale=0', '> 0')),
-    (['--config.numerical.h=-1e-5'], ('numerical.h=-1e-05', '> 0')),
-    (['--config=configs/digits_numerical_gradient.py',
-      '--config.numerical.max_evals_per_step=100'], ('numerical_gradient', '1300', '100')),
-])
-def test_bad_strategy_input_is_one_line(tmp_path, args, needles):
-  proc = run_main(f'--workdir={tmp_path}', *args)
-  _one_line_error(proc, *needles)
+def test_a_bad_strategy_on_the_command_line_is_one_line(tmp_path):
+  """The process boundary (exit code 2, one `error:` line, no traceback) for one bad input;
+  the others below are the same error raised in-process."""
+  proc = run_main(f'--workdir={tmp_path}', '--config.strategy=hill_climbing')
+  _one_line_error(proc, "strategy='hill_climbing'", 'random_search', 'numerical_gradient',
+                  'gradient_descent')
   assert not (tmp_path / 'results.json').exists()
 
 
-def test_a_rung_writes_the_same_results_files(tmp_path):
-  proc = run_main('--config=configs/digits_random_search.py', f'--workdir={tmp_path}',
-                  '--config.num_steps=2', '--config.eval_every_steps=2',
-                  '--config.sanity.overfit_steps=5',
-                  '--config.optimizer.name=adam')
-  assert proc.returncode == 0, proc.stderr
-  assert "optimizer.name='adam'" in proc.stderr  # the warning, once
-  assert proc.stderr.count('follows no gradient') == 1
+@pytest.mark.parametrize('config,needles', [
+    (lambda: default_config(**{'strategy': 'hill_climbing'}),
+     ("strategy='hill_climbing'", 'random_search', 'numerical_gradient', 'gradient_descent')),
+    (lambda: default_config(**{'search.scale': 0.0}), ('search.scale=0', '> 0')),
+    (lambda: default_config(**{'numerical.h': -1e-5}), ('numerical.h=-1e-05', '> 0')),
+    (lambda: rung('numerical_gradient', **{'numerical.max_evals_per_step': 100}),
+     ('numerical_gradient', '1300', '100')),
+])
+def test_bad_strategy_input_is_one_line(tmp_path, config, needles):
+  with pytest.raises(UserError) as info:
+    experiment.train_and_evaluate(config(), str(tmp_path))
+  assert '\n' not in str(info.value)
+  for needle in needles:
+    assert needle in str(info.value), str(info.value)
+  assert not (tmp_path / 'results.json').exists()
+
+
+def test_a_rung_writes_the_same_results_files(tmp_path, caplog):
+  config = rung('random_search', num_steps=2, eval_every_steps=2,
+                **{'sanity.overfit_steps': 5, 'optimizer.name': 'adam'})
+  with caplog.at_level(logging.WARNING):
+    results = experiment.train_and_evaluate(config, str(tmp_path), log=lambda line: None)
+  warnings = [r.getMessage() for r in caplog.records if 'follows no gradient' in r.getMessage()]
+  assert len(warnings) == 1 and "optimizer.name='adam'" in warnings[0]  # the warning, once
   for name in ('config.json', 'metrics.jsonl', 'results.json', 'params.npz', 'sanity.json'):
     assert (tmp_path / name).exists(), name
-  results = json.loads((tmp_path / 'results.json').read_text())
-  assert results['config']['strategy'] == 'random_search' and results['steps'] == 2
+  written = json.loads((tmp_path / 'results.json').read_text())
+  assert written['config']['strategy'] == 'random_search' and written['steps'] == 2
+  assert results['steps'] == 2
 
 
 @pytest.mark.parametrize('name', ['digits_random_search', 'digits_random_local_search',

@@ -15,11 +15,6 @@ from hinge_jax.train import (ACCELERATOR_FEATURE_MULTIPLE, Spec, Trainer, Tuning
 from helpers import array_dataset, default_config
 
 
-@pytest.fixture(scope='module')
-def digits():
-  return datasets.load(default_config().dataset)
-
-
 @pytest.mark.parametrize('loss', ['multiclass_svm', 'softmax_cross_entropy', 'one_vs_all'])
 def test_initial_loss_matches_the_lecture(digits, loss):
   config = default_config(**{'loss.name': loss, 'reg.strength': 0.0})
@@ -126,9 +121,10 @@ def test_a_member_of_many_equals_its_single_run(digits):
              for lr, r, s in zip(lrs, regs, seeds)]
   many = Trainer.create(configs[0], digits, configs)
   state = many.fit(many.init())
-  for k, config in enumerate(configs):
-    one = Trainer.create(config, digits, [config])
-    single = one.fit(one.init())
+  first = Trainer.create(configs[0], digits, configs[:1])
+  for k, config in enumerate(configs):  # the same program, each member's hyperparameters
+    one = first.with_hyper(config_lib.hyper_arrays([config]))
+    single, _ = one.run_chunk(one.init(), 0, 60)  # one chunk: the same steps as fit's two
     np.testing.assert_allclose(np.asarray(state.params['W'][k]),
                                np.asarray(single.params['W'][0]), rtol=1e-6, atol=1e-7)
 
@@ -145,14 +141,14 @@ def test_divergence_freezes_only_that_member(digits):
   assert step[0] == -1 and 0 <= step[1] < 40
   assert np.all(np.isfinite(np.asarray(state.params['W'][1])))  # frozen at its last finite value
   one = Trainer.create(configs[0], digits, [configs[0]])
-  single = one.fit(one.init())
+  single, _ = one.run_chunk(one.init(), 0, 40)
   np.testing.assert_allclose(np.asarray(state.params['W'][0]), np.asarray(single.params['W'][0]),
                              rtol=1e-6, atol=1e-7)
 
 
 def test_the_divergence_guard_flags_exactly_the_members_with_a_non_finite_value():
   """isfinite(Σ 0·x) per member against NumPy's all(isfinite): huge finite values pass."""
-  from hinge_jax.train import _all_finite
+  from hinge_jax.step import all_finite
   rng = np.random.default_rng(0)
   w = rng.normal(size=(6, 3, 5)).astype(np.float32)
   w[1, 2, 4] = np.inf
@@ -163,7 +159,7 @@ def test_the_divergence_guard_flags_exactly_the_members_with_a_non_finite_value(
   b[5, 2] = np.nan  # a non-finite value in another leaf
   tree = {'W': jnp.asarray(w), 'b': jnp.asarray(b), 'count': jnp.zeros(6, jnp.int32)}
   want = np.isfinite(w).all(axis=(1, 2)) & np.isfinite(b).all(axis=1)
-  np.testing.assert_array_equal(np.asarray(jax.jit(_all_finite)(tree)), want)
+  np.testing.assert_array_equal(np.asarray(jax.jit(all_finite)(tree)), want)
   np.testing.assert_array_equal(want, [True, False, False, False, True, False])
 
 
@@ -229,7 +225,7 @@ def test_the_forward_product_is_split_only_for_a_single_large_cpu_sgd_step():
 def test_a_split_forward_trains_like_the_single_product(monkeypatch):
   """A run whose step splits its forward product (D >= 2048, batch >= 100, one member) takes
   the same steps as the same run with one product, to float32 rounding."""
-  from hinge_jax import train
+  from hinge_jax import step, train
   rng = np.random.default_rng(0)
   x = rng.integers(0, 256, size=(400, 2100), dtype=np.uint8)
   y = rng.integers(0, 10, size=400)
@@ -238,10 +234,10 @@ def test_a_split_forward_trains_like_the_single_product(monkeypatch):
                              'optimizer.learning_rate': 0.05})
   split = Trainer.create(config, data, [config])
   assert train.forward_feature_blocks(split.spec, 1) == 2
-  w_split = np.asarray(split.fit(split.init()).params['W'][0])
-  monkeypatch.setattr(train, 'forward_feature_blocks', lambda spec, k: 1)
-  one = Trainer.create(config, data, [config])
-  w_one = np.asarray(one.fit(one.init()).params['W'][0])
+  w_split = np.asarray(split.run_chunk(split.init(), 0, 30)[0].params['W'][0])
+  monkeypatch.setattr(step, 'forward_feature_blocks', lambda spec, k: 1)
+  one = split.with_tuning(Tuning(scan_unroll=1))  # a program traced anew (another key)
+  w_one = np.asarray(one.run_chunk(one.init(), 0, 30)[0].params['W'][0])
   assert np.abs(w_one - w_split).max() < 1e-5 * np.abs(w_one).max()
   assert not np.array_equal(w_one, np.asarray(one.init().params['W'][0]))  # it trained
 
@@ -321,19 +317,26 @@ def _fit_state(trainer):
   return jax.tree.map(np.asarray, trainer.fit(trainer.init()))
 
 
-@pytest.mark.parametrize('tuning', [dict(scan_unroll=3), dict(scan_unroll=64),
-                                    dict(guard='select'), dict(guard='deferred'),
-                                    dict(compiler_options={'xla_cpu_enable_fast_math': False})])
-def test_tuning_changes_the_program_not_the_numbers(digits, tuning):
-  """Unrolling, the guard's form and per-program XLA options give the default run's state,
-  including a member frozen by the guard (lr 1e38 diverges) and its divergence step."""
+@pytest.fixture(scope='module')
+def default_run(digits):
+  """A two-member run (lr 1e38 diverges) under the default tuning, and its final state."""
   configs = [default_config(**{'optimizer.learning_rate': lr, 'optimizer.name': 'sgd',
                                'loss.name': 'softmax_cross_entropy', 'reg.strength': 1e-3,
                                'num_steps': 40, 'eval_every_steps': 20})
              for lr in (0.05, 1e38)]
   default = Trainer.create(configs[0], digits, configs)
-  tuned = Trainer.create(configs[0], digits, configs, tuning=Tuning(**tuning))
-  want, got = _fit_state(default), _fit_state(tuned)
+  return default, _fit_state(default)
+
+
+@pytest.mark.parametrize('tuning', [dict(scan_unroll=3), dict(scan_unroll=64),
+                                    dict(guard='select'), dict(guard='deferred'),
+                                    dict(compiler_options={'xla_cpu_enable_fast_math': False})])
+def test_tuning_changes_the_program_not_the_numbers(default_run, tuning):
+  """Unrolling, the guard's form and per-program XLA options give the default run's state,
+  including a member frozen by the guard (lr 1e38 diverges) and its divergence step."""
+  default, want = default_run
+  tuned = default.with_tuning(Tuning(**tuning))
+  got = _fit_state(tuned)
   assert got.diverged.tolist() == want.diverged.tolist() == [False, True]
   assert got.diverged_step.tolist() == want.diverged_step.tolist()
   np.testing.assert_array_equal(got.params['W'], want.params['W'])  # bitwise (measured on CPU)
@@ -359,7 +362,7 @@ def test_a_deferred_guard_reruns_exactly_the_chunks_where_a_member_diverges(digi
                                'reg.max_norm': max_norm, 'loss.name': 'softmax_cross_entropy',
                                'num_steps': 60, 'eval_every_steps': 10}) for lr in lrs]
   select = Trainer.create(configs[0], digits, configs, tuning=Tuning(guard='select'))
-  deferred = Trainer.create(configs[0], digits, configs, tuning=Tuning(guard='deferred'))
+  deferred = select.with_tuning(Tuning(guard='deferred'))
   a, b = select.init(), deferred.init()
   diverging_chunks = 0
   for start in range(0, 60, 10):
@@ -384,6 +387,8 @@ def test_bad_tuning_is_refused_in_one_line(digits):
     with pytest.raises(ValueError, match=words):
       Tuning(**kwargs)
   config = default_config(**{'num_steps': 5, 'eval_every_steps': 5})
+  with pytest.raises(ValueError, match='with_tuning keeps the stored data'):
+    Trainer.create(config, digits, [config]).with_tuning(Tuning(fullbatch_bf16=True))
   for options, words in (({'xla_no_such_option': 1}, 'xla_no_such_option'),
                          ({'xla_gpu_enable_command_buffer': 'NOPE'}, 'NOPE')):
     trainer = Trainer.create(config, digits, [config], tuning=Tuning(compiler_options=options))
@@ -515,28 +520,38 @@ def test_bf16_full_batch_refuses_data_that_bf16_would_round():
     ('sgd', 'l2', True, 0.0), ('momentum', 'l1', True, 0.0), ('nesterov', 'elastic_net', False, 0.0),
     ('adagrad', 'l1', False, 0.0), ('rmsprop', 'l2', True, 0.5), ('adam', 'l1', True, 0.5),
     ('adamw', 'elastic_net', True, 0.0)])
-def test_padded_features_train_the_same_model(optimizer, reg, bias_trick, max_norm):
+def test_padded_features_train_the_same_model(digits, optimizer, reg, bias_trick, max_norm):
   """`Tuning.feature_multiple` pads the features with zeros (and W to match) inside each
   chunk: every optimizer it applies to and every regularizer (L1's subgradient at the padded
-  zeros included) give the unpadded run's weights, optimizer state, losses and divergence."""
-  data = datasets.load(default_config(**{'dataset.bias_trick': bias_trick}).dataset)
+  zeros included) give the unpadded run's weights, optimizer state, losses and divergence.
+  Three chunks of 10 steps, under the per-step guard (sgd: the default deferred one)."""
+  data = digits if bias_trick == digits.bias_trick else datasets.load(
+      default_config(**{'dataset.bias_trick': bias_trick}).dataset)
   configs = [default_config(**{'optimizer.name': optimizer, 'optimizer.learning_rate': lr,
                                'reg.name': reg, 'reg.strength': 1e-2, 'reg.max_norm': max_norm,
                                'dataset.bias_trick': bias_trick, 'optimizer.weight_decay': 1e-2,
                                'num_steps': 30, 'eval_every_steps': 10})
              for lr in (0.01, 1e38)]
-  plain = Trainer.create(configs[0], data, configs, tuning=Tuning(feature_multiple=1))
-  padded = Trainer.create(configs[0], data, configs, tuning=Tuning(feature_multiple=48))
+  guard = None if optimizer == 'sgd' else 'select'
+  plain = Trainer.create(configs[0], data, configs,
+                         tuning=Tuning(feature_multiple=1, guard=guard))
+  padded = plain.with_tuning(Tuning(feature_multiple=48, guard=guard))
   d = data.num_features
   assert plain.tuning.feature_pad(plain.spec) == 0
   assert padded.tuning.feature_pad(padded.spec) == -d % 48 > 0
-  want, got = _fit_state(plain), _fit_state(padded)
+
+  def chunks(trainer):
+    state, all_losses = trainer.init(), []
+    for start in (0, 10, 20):
+      state, chunk_losses = trainer.run_chunk(state, start, 10)
+      all_losses.append(np.asarray(chunk_losses))
+    return jax.tree.map(np.asarray, state), np.concatenate(all_losses)
+  (want, want_losses), (got, got_losses) = chunks(plain), chunks(padded)
   assert jax.tree.map(np.shape, got) == jax.tree.map(np.shape, want)  # cut back on exit
-  assert got.diverged.tolist() == want.diverged.tolist()
+  assert got.diverged.tolist() == want.diverged.tolist() == [False, True]
   assert got.diverged_step.tolist() == want.diverged_step.tolist()
   jax.tree.map(lambda g, w: np.testing.assert_allclose(g, w, rtol=2e-5, atol=1e-7), got, want)
-  chunk = lambda t: t.run_chunk(t.init(), 0, 10)[1]
-  np.testing.assert_allclose(np.asarray(chunk(padded)), np.asarray(chunk(plain)), rtol=1e-5)
+  np.testing.assert_allclose(got_losses[:, 0], want_losses[:, 0], rtol=1e-5)
   text = padded.compiled_chunk(padded.init(), 10).as_text()
   assert f'f32[2,10,{d + (-d % 48)}]' in text  # the members' W trains padded
 

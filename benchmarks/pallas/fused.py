@@ -1,4 +1,11 @@
-"""Minibatch SGD with hand-written kernels (Pallas, Triton on a GPU): `train.Tuning.pallas`.
+"""Minibatch SGD with hand-written kernels (Pallas, Triton on a GPU): `PallasTuning.pallas`.
+
+A study kept beside its benchmark records, outside the package: on the H200 it was timed on,
+neither mode beat XLA's step at any member count (benchmarks/reference/gpu_h200_fused*.json,
+docs/performance.md). `benchmarks/pallas/trainer.py` plugs it into `hinge_jax.train.Trainer`;
+its tests run in Pallas's interpreter on the CPU, out of the default run:
+
+    python -m pytest benchmarks/pallas
 
 XLA compiles one minibatch SGD step of a CIFAR-sized model into about 11 kernels (the gather
 and conversion of the batch, a split-K forward product and its reduction, the loss and its
@@ -23,7 +30,7 @@ Mode 'step' (`step_chunk`), for one or a few members: a step is two kernels.
 The chunk runs as a `fori_loop` whose body is these calls; indices, labels and learning
 rates for the whole chunk are computed before it. Inside, W is padded to `C_pad` classes
 (zero rows, masked out of the loss) and `D_pad` features (zero columns after the pixels, the
-bias trick's 1 last, as `train.Tuning.feature_multiple` lays them out).
+bias trick's 1 last, as `Tuning.feature_multiple` lays them out).
 
 Mode 'update' (`update_chunk`), for many members: XLA computes the features, the forward
 product and the loss's gradient (any loss); one kernel, tile by tile of W (members ×
@@ -55,7 +62,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from hinge_jax import errors, optim
+from hinge_jax import errors, losses, model
+from hinge_jax.scaled import chunk_draws, finish_chunk
+from hinge_jax.state import pad_features, unpad_features
 
 Array = jax.Array
 
@@ -66,13 +75,13 @@ MAX_SPLITS = 8  # the forward product's feature splits (programs per row block)
 LOSSES = ('multiclass_svm', 'softmax_cross_entropy')
 REGULARIZERS = ('none', 'l2', 'l1', 'elastic_net')
 MODES = ('step', 'update')  # see the module's docstring
-# Triton's warps per program where `train.Tuning.pallas_warps` is None. From `ptxas -v` on
+# Triton's warps per program where `PallasTuning.pallas_warps` is None. From `ptxas -v` on
 # the kernels compiled for an H100/H200 (sm_90a; benchmarks/gpu_program.py --tuning=...):
 # 'step' at 4 warps uses 127-128 registers a thread, no spills (1 warp spills); 'update's
 # 128 × 128 tile at 4 warps needs 255 registers and spills 1.4 KB a thread (its accumulator
 # and W's tile are both 64 KB), at 8 warps 251 registers and no spills.
 WARPS = {'step': 4, 'update': 8}
-WARP_CHOICES = (1, 2, 4, 8, 16)  # what `train.Tuning.pallas_warps` takes
+WARP_CHOICES = (1, 2, 4, 8, 16)  # what `PallasTuning.pallas_warps` takes
 
 
 def applies(spec, guard: str, mode: str = 'step') -> bool:
@@ -226,18 +235,16 @@ def _update_kernel(t_ref, u_ref, idx_ref, y_ref, x_ref, mean_ref, bias_ref, scal
 
 
 def _padded_w(state, spec, d_pad: int, c_pad: int) -> Array:
-  """W `(K, C_pad, D_pad)` in float32: `train.pad_features`'s layout (zero features after the
+  """W `(K, C_pad, D_pad)` in float32: `state.pad_features`'s layout (zero features after the
   pixels, the bias trick's column last), zero classes below."""
-  from hinge_jax import train
-  w = train.pad_features(state, spec, d_pad - spec.num_features).params['W']
+  w = pad_features(state, spec, d_pad - spec.num_features).params['W']
   return jnp.pad(w.astype(jnp.float32), ((0, 0), (0, c_pad - spec.num_classes), (0, 0)))
 
 
 def _unpadded_w(state, w: Array, spec) -> Array:
-  """`_padded_w` undone (`train.unpad_features`): W `(K, C, D)`."""
-  from hinge_jax import train
+  """`_padded_w` undone (`state.unpad_features`): W `(K, C, D)`."""
   padded = state.replace(params={**state.params, 'W': w[:, :spec.num_classes]})
-  return train.unpad_features(padded, spec, w.shape[-1] - spec.num_features).params['W']
+  return unpad_features(padded, spec, w.shape[-1] - spec.num_features).params['W']
 
 
 def step_chunk(state, start: Array, data, hp: dict, *, spec, length: int,
@@ -245,7 +252,7 @@ def step_chunk(state, start: Array, data, hp: dict, *, spec, length: int,
                num_warps: int = WARPS['step'], batch_rows: int = ROWS):
   """`length` plain-SGD steps of every member from step `start`, two kernels a step (the
   deferred guard: members diverged before stay frozen): `(state, (length, K) losses)`, as
-  `train._scan_chunk` returns them. `unroll`: steps per loop iteration. `interpret`: run
+  `step.scan_chunk` returns them. `unroll`: steps per loop iteration. `interpret`: run
   Pallas's interpreter (None: on the CPU). `num_warps`: Triton's warps per program.
   `batch_rows`: the minibatch rows an iteration of the update kernel's loop takes, one of
   `BATCH_ROWS` (the scores kernel takes ROWS a program)."""
@@ -302,29 +309,6 @@ def step_chunk(state, start: Array, data, hp: dict, *, spec, length: int,
   w, stats = steps_from(np.array([loops * unroll], np.int32), tail, carry)
   losses = stats[..., -1] + hp['reg_strength'][None, :] * jnp.sum(stats[..., :-1], axis=-1)
   return finish_chunk(state, _unpadded_w(state, w, spec), lr, length), losses
-
-
-def chunk_draws(start, hp: dict, *, spec, length: int):
-  """The chunk's shared minibatch indices `(length, B)` (train.batch_indices: the XLA step's
-  draws) and each member's scheduled learning rate `(length, K)`."""
-  from hinge_jax import train
-  steps = start + jnp.arange(length, dtype=jnp.int32)
-  idx = jax.vmap(lambda t: train.batch_indices(hp['seed'][0], t, spec=spec))(steps)
-  rate = lambda t: jax.vmap(lambda h: optim.learning_rate(
-      spec.schedule, t, h, num_steps=spec.num_steps, decay_steps=spec.decay_steps))(hp)
-  return idx.astype(jnp.int32), jax.vmap(rate)(steps).astype(jnp.float32)
-
-
-def finish_chunk(state, w: Array, lr: Array, length: int):
-  """The state after the chunk: W, and the sgd optimizer's state as `length` optax updates
-  leave it (its step count, the last step's injected learning rate); frozen members kept."""
-  training = ~state.diverged
-  opt = state.opt_state
-  opt = opt._replace(count=jnp.where(training, opt.count + length, opt.count),
-                     hyperparams={**opt.hyperparams, 'learning_rate': jnp.where(
-                         training, lr[-1], opt.hyperparams['learning_rate'])})
-  params = {**state.params, 'W': w.astype(state.params['W'].dtype)}
-  return state.replace(params=params, opt_state=opt)
 
 
 WIDE_ROWS = 128  # rows of W (members × classes) an update program writes (the default)
@@ -385,7 +369,6 @@ def update_chunk(state, start: Array, data, hp: dict, *, spec, length: int, unro
   features). `batch_rows`: the minibatch rows an iteration of its product takes, one of
   `BATCH_ROWS`."""
   from jax.experimental import pallas as pl
-  from hinge_jax import losses, model
 
   k, c, d = state.params['W'].shape
   d_pad = -(-d // COLS) * COLS

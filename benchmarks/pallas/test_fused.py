@@ -1,13 +1,18 @@
 """fused.py: plain minibatch SGD with Pallas kernels (on the CPU, in Pallas's interpreter):
 two kernels a step ('step') and XLA's forward with a backward-and-update kernel ('update'),
-against the XLA step of train.py and against `jax.grad` of losses.py."""
+against the package's XLA step and against `jax.grad` of losses.py.
+
+Out of the default test run (slow: the interpreter); run them with
+`python -m pytest benchmarks/pallas`."""
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from hinge_jax import fused, losses, sweep
+from benchmarks.pallas import fused
+from benchmarks.pallas.trainer import PallasTrainer, PallasTuning
+from hinge_jax import losses, sweep
 from hinge_jax.train import Trainer, Tuning
 
 from helpers import array_dataset, default_config
@@ -30,7 +35,8 @@ def _configs(lrs=(0.05,), **fields):
 
 def _trainers(data, configs, mode='step', **tuning):
   xla = Trainer.create(configs[0], data, configs, tuning=Tuning(guard='deferred'))
-  pallas = Trainer.create(configs[0], data, configs, tuning=Tuning(pallas=mode, **tuning))
+  pallas = PallasTrainer.create(configs[0], data, configs,
+                                tuning=PallasTuning(pallas=mode, **tuning))
   return xla, pallas
 
 
@@ -92,7 +98,7 @@ def test_pallas_chunks_train_the_xla_steps_model(mode, fields, diverges):
   data = _data()
   xla, pallas = _trainers(data, _configs((0.05, 1e38 if diverges else 0.5), **fields), mode)
   assert pallas.tuning.pallas_mode(pallas.spec, 'deferred') == mode
-  assert xla.tuning.pallas_mode(xla.spec, 'deferred') is None
+  assert type(xla) is Trainer  # the package's step
   rows, states = {}, {}
   for name, trainer in (('xla', xla), ('pallas', pallas)):
     rows[name] = []
@@ -145,7 +151,7 @@ def test_the_same_seed_gives_the_same_bits(mode):
     ('update', {}, 'own seeds'),  # members drawing their own minibatches
 ])
 def test_pallas_applies_only_where_it_computes_the_same_step(mode, fields, members):
-  """Elsewhere `Tuning(pallas=...)` leaves the XLA step (bitwise the same run)."""
+  """Elsewhere `PallasTuning(pallas=...)` leaves the XLA step (bitwise the same run)."""
   bias_trick = fields.get('dataset.bias_trick', True)
   data = _data() if bias_trick else array_dataset(*_raw(), 7, scale=1 / 255)
   configs = _configs(**fields)
@@ -161,17 +167,17 @@ def test_pallas_needs_the_deferred_guard_and_a_known_mode():
   spec = _trainers(_data(), _configs())[1].spec
   assert fused.applies(spec, 'deferred', 'step') and fused.applies(spec, 'deferred', 'update')
   assert not fused.applies(spec, 'select') and not fused.applies(spec, 'cond', 'update')
-  assert Tuning().pallas_mode(spec, 'deferred') is None  # off unless asked for
+  assert PallasTuning().pallas_mode(spec, 'deferred') is None  # off unless asked for
   with pytest.raises(ValueError, match="pallas='fast'"):
-    Tuning(pallas='fast')
+    PallasTuning(pallas='fast')
   for warps in (3, True):
     with pytest.raises(ValueError, match=f'pallas_warps={warps}'):
-      Tuning(pallas='step', pallas_warps=warps)
+      PallasTuning(pallas='step', pallas_warps=warps)
   for rows in (48, True):
     with pytest.raises(ValueError, match=f'pallas_tile_rows={rows}'):
-      Tuning(pallas='update', pallas_tile_rows=rows)
+      PallasTuning(pallas='update', pallas_tile_rows=rows)
     with pytest.raises(ValueError, match=f'pallas_batch_rows={rows}'):
-      Tuning(pallas='step', pallas_batch_rows=rows)
+      PallasTuning(pallas='step', pallas_batch_rows=rows)
   with pytest.raises(ValueError, match="unknown Pallas mode 'fast'"):
     fused.applies(spec, 'deferred', 'fast')
 
@@ -190,7 +196,7 @@ def test_program_compiled_for_an_h200_runs_the_pallas_kernels(mode):
   from benchmarks import gpu_program, hlo_kernels
   try:
     program = gpu_program.compile_for_card('h200', _data(), k=4, steps=8,
-                                           tuning=Tuning(pallas=mode))
+                                           tuning=PallasTuning(pallas=mode))
     text, unroll = program.text, program.unroll
   except RuntimeError as e:
     pytest.skip(str(e))
@@ -215,7 +221,7 @@ def test_default_pallas_kernels_spill_no_register_on_an_h200(mode, members):
                        rng.integers(0, 10, 256), 10, scale=1 / 255, bias_trick=True)
   try:
     kernels = gpu_program.compile_for_card('h200', data, k=members, steps=4,
-                                           tuning=Tuning(pallas=mode), ptxas=True).kernels
+                                           tuning=PallasTuning(pallas=mode), ptxas=True).kernels
   except RuntimeError as e:
     pytest.skip(str(e))
   assert sorted(k.name for k in kernels) == (
@@ -226,30 +232,6 @@ def test_default_pallas_kernels_spill_no_register_on_an_h200(mode, members):
     assert k.threads == 32 * fused.WARPS[mode], k
 
 
-def test_ptxas_report_and_occupancy_arithmetic():
-  """What `gpu_program` reads from `ptxas -v`, and CUDA's occupancy rules for an sm_90 SM."""
-  from benchmarks import gpu_program
-  report = """ptxas info    : 0 bytes gmem
-ptxas info    : Compiling entry function 'hinge_jax_backward_update' for 'sm_90a'
-ptxas info    : Function properties for hinge_jax_backward_update
-    1368 bytes stack frame, 1400 bytes spill stores, 1404 bytes spill loads
-ptxas info    : Used 255 registers, used 1 barriers, 1368 bytes cumulative stack size
-ptxas info    : Compiling entry function 'hinge_jax_scores' for 'sm_90a'
-ptxas info    : Function properties for hinge_jax_scores
-    0 bytes stack frame, 0 bytes spill stores, 0 bytes spill loads
-ptxas info    : Used 127 registers, used 1 barriers"""
-  assert gpu_program.parse_ptxas(report) == {'hinge_jax_backward_update': (255, 2804),
-                                             'hinge_jax_scores': (127, 0)}
-  per_sm = gpu_program.programs_per_sm
-  assert per_sm(127, 128, 29696) == 4  # 128 registers × 128 threads: 4 of 65,536
-  assert per_sm(251, 256, 0) == 1  # 256 × 256 registers
-  assert per_sm(128, 512, 0) == 1 and per_sm(92, 512, 0) == 1  # 96 × 512 × 2 > 65,536
-  assert per_sm(32, 128, 100_000) == 2  # shared memory: 2 × (100,000 + 1,024) ≤ 233,472
-  assert per_sm(16, 32, 0) == 32  # at most 32 programs
-  k = gpu_program.PallasKernel('k', (80, 25), 256, 0, 251, 0, 1)
-  assert k.waves == pytest.approx(2000 / 132)
-
-
 def _raw(n=400, d=300, classes=7):
   rng = np.random.default_rng(0)
   return rng.integers(0, 256, (n, d)).astype(np.uint8), rng.integers(0, classes, n)
@@ -258,7 +240,7 @@ def _raw(n=400, d=300, classes=7):
 
 def test_a_jax_without_pallas_triton_gets_one_line_naming_the_fix(monkeypatch):
   """Pallas's Triton backend is deprecated from JAX 0.11: where it is gone, compiling the
-  kernels for a GPU stops with a one-line error naming `Tuning(pallas=None)`, not an
+  kernels for a GPU stops with a one-line error naming `PallasTuning(pallas=None)`, not an
   ImportError from inside the lowering."""
   import sys
   from hinge_jax import errors

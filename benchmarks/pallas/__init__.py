@@ -1,0 +1,1 @@
+"""The Pallas kernels study (`fused.py`), outside the package; tests: `python -m pytest benchmarks/pallas`."""
