@@ -92,7 +92,7 @@ def _scores(params, x_block, mean, scale, *, spec):
     raw = times_split(x_block, split_bf16(w.T), rhs=True)
     offset = jnp.matmul(w, mean, precision='highest')  # μ Wᵀ, (C,)
     return None, (raw - offset[None]) * scale + b[None]
-  x = preprocess(x_block, mean, scale, bias_trick=False)
+  x = preprocess(x_block, mean, scale, bias_trick=False, dtype=w.dtype)  # features as W
   return x, model.scores({'W': w, 'b': b}, x)
 
 

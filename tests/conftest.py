@@ -24,6 +24,7 @@ sys.path.insert(0, REPO)
 from hinge_jax import compile_cache  # noqa: E402
 
 jax.config.update('jax_numpy_rank_promotion', 'raise')
+jax.config.update('jax_numpy_dtype_promotion', 'strict')
 
 
 @pytest.fixture
