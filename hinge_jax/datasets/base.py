@@ -2,8 +2,9 @@
 
 A loader returns raw splits: features as stored (uint8 pixels stay uint8, a quarter of the
 bytes of float32), integer labels, and what is known of the images' shape. `finalize` then
-checks the arrays, computes the training mean, and records the preprocessing that the jitted
-step applies on the device: x ↦ (x − mean)·scale, then the constant-1 bias feature.
+checks the arrays (`validate`: every loader's output, before anything is compiled), computes
+the training mean, and records the preprocessing that the jitted step applies on the device:
+x ↦ (x − mean)·scale, then the constant-1 bias feature.
 """
 
 import dataclasses
@@ -13,6 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from hinge_jax.datasets import validate
 from hinge_jax.errors import DataError
 
 SPLITS = ('train', 'val', 'test')
@@ -75,11 +77,13 @@ def preprocess(x: jax.Array, mean: jax.Array, scale, *, bias_trick: bool,
 
 
 def split_by_fractions(x: np.ndarray, y: np.ndarray, *, val_fraction: float,
-                       test_fraction: float, seed: int) -> tuple[dict, dict]:
-  """A seeded permutation of (x, y) cut into train/val/test."""
+                       test_fraction: float, seed: int,
+                       dataset_name: str = 'data') -> tuple[dict, dict]:
+  """A seeded permutation of (x, y) cut into train/val/test; (x, y) checked first (`validate`)."""
   for name, f in (('dataset.val_fraction', val_fraction), ('dataset.test_fraction', test_fraction)):
     if not 0 <= f < 1:
       raise DataError(f'{name}={f} must be in [0, 1)')
+  validate.pair(dataset_name, 'train', x, y)
   n = len(y)
   order = np.random.default_rng(seed).permutation(n)
   n_val, n_test = int(round(n * val_fraction)), int(round(n * test_fraction))
@@ -92,45 +96,22 @@ def split_by_fractions(x: np.ndarray, y: np.ndarray, *, val_fraction: float,
   return ({k: x[v] for k, v in cuts.items()}, {k: y[v] for k, v in cuts.items()})
 
 
-def check_arrays(name: str, x: dict, y: dict, num_classes: int) -> None:
-  """Stops with one line on bad data: shapes, non-integer or out-of-range labels, NaN/inf."""
-  for split in SPLITS:
-    xs, ys = x[split], y[split]
-    if xs.ndim != 2 or ys.ndim != 1 or len(xs) != len(ys):
-      raise DataError(f'{name}: {split} features must be (N, D) and labels (N,), '
-                      f'got {xs.shape} and {ys.shape}')
-    if xs.shape[1] != x['train'].shape[1]:
-      raise DataError(f'{name}: {split} has {xs.shape[1]} features but train has '
-                      f'{x["train"].shape[1]}')
-    if len(ys) and not np.issubdtype(ys.dtype, np.integer):
-      if not np.all(np.isfinite(ys)) or np.any(ys != np.round(ys)):
-        raise DataError(f'{name}: {split} labels must be integers; got dtype {ys.dtype}')
-    if len(ys) and (ys.min() < 0 or ys.max() >= num_classes):
-      bad = int(np.sum((ys < 0) | (ys >= num_classes)))
-      raise DataError(f'{name}: {bad} {split} labels are outside [0, {num_classes}) '
-                      f'(min {ys.min()}, max {ys.max()}); relabel them as 0..{num_classes - 1} '
-                      f'or set dataset.num_classes')
-  bad = {split: int(np.size(x[split]) - np.count_nonzero(np.isfinite(x[split])))
-         for split in SPLITS if np.issubdtype(x[split].dtype, np.floating)}
-  if sum(bad.values()):
-    where = ', '.join(f'{split}: {n}' for split, n in bad.items() if n)
-    raise DataError(f'{name}: the features hold {sum(bad.values())} NaN or infinite values '
-                    f'({where}); clean or impute them before training')
-  if len(y['train']) == 0:
-    raise DataError(f'{name}: the training split is empty')
-
-
-def finalize(name: str, x: dict, y: dict, *, num_classes: int, center: bool, scale: float,
-             bias_trick: bool, image_shape=None, class_names=()) -> Dataset:
-  """Checks raw splits and computes the training-set preprocessing constants."""
-  dim = int(np.prod(x['train'].shape[1:]))
+def finalize(name: str, x: dict, y: dict, *, num_classes: Optional[int], center: bool,
+             scale: float, bias_trick: bool, image_shape=None, class_names=()) -> Dataset:
+  """Checks raw splits (`validate`: before anything is compiled) and computes the training-set
+  preprocessing constants. `num_classes=None` infers C from the labels by `validate`'s rule."""
   for split in SPLITS:
     x.setdefault(split, x['train'][:0])
     y.setdefault(split, y['train'][:0])
-    x[split] = x[split].reshape(len(x[split]), dim if len(x[split]) == 0 else -1)
+  validate.arrays(name, x, y)
+  num_classes = validate.num_classes(name, y, num_classes)
+  dim = int(np.prod(x['train'].shape[1:]))
+  for split in SPLITS:
+    x[split] = x[split].reshape(len(x[split]), dim)
     if x[split].dtype != np.uint8:  # uint8 pixels stay uint8; everything else becomes float32
-      x[split] = np.asarray(x[split], np.float32)
-  check_arrays(name, x, y, num_classes)
+      with np.errstate(over='ignore'):  # beyond float32's range: inf, reported by `finite`
+        x[split] = np.asarray(x[split], np.float32)
+  validate.finite(name, x)
   y = {k: np.asarray(v, np.int32) for k, v in y.items()}
   if not np.isfinite(scale):
     raise DataError(f'dataset.scale={scale} must be a finite number')
@@ -139,4 +120,3 @@ def finalize(name: str, x: dict, y: dict, *, num_classes: int, center: bool, sca
   names = tuple(class_names) or tuple(str(c) for c in range(num_classes))
   return Dataset(name=name, x=x, y=y, num_classes=num_classes, image_shape=image_shape,
                  class_names=names, mean=mean, scale=float(scale), bias_trick=bias_trick)
-

@@ -6,13 +6,13 @@ TFDS, synthetic_images) live in their own modules and register here too.
 """
 
 import os
-from typing import Callable
+from typing import Callable, Optional
 
 import ml_collections
 import numpy as np
 
 from hinge_jax.datasets.base import SPLITS, Dataset, finalize, split_by_fractions
-from hinge_jax.errors import DataError
+from hinge_jax.errors import ConfigError, DataError
 from hinge_jax.registry import Registry
 
 LOADERS: Registry[Callable[[ml_collections.ConfigDict], Dataset]] = Registry('dataset.name')
@@ -28,7 +28,7 @@ def split(cfg, x, y) -> tuple[dict, dict]:
   """Train/val/test cut by `dataset.val_fraction`/`test_fraction`, seeded by `split_seed`."""
   return split_by_fractions(x, y, val_fraction=float(cfg.get('val_fraction', 0.15)),
                             test_fraction=float(cfg.get('test_fraction', 0.15)),
-                            seed=int(cfg.get('split_seed', 0)))
+                            seed=int(cfg.get('split_seed', 0)), dataset_name=str(cfg.name))
 
 
 @LOADERS.register('digits')
@@ -77,27 +77,67 @@ def load_npz(cfg) -> Dataset:
 
   Keys `x_train`, `y_train` and optionally `x_val`, `y_val`, `x_test`, `y_test`; missing
   val/test splits are cut from train by `dataset.val_fraction`/`test_fraction`. The number
-  of classes is `dataset.num_classes` if set (> 0), else the largest training label + 1.
+  of classes is `dataset.num_classes` if set (> 0), else the largest label + 1; the arrays
+  are checked by `validate`'s rules (shapes, lengths, integer labels, class-id range).
   """
   path = cfg.get('path', '')
   if not path or not os.path.isfile(path):
     raise DataError(f'dataset.path={path!r} is not a file; point it at a .npz with x_train, y_train')
-  try:
-    with np.load(path, allow_pickle=False) as f:
-      arrays = {k: f[k] for k in f.files}
-  except Exception as e:  # noqa: BLE001 - any unreadable file gets the same one-line answer
-    raise DataError(f'dataset.path={path!r} could not be read as .npz ({type(e).__name__}: {e})')
+  arrays = read_npz(path)
   for key in ('x_train', 'y_train'):
     if key not in arrays:
       raise DataError(f'{path} has no array {key!r} (found: {", ".join(sorted(arrays))})')
-  if all(f'x_{s}' in arrays for s in ('val', 'test')):
+  given = [s for s in ('val', 'test') if f'x_{s}' in arrays or f'y_{s}' in arrays]
+  for key in (f'{xy}_{s}' for s in given for xy in 'xy'):
+    if key not in arrays:
+      partner = ('y' if key[0] == 'x' else 'x') + key[1:]
+      raise DataError(f'{path} has {partner} but no {key}; give x_{key[2:]} and y_{key[2:]} '
+                      f'together')
+  if len(given) == 1:
+    other = 'test' if given[0] == 'val' else 'val'
+    raise DataError(f'{path} has x_{given[0]}, y_{given[0]} but no x_{other}, y_{other}; give '
+                    f'both splits, or neither (then both are cut from train by '
+                    f'dataset.val_fraction/test_fraction)')
+  if given:
     x = {s: arrays[f'x_{s}'] for s in SPLITS}
     y = {s: arrays[f'y_{s}'] for s in SPLITS}
   else:
     x, y = split(cfg, arrays['x_train'], arrays['y_train'])
-  y_train = y['train']
-  if np.issubdtype(y_train.dtype, np.floating) and not np.all(np.isfinite(y_train)):
-    raise DataError(f'npz: train labels hold NaN or infinite values; labels must be integers')
-  num_classes = int(cfg.get('num_classes', 0) or 0) or int(np.max(y_train)) + 1
   image_shape = tuple(arrays['x_train'].shape[1:]) if arrays['x_train'].ndim > 2 else None
-  return finalize('npz', x, y, num_classes=num_classes, image_shape=image_shape, **common(cfg))
+  return finalize('npz', x, y, num_classes=declared_classes(cfg), image_shape=image_shape,
+                  **common(cfg))
+
+
+def declared_classes(cfg) -> Optional[int]:
+  """npz's `dataset.num_classes`: an integer >= 0; 0 (None here) infers C from the labels."""
+  value = cfg.get('num_classes', 0)
+  if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+    raise ConfigError(f'dataset.num_classes={value!r} must be an integer >= 0 (0: inferred from '
+                      f'the labels)')
+  return value or None
+
+
+def read_npz(path: str) -> dict:
+  """The arrays of a .npz archive, read without pickle: an object array is refused by name."""
+  try:
+    archive = np.load(path, allow_pickle=False)
+  except Exception as e:  # noqa: BLE001 - any unreadable file gets the same one-line answer
+    raise DataError(f'dataset.path={path!r} could not be read as .npz ({type(e).__name__}: {e})')
+  if not isinstance(archive, np.lib.npyio.NpzFile):
+    raise DataError(f'dataset.path={path!r} holds a single array, not a .npz archive; save one '
+                    f'with np.savez(path, x_train=..., y_train=...)')
+  arrays = {}
+  with archive:
+    for key in archive.files:
+      try:
+        arrays[key] = archive[key]
+      except ValueError as e:
+        if 'allow_pickle' not in str(e):
+          raise DataError(f'dataset.path={path!r}: array {key!r} could not be read ({e})')
+        raise DataError(f'dataset.path={path!r}: {key!r} is an object array (pickled Python '
+                        f'objects, never loaded); save numbers, e.g. np.asarray({key}, '
+                        f'np.float32) or labels as np.int64')
+      except Exception as e:  # noqa: BLE001 - a damaged member: one line, not a traceback
+        raise DataError(f'dataset.path={path!r}: array {key!r} could not be read '
+                        f'({type(e).__name__}: {e})')
+  return arrays

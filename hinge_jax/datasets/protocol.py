@@ -24,6 +24,7 @@ from typing import Optional
 
 import numpy as np
 
+from hinge_jax.datasets import validate
 from hinge_jax.datasets.base import Dataset, finalize
 from hinge_jax.errors import ConfigError, DataError
 
@@ -104,6 +105,9 @@ def make_dataset(cfg, name: str, arrays: dict, info: dict) -> Dataset:
       `test_images`, `test_labels`.
     info: `class_names` and `image_shape` `(H, W, C)`.
   """
+  validate.pair(name, 'train', arrays['train_images'], arrays['train_labels'])
+  if arrays.get('test_images') is not None:
+    validate.pair(name, 'test', arrays['test_images'], arrays['test_labels'], allow_empty=True)
   x, y = cut(arrays['train_images'], arrays['train_labels'], arrays.get('test_images'),
              arrays.get('test_labels'), name=name,
              num_train=_count(cfg, 'num_train', 0), num_val=_count(cfg, 'num_val', 1000),
