@@ -151,7 +151,8 @@ def test_real_class_counts_pass_the_rule():
 
 
 def test_unreadable_npz_files(tmp_path):
-  """An object array is refused by name (never unpickled); a .npy or a non-archive is one line."""
+  """An object array is refused by name (never unpickled); a .npy, a non-archive or a damaged
+  member is one line."""
   path = tmp_path / 'd.npz'
   np.savez(path, x_train=np.array([[1.0], [None]], object), y_train=np.array([0, 1]))
   cfg = default_config(**{'dataset.name': 'npz', 'dataset.path': str(path)}).dataset
@@ -163,6 +164,12 @@ def test_unreadable_npz_files(tmp_path):
     datasets.load(cfg)
   path.write_bytes(b'PK\x03\x04 not really a zip')
   with pytest.raises(DataError, match='could not be read as .npz'):
+    datasets.load(cfg)
+  np.savez_compressed(path, x_train=np.zeros((600, 40)), y_train=np.arange(600) % 3)
+  damaged = bytearray(path.read_bytes())
+  damaged[200] ^= 0xff  # inside x_train's compressed bytes: its CRC fails when read
+  path.write_bytes(bytes(damaged))
+  with pytest.raises(DataError, match="array 'x_train' could not be read .*CRC"):
     datasets.load(cfg)
 
 
