@@ -53,9 +53,9 @@ def missing_field_message(error: Exception, overrides: list[str]) -> str:
           + (f'did you mean {hint.group(1)!r}?' if hint else 'check the config file\'s fields'))
 
 
-def _config_arg(argv: list[str]) -> str:
-  """The last --config value on the command line (path[:arg]), '' if none."""
-  value = ''
+def _config_arg(argv: list[str]) -> Optional[str]:
+  """The last --config value on the command line (path[:arg]), None if none."""
+  value = None
   for i, arg in enumerate(argv):
     if arg.startswith('--config='):
       value = arg.split('=', 1)[1]
@@ -67,7 +67,9 @@ def _config_arg(argv: list[str]) -> str:
 def config_error_message(error: Exception, argv: list[str]) -> str:
   """The one line for a config file that cannot be loaded, or an override it cannot take."""
   given = _config_arg(argv)
-  path = given.split(':', 1)[0] or DEFAULT_CONFIG
+  if given == '':
+    return '--config is empty; give a config file, e.g. --config=configs/default.py'
+  path = (given or '').split(':', 1)[0] or DEFAULT_CONFIG
   text = str(error)
   if isinstance(error, SyntaxError):
     return (f'config file {path} line {error.lineno}: {error.msg}; fix its Python syntax')
@@ -88,7 +90,7 @@ def config_error_message(error: Exception, argv: list[str]) -> str:
 
 def flag_error_message(error: flags.Error, flag_values: Optional[flags.FlagValues] = None) -> str:
   """The one line for absl's own flag errors: unknown flag, bad value, missing flag."""
-  text = ' '.join(str(error).split())
+  text = ' '.join(str(error).split()).removeprefix('ERROR:: ')
   if 'Error whilst parsing config file' in text:  # get_config raised; absl wraps its traceback
     path = re.match(r'flag --\w+=([^:]*)', text)
     last = str(error).strip().splitlines()[-1].strip()
@@ -102,7 +104,9 @@ def flag_error_message(error: flags.Error, flag_values: Optional[flags.FlagValue
     return f'--{name} is required{what}; give --{name}=VALUE'
   unknown = re.match(r"Unknown command line flag '([\w.]+)'(.*)", text)
   if unknown:
-    return f'unknown flag --{unknown.group(1)}{unknown.group(2)}; {HELP}'
+    names = re.findall(r'[\w.]+', unknown.group(2).partition('Did you mean:')[2])
+    hint = f' (did you mean {" or ".join("--" + n for n in names)}?)' if names else ''
+    return f'unknown flag --{unknown.group(1)}{hint}; {HELP}'
   boolean = re.match(r"flag --(\w+)=(.*?): \('Non-boolean argument", text)
   if boolean:
     name, value = boolean.groups()
@@ -116,8 +120,8 @@ def config_errors(argv: Optional[list[str]] = None):
   """A config file or override that cannot be loaded (raised by ml_collections) → one line."""
   try:
     yield
-  except flags.Error:
-    raise
+  except flags.Error as e:  # --flagfile is read while the config flag is defined
+    fail(flag_error_message(e))
   except Exception as e:  # pylint: disable=broad-except  # anything the user's file raises
     fail(config_error_message(e, list(sys.argv if argv is None else argv)))
 
@@ -139,7 +143,7 @@ def parse_flags(argv: list[str], flag_values: flags.FlagValues = flags.FLAGS) ->
   if len(rest) > 1:
     before = argv[argv.index(rest[1]) - 1] if rest[1] in argv else ''
     hint = (f' (a value for {before}? write {before}=VALUE)' if before.startswith('--')
-            and '=' not in before else '')
+            and before != '--' and '=' not in before else '')
     fail(f'unexpected argument {rest[1]!r}{hint}; flags take the form --name=value, {HELP}')
   return rest
 

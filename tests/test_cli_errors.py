@@ -49,6 +49,7 @@ def bad_configs(tmp_path_factory):
   (root / 'syntax.py').write_text('def get_config(:\n  return None\n')
   (root / 'no_get.py').write_text('import ml_collections\nCONFIG = 1\n')
   (root / 'raises.py').write_text('def get_config():\n  raise ValueError("boom")\n')
+  (root / 'notes.txt').write_text('lr = 0.1\nnum_steps 1000\n')  # not Python
   return root
 
 
@@ -58,6 +59,7 @@ def bad_configs(tmp_path_factory):
     ('no_get.py', ('no_get.py defines no get_config()', 'returns a ConfigDict')),
     ('raises.py', ('raises.py failed to load', 'ValueError: boom', 'fix the file')),
     ('', ('is a directory', 'give an existing config file')),
+    ('notes.txt', ('notes.txt line 2', 'invalid syntax')),
 ])
 def test_config_file_that_cannot_be_loaded(bad_configs, capsys, name, needles):
   _one_line(['--workdir=w', f'--config={bad_configs / name}'], capsys, *needles)
@@ -65,14 +67,20 @@ def test_config_file_that_cannot_be_loaded(bad_configs, capsys, name, needles):
 
 @pytest.mark.parametrize('argv,needles', [
     (['--workdir=w', '--nope'], ('unknown flag --nope', '--help')),
+    (['--workdir=w', '--overwrit'], ('unknown flag --overwrit (did you mean --overwrite?)',)),
     (['--workdir=w', '--overwrite=maybe'], ('--overwrite=maybe is not a boolean',
                                             '--overwrite=true', '--nooverwrite')),
     ([], ('--workdir is required (Directory for the run)', 'give --workdir=VALUE')),
     (['--workdir=w', 'stray'], ("unexpected argument 'stray'", 'flags take the form --name=value')),
     (['--workdir=w', '--overwrite', 'true'], ("unexpected argument 'true'",
                                              'a value for --overwrite? write --overwrite=VALUE')),
-    (['--workdir=w', '--config.reg.strenght=1'], ("no field 'strenght'", "did you mean 'strength'")),
+    (['--workdir=w', '--config.reg.strenght=1'], ("no field 'strenght'",
+                                                  "did you mean 'strength'")),
     (['--workdir=w', '--config.num_steps=many'], ('--config.num_steps=many', 'int()', '--help')),
+    (['--workdir=w', '--config='], ('--config is empty', '--config=configs/default.py')),
+    (['--workdir=w', '--', 'x'], ("unexpected argument 'x'; flags take the form",)),
+    (['--workdir=w', '--workdir'], ('Missing value for flag --workdir',)),
+    (['--flagfile=/nonexistent/flags'], ('Unable to open flagfile', '/nonexistent/flags')),
 ])
 def test_flag_errors(capsys, argv, needles):
   _one_line(argv, capsys, *needles)
