@@ -19,6 +19,7 @@ import ml_collections
 import numpy as np
 
 from hinge_jax import config_lib, datasets, io_utils, metadata, results as outputs, sanity
+from hinge_jax import strategies
 from hinge_jax.checkpoint import Checkpointer, fingerprint
 from hinge_jax.errors import DivergedError, Interrupted
 from hinge_jax.progress import Progress
@@ -30,12 +31,16 @@ disk_errors = outputs.disk_errors
 
 
 def describe(config: ml_collections.ConfigDict, dataset) -> str:
-  """One line: the data, the objective, the optimizer, the device."""
+  """One line: the data, the objective, the optimizer, the steps, the device."""
+  full_batch = (int(config.batch_size) == 0
+                or strategies.get(config.get('strategy', 'sgd')).full_batch)
+  steps = (f'{config.num_steps} full-batch steps' if full_batch
+           else f'{config.num_steps} steps of {config.batch_size}')
   return (f'{dataset.name}: {dataset.size("train")} train / {dataset.size("val")} val / '
           f'{dataset.size("test")} test, D={dataset.num_features}, C={dataset.num_classes}; '
           f'{config.loss.name} + {config.reg.strength:g}·{config.reg.name}, '
           f'{config.optimizer.name} lr={config.optimizer.learning_rate:g}, '
-          f'{config.num_steps} steps of {config.batch_size} on {jax.default_backend()}')
+          f'{steps} on {jax.default_backend()}')
 
 
 def summarize(trainer: Trainer, params, k: int = 0) -> dict:

@@ -10,7 +10,7 @@ Exit codes: 0 done, 2 bad input (one line on stderr), 3 training diverged, 128 +
 
 import sys
 
-from absl import app, flags
+from absl import flags
 from absl import logging as absl_logging
 
 from hinge_jax import cli_utils, compile_cache, experiment, sweep
@@ -31,8 +31,7 @@ def train(config, workdir: str, *, overwrite: bool = False) -> None:
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
+  del argv  # cli_utils.parse_flags refuses positional arguments
   absl_logging.set_verbosity(absl_logging.WARNING)  # orbax logs every file at INFO
   fl = flags.FLAGS
   compile_cache.enable(fl.jax_cache_dir, log=lambda line: print(line, file=sys.stderr))
@@ -46,7 +45,7 @@ def main(argv):
 
 
 def run() -> None:
-  """app.run, with bad input (a config field the config lacks, a UserError) in one line."""
+  """Defines the flags and runs main; bad input of any kind is one `error:` line, exit 2."""
   global _CONFIG
   flags.DEFINE_string('workdir', None, 'Directory for config.json, metrics.jsonl, results.json.')
   flags.DEFINE_bool('overwrite', False, 'Discard a previous run in --workdir (its outputs and '

@@ -4,14 +4,13 @@ Reads `results.json`, `metrics.jsonl` and `params.npz` from the workdir and writ
 `DIR/plots/*.png` (see `hinge_jax.plots`). A workdir without those files stops with one line.
 """
 
-from absl import app, flags
+from absl import flags
 
 from hinge_jax import cli_utils, plots
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
+  del argv  # cli_utils.parse_flags refuses positional arguments
   for name, path in plots.redraw(flags.FLAGS.workdir or '').items():
     print(f'{name}: {path}')
 

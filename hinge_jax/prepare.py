@@ -9,10 +9,9 @@ decoded once into the `.npy` cache that training loads.
 Exit codes: 0 done, 2 bad input or a missing requirement (one line on stderr).
 """
 
-import sys
+from absl import flags
 
-from absl import app, flags
-
+from hinge_jax import cli_utils
 from hinge_jax.datasets import tfds_data
 from hinge_jax.errors import ConfigError, DataError, UserError
 
@@ -65,15 +64,10 @@ def prepare(name: str, data_dir: str, *, cache: bool = True, log=print) -> str:
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
-  try:
-    prepare(_DATASET.value, _DATA_DIR.value, cache=_CACHE.value)
-  except UserError as e:
-    print(f'error: {e}', file=sys.stderr)
-    sys.exit(2)
+  del argv  # cli_utils.parse_flags refuses positional arguments
+  prepare(_DATASET.value, _DATA_DIR.value, cache=_CACHE.value)  # a UserError → one line
 
 
 if __name__ == '__main__':
   flags.mark_flag_as_required('dataset')
-  app.run(main)
+  cli_utils.run(main)

@@ -16,6 +16,15 @@ def eval_line(step: int, num_steps: int, row: dict) -> str:
           f'train_acc {row["train_accuracy"]:.4f}  val_acc {row["val_accuracy"]:.4f}')
 
 
+def rate_text(rate: float) -> str:
+  """`1,234 steps/s`, `2.5 steps/s`, or below one step a second `31.5 s/step`."""
+  if rate <= 0:
+    return 'no step yet'
+  if rate < 1:
+    return f'{1 / rate:,.1f} s/step'
+  return f'{rate:,.1f} steps/s' if rate < 10 else f'{rate:,.0f} steps/s'
+
+
 class Progress:
   """Reports training progress from `start` to `total` steps.
 
@@ -53,9 +62,9 @@ class Progress:
       self._bar.write(eval_line(step, self.total, row))
       return
     rate = self.rate(step)
-    eta = (self.total - step) / rate if rate > 0 else 0.0
-    self._log(f'{eval_line(step, self.total, row)}  ({rate:,.0f} steps/s, '
-              f'{time.perf_counter() - self._t0:.1f} s, ETA {_clock(eta)})')
+    eta = _clock((self.total - step) / rate) if rate > 0 else '?'
+    self._log(f'{eval_line(step, self.total, row)}  ({rate_text(rate)}, '
+              f'{time.perf_counter() - self._t0:.1f} s, ETA {eta})')
 
   def message(self, text: str) -> None:
     """A line that must not tear the bar."""

@@ -14,7 +14,7 @@ import os
 import subprocess
 import sys
 
-from absl import app, flags
+from absl import flags
 
 from hinge_jax import cli_utils, io_utils
 from hinge_jax.errors import UserError
@@ -100,8 +100,7 @@ def _raw_flags(argv: list) -> tuple[str, list]:
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
+  del argv  # cli_utils.parse_flags refuses positional arguments
   config_arg, overrides = _raw_flags(sys.argv[1:])
   fl = flags.FLAGS
   if not fl.workdir:

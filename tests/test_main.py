@@ -113,6 +113,14 @@ def test_override_of_a_missing_field(tmp_path):
                   "no field 'strenght'", '--config.reg.strenght')
 
 
+def test_absl_flag_error_exits_2_in_one_line(tmp_path):
+  """absl's own parsing error (exit 1 and its usage text by default) is one line, exit 2."""
+  proc = run_main(f'--workdir={tmp_path}', '--overwrite=maybe')
+  _one_line_error(proc, '--overwrite=maybe is not a boolean', '--overwrite=true')
+  assert proc.stderr.count('\n') == 1, proc.stderr
+  assert not os.listdir(tmp_path)
+
+
 def test_divergence_writes_results_and_exits_3(tmp_path):
   workdir = tmp_path
   proc = run_main(f'--workdir={workdir}', '--config.optimizer.learning_rate=1e38',
