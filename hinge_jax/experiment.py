@@ -3,8 +3,9 @@
 A run is resumable: checkpoints go to `workdir/checkpoints/` every `checkpoint_every_steps`
 and at the end, and running the same command again continues from the latest one (a
 finished run is only re-summarized). SIGINT/SIGTERM end the current compiled chunk, save a
-checkpoint and stop. A workdir holding a run of another config is refused unless
-`overwrite`. Besides the JSON files the run writes TensorBoard events
+checkpoint and stop; a second signal ends the process at once. The run holds an exclusive
+lock on its workdir (`io_utils.WorkdirLock`): a second run there stops in one line. A workdir
+holding a run of another config is refused unless `overwrite`. Besides the JSON files the run writes TensorBoard events
 (`workdir/tensorboard/`) and pictures (`workdir/plots/`); the files are written by
 `hinge_jax.results`, as a sweep's are.
 """

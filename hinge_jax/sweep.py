@@ -224,7 +224,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, log=print, overwrite: b
   """Trains every member of the declared sweep and writes sweep.csv/json and the best run.
 
   A sweep is not checkpointed: rerunning it retrains every member (a workdir holding another
-  config is refused unless `overwrite`).
+  config is refused unless `overwrite`; one that another run holds is refused).
   """
   wall_start = time.perf_counter()
   config_lib.validate(config)

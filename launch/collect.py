@@ -13,6 +13,7 @@ import glob
 import io
 import json
 import os
+import socket
 
 from absl import flags
 
@@ -37,14 +38,21 @@ def _error_line(log_path: str) -> str | None:
 
 
 def _holder(workdir: str) -> str | None:
-  """Who holds the run's workdir lock (a run still going), or None."""
+  """Who holds the run's workdir lock (a run still going), or None; takes no lock itself."""
   try:
-    with io_utils.WorkdirLock(workdir):
-      return None
-  except UserError as e:
-    return str(e).split(' is in use by ', 1)[-1].split(';')[0]
-  except OSError:
-    return None  # no workdir (never started) or an unwritable one
+    with open(os.path.join(workdir, io_utils.LOCK_NAME)) as f:
+      info = json.load(f)
+    pid, host = int(info['pid']), str(info['host'])
+  except (OSError, ValueError, KeyError, TypeError):
+    return None  # no lock file: the run ended (or never started)
+  if host == socket.gethostname():
+    try:
+      os.kill(pid, 0)
+    except ProcessLookupError:
+      return None  # a killed run's lock file
+    except PermissionError:
+      pass
+  return f'pid {pid} on host {host}'
 
 
 def _submitit_log(base: str, workdir: str) -> str | None:
@@ -81,7 +89,7 @@ def run_status(run: dict, base: str = '') -> tuple[str, str, list[dict]]:
   except (OSError, ValueError) as e:
     detail = f'its results are unreadable ({type(e).__name__}: {e})'
     return 'failed', detail, [{**head, 'status': 'failed', 'error': detail}]
-  holder = _holder(workdir) if os.path.isdir(workdir) else None
+  holder = _holder(workdir)
   if holder:
     detail = f'still running ({holder})'
     return 'missing', detail, [{**head, 'status': 'missing'}]

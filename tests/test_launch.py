@@ -9,6 +9,8 @@ import csv
 import json
 import os
 import pickle
+import socket
+import subprocess
 
 import pytest
 
@@ -143,6 +145,12 @@ def test_collect_reports_done_failed_and_missing_runs(tmp_path):
   assert proc.stdout.splitlines()[-3:] == lines[-3:]
   with pytest.raises(UserError, match='unexpected arguments: extra'):
     collect.main(['collect', 'extra'])
+  # the lock file of a process that is gone (killed): not running
+  gone = subprocess.Popen(['true'])
+  gone.wait()
+  (tmp_path / 'softmax_cross_entropy' / '.lock').write_text(json.dumps(
+      {'pid': gone.pid, 'host': socket.gethostname(), 'started': '...'}))
+  assert collect.run_status(runs[2])[:2] == ('missing', 'not started')
 
 
 def test_collect_reads_a_failed_submitit_run_s_error_from_its_job_log(tmp_path):
