@@ -109,7 +109,11 @@ class WorkdirLock:
   def acquire(self) -> 'WorkdirLock':
     """Takes the lock, or raises `UserError` naming the process that holds it."""
     for _ in range(100):
-      fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+      try:
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+      except OSError as e:
+        raise UserError(f'--workdir={self.workdir}: cannot open its lock file {self.path} '
+                        f'({e.strerror}); fix its permissions or choose another --workdir')
       try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
       except BlockingIOError:
@@ -117,6 +121,10 @@ class WorkdirLock:
         os.close(fd)
         raise UserError(f'--workdir={self.workdir} is in use by {holder}; wait for it or '
                         f'choose another --workdir')
+      except OSError as e:  # e.g. a file system without locks
+        os.close(fd)
+        raise UserError(f'--workdir={self.workdir} cannot be locked ({e.strerror}); choose a '
+                        f'--workdir on a file system that supports flock')
       mine = os.fstat(fd)
       try:
         there = os.stat(self.path)

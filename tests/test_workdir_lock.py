@@ -4,6 +4,7 @@ In-process (the lock is an flock, so two descriptors in one process exclude each
 child process only where its death is the thing tested.
 """
 
+import errno
 import json
 import os
 import re
@@ -78,3 +79,12 @@ def test_a_lock_file_removed_while_locking_is_locked_again(tmp_path, monkeypatch
   with io_utils.WorkdirLock(str(tmp_path)):
     assert len(calls) == 2
     assert json.loads((tmp_path / '.lock').read_text())['pid'] == os.getpid()
+
+
+def test_a_file_system_without_locks_is_one_line(tmp_path, monkeypatch):
+  def no_locks(fd, op):
+    raise OSError(errno.ENOLCK, os.strerror(errno.ENOLCK))
+  monkeypatch.setattr(io_utils.fcntl, 'flock', no_locks)
+  with pytest.raises(UserError, match=r'cannot be locked \(No locks available\); choose a '
+                                      r'--workdir on a file system that supports flock$'):
+    io_utils.WorkdirLock(str(tmp_path)).acquire()
