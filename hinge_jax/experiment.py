@@ -3,14 +3,16 @@
 A run is resumable: checkpoints go to `workdir/checkpoints/` every `checkpoint_every_steps`
 and at the end, and running the same command again continues from the latest one (a
 finished run is only re-summarized). SIGINT/SIGTERM end the current compiled chunk, save a
-checkpoint and stop. A workdir holding a run of another config is refused unless
-`overwrite`. Besides the JSON files the run writes TensorBoard events
+checkpoint and stop; a second signal ends the process at once. The run holds an exclusive
+lock on its workdir (`io_utils.WorkdirLock`): a second run there stops in one line. A workdir
+holding a run of another config is refused unless `overwrite`. Besides the JSON files the run writes TensorBoard events
 (`workdir/tensorboard/`) and pictures (`workdir/plots/`); the files are written by
 `hinge_jax.results`, as a sweep's are.
 """
 
 import os
 import signal
+import sys
 import threading
 import time
 
@@ -50,12 +52,24 @@ def summarize(trainer: Trainer, params, k: int = 0) -> dict:
           for split in datasets.SPLITS}
 
 
+def exit_now(signum: int) -> None:
+  """A second signal: one line, then the process ends at once (no checkpoint, no cleanup)."""
+  name = signal.Signals(signum).name
+  for stream in (sys.stdout, sys.stderr):
+    try:
+      stream.flush()
+    except (OSError, ValueError):
+      pass
+  os.write(2, f'stopped: second {name}, exiting without waiting for the checkpoint\n'.encode())
+  os._exit(128 + signum)  # the kernel releases the workdir's lock
+
+
 class StopSignals:
   """SIGINT/SIGTERM set `signum` instead of killing the process (main thread only).
 
   The handler only records the signal: a compiled chunk cannot be interrupted, so the loop
   checks `signum` at the next chunk boundary, saves a checkpoint and stops. A second signal
-  acts at once (the previous handlers are back).
+  (while the first is handled, e.g. during the save) ends the process at once (`exit_now`).
   """
 
   SIGNALS = (signal.SIGINT, signal.SIGTERM)
@@ -66,8 +80,9 @@ class StopSignals:
 
   def _handle(self, signum, frame):
     del frame
-    self.signum = self.signum or signum
-    signal.signal(signum, self._previous.get(signum, signal.SIG_DFL))
+    if self.signum:
+      exit_now(signum)
+    self.signum = signum
 
   def __enter__(self) -> 'StopSignals':
     if threading.current_thread() is threading.main_thread():
@@ -94,6 +109,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   wall_start = time.perf_counter()
   config_lib.validate(config)
   outputs.prepare_workdir(workdir)
+  with io_utils.WorkdirLock(workdir):  # a second run on this workdir stops here, in one line
+    return _train(config, workdir, log, overwrite, wall_start)
+
+
+def _train(config, workdir: str, log, overwrite: bool, wall_start: float) -> dict:
+  """train_and_evaluate's body, run while this process holds the workdir's lock."""
   dataset = datasets.load(config.dataset)
   check_fits(config, dataset)
   outputs.check_previous_run(workdir, config, overwrite=overwrite, log=log)

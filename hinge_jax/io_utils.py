@@ -1,12 +1,17 @@
-"""Writing results so that a crash never leaves a half-written file."""
+"""Writing results so that a crash never leaves a half-written file; the workdir's lock."""
 
+import fcntl
 import json
 import math
 import os
+import socket
 import tempfile
+import time
 from typing import Any
 
 import numpy as np
+
+from hinge_jax.errors import UserError
 
 
 def to_jsonable(obj: Any) -> Any:
@@ -74,3 +79,83 @@ def read_jsonl(path: str) -> list[dict]:
         break
       raise
   return rows
+
+
+LOCK_NAME = '.lock'  # in the workdir; removed at a clean exit, never one of a run's outputs
+
+
+class WorkdirLock:
+  """An exclusive `flock` on `WORKDIR/.lock` holding the owner's pid, host and start time.
+
+  The kernel drops a flock when its process dies, so a lock left by a killed run is simply
+  taken over. The holder removes the file at exit while still holding it; a contender that
+  locked a file removed meanwhile sees another inode at the path and tries again.
+  """
+
+  def __init__(self, workdir: str):
+    self.workdir = workdir
+    self.path = os.path.join(workdir, LOCK_NAME)
+    self._fd = None
+
+  def _holder(self, fd: int) -> str:
+    try:
+      info = json.loads(os.pread(fd, 4096, 0).decode() or '{}')
+    except (OSError, ValueError, UnicodeDecodeError):
+      info = {}
+    if not info.get('pid'):
+      return 'another process (it has not recorded its pid yet)'
+    return f'pid {info["pid"]} on host {info.get("host", "?")} (started {info.get("started", "?")})'
+
+  def acquire(self) -> 'WorkdirLock':
+    """Takes the lock, or raises `UserError` naming the process that holds it."""
+    for _ in range(100):
+      try:
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+      except OSError as e:
+        raise UserError(f'--workdir={self.workdir}: cannot open its lock file {self.path} '
+                        f'({e.strerror}); fix its permissions or choose another --workdir')
+      try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+      except BlockingIOError:
+        holder = self._holder(fd)
+        os.close(fd)
+        raise UserError(f'--workdir={self.workdir} is in use by {holder}; wait for it or '
+                        f'choose another --workdir')
+      except OSError as e:  # e.g. a file system without locks
+        os.close(fd)
+        raise UserError(f'--workdir={self.workdir} cannot be locked ({e.strerror}); choose a '
+                        f'--workdir on a file system that supports flock')
+      mine = os.fstat(fd)
+      try:
+        there = os.stat(self.path)
+      except FileNotFoundError:
+        there = None
+      if there is not None and (there.st_ino, there.st_dev) == (mine.st_ino, mine.st_dev):
+        break
+      os.close(fd)  # the holder removed this file as we locked it: lock the new one
+    else:
+      raise UserError(f'--workdir={self.workdir}: {self.path} keeps changing; is another '
+                      f'process using this workdir? choose another --workdir')
+    started = time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime())
+    record = json.dumps({'pid': os.getpid(), 'host': socket.gethostname(), 'started': started})
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, (record + '\n').encode(), 0)
+    self._fd = fd
+    return self
+
+  def release(self) -> None:
+    """Removes the lock file (while still holding it), then unlocks."""
+    if self._fd is None:
+      return
+    try:
+      os.unlink(self.path)
+    except OSError:
+      pass  # a vanished workdir: the kernel drops the lock with the descriptor
+    os.close(self._fd)
+    self._fd = None
+
+  def __enter__(self) -> 'WorkdirLock':
+    return self.acquire()
+
+  def __exit__(self, *exc) -> None:
+    self.release()

@@ -24,7 +24,7 @@ import jax
 import ml_collections
 import numpy as np
 
-from hinge_jax import config_lib, datasets, experiment, metadata, plots, results
+from hinge_jax import config_lib, datasets, experiment, io_utils, metadata, plots, results
 from hinge_jax.errors import ConfigError, DivergedError
 from hinge_jax.train import Spec, Trainer, check_fits
 
@@ -224,12 +224,19 @@ def run(config: ml_collections.ConfigDict, workdir: str, log=print, overwrite: b
   """Trains every member of the declared sweep and writes sweep.csv/json and the best run.
 
   A sweep is not checkpointed: rerunning it retrains every member (a workdir holding another
-  config is refused unless `overwrite`).
+  config is refused unless `overwrite`; one that another run holds is refused).
   """
   wall_start = time.perf_counter()
   config_lib.validate(config)
   points = expand(config)
   results.prepare_workdir(workdir)
+  with io_utils.WorkdirLock(workdir):  # a second run on this workdir stops here, in one line
+    return _run(config, points, workdir, log, overwrite, wall_start)
+
+
+def _run(config, points: list[dict], workdir: str, log, overwrite: bool, wall_start: float
+         ) -> dict:
+  """run's body, run while this process holds the workdir's lock."""
   dataset = datasets.load(config.dataset)
   check_fits(config, dataset)
   results.check_previous_run(workdir, config, overwrite=overwrite, log=log)

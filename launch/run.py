@@ -68,22 +68,23 @@ def launch(config, config_arg: str, base: str, overrides=(), *, executor: str = 
       print(run.shell())
     return []
   os.makedirs(base, exist_ok=True)
-  io_utils.write_json(os.path.join(base, 'launch.json'), {
-      'config': config_arg, 'executor': executor, 'overrides': list(overrides),
-      'runs': [{'name': r.name, 'values': r.values, 'workdir': r.workdir,
-                'command': list(r.command)} for r in runs]})
-  if executor == 'local':
-    codes = _local(runs, parallel)
-  else:
-    jobs = _submitit(runs, base, 'slurm' if executor == 'slurm' else 'local', parallel=parallel,
-                     timeout_min=timeout_min, partition=partition, gpus_per_node=gpus_per_node,
-                     cpus_per_task=cpus_per_task)
-    if not wait:
-      return []
-    codes = [job.result() for job in jobs]
-  for run, code in zip(runs, codes):
-    print(f'{"ok  " if code == 0 else f"rc={code}"}  {run.name}  ({run.workdir})')
-  return codes
+  with io_utils.WorkdirLock(base):  # one launch per base workdir (its runs lock their own)
+    io_utils.write_json(os.path.join(base, 'launch.json'), {
+        'config': config_arg, 'executor': executor, 'overrides': list(overrides),
+        'runs': [{'name': r.name, 'values': r.values, 'workdir': r.workdir,
+                  'command': list(r.command)} for r in runs]})
+    if executor == 'local':
+      codes = _local(runs, parallel)
+    else:
+      jobs = _submitit(runs, base, 'slurm' if executor == 'slurm' else 'local', parallel=parallel,
+                       timeout_min=timeout_min, partition=partition, gpus_per_node=gpus_per_node,
+                       cpus_per_task=cpus_per_task)
+      if not wait:
+        return []
+      codes = [job.result() for job in jobs]
+    for run, code in zip(runs, codes):
+      print(f'{"ok  " if code == 0 else f"rc={code}"}  {run.name}  ({run.workdir})')
+    return codes
 
 
 def _raw_flags(argv: list) -> tuple[str, list]:

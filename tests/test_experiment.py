@@ -247,3 +247,42 @@ def test_unwritable_workdir(tmp_path):
     ro.chmod(0o500)
     with pytest.raises(UserError, match='not writable'):
       experiment.train_and_evaluate(_small_config(), str(ro), log=lambda line: None)
+
+
+class _Exited(BaseException):
+  """What os._exit raises in the test below (the test process must live on)."""
+
+
+def test_a_second_signal_during_the_checkpoint_save_exits_at_once(tmp_path, monkeypatch, capfd):
+  """SIGINT during a chunk, then SIGINT again while its checkpoint is saved: one line, 130.
+
+  The run holds its workdir meanwhile: another run on it is refused.
+  """
+  def fake_exit(code):
+    raise _Exited(code)
+  monkeypatch.setattr(os, '_exit', fake_exit)
+  real_save = experiment.Checkpointer.save
+  saves = []
+
+  def save_with_a_second_signal(self, step, *args, **kwargs):
+    saves.append(step)
+    with pytest.raises(UserError, match='is in use by pid'):
+      experiment.train_and_evaluate(_small_config(), str(tmp_path), log=_quiet)
+    os.kill(os.getpid(), signal.SIGINT)  # the second one, while the first is being handled
+    return real_save(self, step, *args, **kwargs)
+  monkeypatch.setattr(experiment.Checkpointer, 'save', save_with_a_second_signal)
+  before = signal.getsignal(signal.SIGINT)
+  original = Trainer.run_chunk
+
+  def run_chunk(self, state, start, length):
+    if start == 0:
+      os.kill(os.getpid(), signal.SIGINT)
+    return original(self, state, start, length)
+  monkeypatch.setattr(Trainer, 'run_chunk', run_chunk)
+  with pytest.raises(_Exited) as exited:
+    experiment.train_and_evaluate(_small_config(), str(tmp_path), log=_quiet)
+  assert exited.value.args == (128 + signal.SIGINT,)
+  assert saves == [50]  # the first signal's save, cut short
+  assert capfd.readouterr().err == ('stopped: second SIGINT, exiting without waiting for the '
+                                    'checkpoint\n')
+  assert signal.getsignal(signal.SIGINT) == before

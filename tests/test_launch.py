@@ -8,9 +8,13 @@ run as `python -m launch.run` / `python -m launch.collect`.
 import csv
 import json
 import os
+import pickle
+import socket
+import subprocess
 
 import pytest
 
+from hinge_jax import io_utils
 from hinge_jax.errors import ConfigError, UserError
 from helpers import default_config, run_main
 from launch import collect, run as launch_run, structural
@@ -90,3 +94,72 @@ def test_collect_without_a_launch(tmp_path):
   proc = run_main(f'--workdir={tmp_path}', module='launch.collect')
   assert proc.returncode == 2 and 'launch.json' in proc.stderr and 'launch.run' in proc.stderr
   assert proc.stderr.startswith('error: ') and 'Traceback' not in proc.stderr
+
+
+def _fake_launch(base):
+  """A launch of three runs: one done, one failed (its log holds the error), one never started."""
+  runs = [{'name': f'loss.name-{n}', 'values': {'loss.name': n}, 'workdir': str(base / n),
+           'command': []} for n in ('multiclass_svm', 'bad_loss', 'softmax_cross_entropy')]
+  (base / 'launch.json').write_text(json.dumps({'runs': runs}))
+  (base / 'multiclass_svm').mkdir()
+  (base / 'multiclass_svm' / 'results.json').write_text(json.dumps(
+      {'train_accuracy': 0.9, 'val_accuracy': 0.8, 'test_accuracy': 0.7, 'final_loss': 0.5,
+       'diverged': False, 'seed': 0}))
+  (base / 'bad_loss').mkdir()
+  (base / 'bad_loss' / 'launch.log').write_text(
+      "W1202 orbax noise\nerror: loss.name='bad_loss' is not a loss; choose one of ...\n")
+  return runs
+
+
+def test_collect_reports_done_failed_and_missing_runs(tmp_path):
+  runs = _fake_launch(tmp_path)
+  lines = []
+  assert collect.report(str(tmp_path), out=lines.append) == 1
+  error = lines[-1]
+  assert lines[-4:] == [
+      'done     loss.name-multiclass_svm',
+      "failed   loss.name-bad_loss: error: loss.name='bad_loss' is not a loss; choose one of ...",
+      'missing  loss.name-softmax_cross_entropy: not started',
+      'error: 2 of 3 run(s) did not finish (1 failed, 1 missing: loss.name-bad_loss, '
+      'loss.name-softmax_cross_entropy); rerun them with python -m launch.run, or pass '
+      '--allow_incomplete to accept partial results']
+  with open(tmp_path / 'collected.csv') as f:
+    rows = list(csv.DictReader(f))
+  assert [(r['run'], r['val_accuracy'], r['status']) for r in rows] == [
+      ('loss.name-multiclass_svm', '0.8', ''), ('loss.name-bad_loss', '', 'failed'),
+      ('loss.name-softmax_cross_entropy', '', 'missing')]
+  assert rows[1]['error'].startswith("error: loss.name='bad_loss'")
+  # --allow_incomplete: the same statuses, exit 0
+  lines = []
+  assert collect.report(str(tmp_path), allow_incomplete=True, out=lines.append) == 0
+  assert lines[-3].startswith('done') and not lines[-1].startswith('error')
+  # a run whose workdir is locked is still running: missing, with who holds it
+  os.makedirs(runs[2]['workdir'])
+  with io_utils.WorkdirLock(runs[2]['workdir']):
+    status, detail, _ = collect.run_status(runs[2])
+  assert status == 'missing' and detail.startswith(f'still running (pid {os.getpid()} on host')
+  # the command line: exit 1 and the error line last on stderr; a stray argument: exit 2
+  proc = run_main(f'--workdir={tmp_path}', module='launch.collect')
+  assert proc.returncode == 1 and 'Traceback' not in proc.stderr
+  assert proc.stderr.splitlines() == [error] and error.startswith('error: ')
+  assert proc.stdout.splitlines()[-3:] == lines[-3:]
+  with pytest.raises(UserError, match='unexpected arguments: extra'):
+    collect.main(['collect', 'extra'])
+  # the lock file of a process that is gone (killed): not running
+  gone = subprocess.Popen(['true'])
+  gone.wait()
+  (tmp_path / 'softmax_cross_entropy' / '.lock').write_text(json.dumps(
+      {'pid': gone.pid, 'host': socket.gethostname(), 'started': '...'}))
+  assert collect.run_status(runs[2])[:2] == ('missing', 'not started')
+
+
+def test_collect_reads_a_failed_submitit_run_s_error_from_its_job_log(tmp_path):
+  runs = _fake_launch(tmp_path)
+  job = tmp_path / 'submitit' / '4242_2'
+  job.mkdir(parents=True)
+  (job / '4242_2_submitted.pkl').write_bytes(pickle.dumps(
+      ['python', '-m', 'hinge_jax.main', f'--workdir={runs[2]["workdir"]}']))
+  (job / '4242_2_0_log.err').write_text('error: the config has no field \'nam\'\n')
+  assert collect.run_status(runs[2], str(tmp_path))[:2] == (
+      'failed', "error: the config has no field 'nam'")
+  assert collect.run_status(runs[1], str(tmp_path))[0] == 'failed'  # its own launch.log
