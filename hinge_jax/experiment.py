@@ -132,15 +132,17 @@ def _train(config, workdir: str, log, overwrite: bool, wall_start: float) -> dic
                       log=log)
   state = trainer.init()
   restored = ckpt.restore_latest(state, seeds=seeds, config_fingerprint=config_id)
-  start_step, pending, done = 0, None, False
+  start_step, pending, done, saved_rows = 0, None, False, None
   if restored is not None:
     state, start_step = restored.state, restored.step
     pending = restored.meta['extra'].get('pending')
     done = bool(restored.meta['extra'].get('done'))
+    saved_rows = restored.meta['extra'].get('rows')  # None: a checkpoint from before rows
     log(f'resuming from the checkpoint of step {start_step}' + (' (finished run)' if done else ''))
   metrics_path = os.path.join(workdir, 'metrics.jsonl')
   with disk_errors(workdir, rerun):
-    outputs.resume_metrics(metrics_path, start_step, log=log)
+    rows = outputs.resume_metrics(metrics_path, start_step, log=log, saved=saved_rows)
+  rows = [io_utils.to_jsonable(r) for r in rows]  # every row so far: each checkpoint holds them
 
   tb = SummaryLog(os.path.join(workdir, 'tensorboard'), hparams=flat_hparams(config),
                   purge_step=None if done else start_step)
@@ -151,10 +153,12 @@ def _train(config, workdir: str, log, overwrite: bool, wall_start: float) -> dic
 
   def save(step, state, **extra):
     with disk_errors(workdir, rerun):
-      ckpt.save(step, state, seeds=seeds, config_fingerprint=config_id, extra=extra)
+      ckpt.save(step, state, seeds=seeds, config_fingerprint=config_id,
+                extra={**extra, 'rows': rows})
 
   def on_eval(step, state, row):
     row = outputs.member_row(row)
+    rows.append(io_utils.to_jsonable(row))
     with disk_errors(workdir, rerun):
       io_utils.append_jsonl(metrics_path, row)
     tb.scalars(step, row)
@@ -186,7 +190,7 @@ def _train(config, workdir: str, log, overwrite: bool, wall_start: float) -> dic
       if not done:
         save(stopped['step'], state, pending=None, done=True)
   except BaseException:
-    tb.close()  # flush what this session logged; a resumed run purges past its checkpoint
+    tb.close(quiet=True)  # flush what this session logged; a resumed run purges past its checkpoint
     raise
   finally:
     progress.close()
@@ -219,9 +223,10 @@ def _train(config, workdir: str, log, overwrite: bool, wall_start: float) -> dic
                 'prng_impl': str(jax.config.jax_default_prng_impl)})
   with disk_errors(workdir, rerun):
     outputs.write_results(workdir, results)
-  tb.final(results['steps'], {k: results[k] for k in ('train_accuracy', 'val_accuracy',
-                                                      'test_accuracy', 'final_loss')})
-  tb.close()
+  with disk_errors(workdir, rerun):
+    tb.final(results['steps'], {k: results[k] for k in ('train_accuracy', 'val_accuracy',
+                                                        'test_accuracy', 'final_loss')})
+    tb.close()
   outputs.draw_plots(workdir, results, state.params, dataset, log=log, resume_hint=rerun)
   if diverged:
     raise DivergedError(

@@ -109,23 +109,31 @@ def write_config(workdir: str, config: ml_collections.ConfigDict) -> None:
   io_utils.write_json(os.path.join(workdir, 'config.json'), config.to_dict())
 
 
-def resume_metrics(path: str, step: int, log=print) -> list[dict]:
-  """Keeps the metrics rows up to `step` (a torn last line is dropped); rewrites the file."""
+def resume_metrics(path: str, step: int, log=print, saved: list | None = None) -> list[dict]:
+  """Keeps the metrics rows up to `step` and rewrites the file (a torn last line is dropped).
+
+  `saved` (the rows the checkpoint of `step` holds) wins over the file: a row torn or lost
+  after the checkpoint is restored, so the resumed file equals an uninterrupted run's.
+  """
   try:
     rows = io_utils.read_jsonl(path)
   except ValueError as e:
-    raise UserError(f'{path} is corrupt before its last line ({e}); pass --overwrite to '
-                    f'start afresh')
-  kept = [r for r in rows if step and r.get('step', 0) <= step]
+    if saved is None:
+      raise UserError(f'{path} is corrupt before its last line ({e}); pass --overwrite to '
+                      f'start afresh')
+    rows = []
+  source = rows if saved is None else saved
+  kept = [r for r in source if step and r.get('step', 0) <= step]
+  text = ''
   if os.path.exists(path):
     with open(path) as f:
       text = f.read()
-    new_text = _jsonl(kept)
-    if text != new_text:
-      io_utils.write_atomic(path, new_text)
-      if len(rows) > len(kept) or text.count('\n') != len(rows):
-        log(f'metrics.jsonl: kept {len(kept)} rows up to step {step} (dropped the rows '
-            f'written after the checkpoint, and any torn last line)')
+  new_text = _jsonl(kept)
+  if text != new_text and (text or kept):
+    io_utils.write_atomic(path, new_text)
+    log(f'metrics.jsonl: rewrote {len(kept)} rows up to step {step} '
+        f'({"from the checkpoint" if saved is not None else "from the file"}; dropped the rows '
+        f'written after the checkpoint and any torn line)')
   return kept
 
 

@@ -56,6 +56,12 @@ class SummaryLog:
         self._writer.add_scalar(f'final/{key}', float(value), step)
     self._writer.file_writer.add_summary(self._end)
 
-  def close(self) -> None:
-    self._writer.flush()
-    self._writer.close()
+  def close(self, *, quiet: bool = False) -> None:
+    """Flushes and closes the event files; `quiet` (closing after another error) never raises,
+    so a full disk shows the first error's one line, not a second traceback."""
+    try:
+      self._writer.flush()
+      self._writer.close()
+    except Exception:  # noqa: BLE001 - any writer failure; the first error is the one to show
+      if not quiet:
+        raise
