@@ -22,6 +22,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import sys
 import time
 from typing import Any, Callable, Optional
@@ -34,6 +35,22 @@ from hinge_jax.errors import UserError
 
 # Errors that mean "the disk cannot take it": reported as one line, the run can be resumed.
 DISK_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EIO)
+
+
+_FAULT_CALLS: dict = {}
+
+
+def fault_point(site: str, before=None) -> None:
+  """Fault injection for tests: HINGE_JAX_FAULT=<site>:<n> SIGKILLs this process at the n-th
+  call of `site` (after `before()`, e.g. half a line written); unset, it does nothing."""
+  spec = os.environ.get('HINGE_JAX_FAULT', '')
+  if not spec.startswith(site + ':'):
+    return
+  _FAULT_CALLS[site] = _FAULT_CALLS.get(site, 0) + 1
+  if _FAULT_CALLS[site] == int(spec.split(':')[1]):
+    if before is not None:
+      before()
+    os.kill(os.getpid(), signal.SIGKILL)
 
 
 def fingerprint(tree: Any) -> str:
@@ -182,6 +199,7 @@ class Checkpointer:
         self._manager.delete(step)
       self._manager.save(int(step), force=True, args=ocp.args.Composite(
           state=ocp.args.StandardSave(_encode(state)), meta=ocp.args.JsonSave(meta)))
+      fault_point('checkpoint')  # tests: SIGKILL while the save is in flight
       self._manager.wait_until_finished()
     except Exception as e:  # noqa: BLE001 - orbax wraps disk errors in several types
       disk = is_disk_error(e)

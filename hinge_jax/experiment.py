@@ -160,7 +160,7 @@ def _train(config, workdir: str, log, overwrite: bool, wall_start: float) -> dic
     row = outputs.member_row(row)
     rows.append(io_utils.to_jsonable(row))
     with disk_errors(workdir, rerun):
-      io_utils.append_jsonl(metrics_path, row)
+      outputs.append_row(metrics_path, row)
     tb.scalars(step, row)
     progress.evaluation(step, row)
 

@@ -16,7 +16,7 @@ import ml_collections
 import numpy as np
 
 from hinge_jax import io_utils, plots
-from hinge_jax.checkpoint import is_disk_error
+from hinge_jax.checkpoint import fault_point, is_disk_error
 from hinge_jax.errors import UserError
 
 # What a run writes into its workdir (what --overwrite removes; nothing else is touched).
@@ -135,6 +135,18 @@ def resume_metrics(path: str, step: int, log=print, saved: list | None = None) -
         f'({"from the checkpoint" if saved is not None else "from the file"}; dropped the rows '
         f'written after the checkpoint and any torn line)')
   return kept
+
+
+def append_row(path: str, row: dict) -> None:
+  """One metrics row appended (fsynced); the `metrics` fault point tears it mid-line."""
+  def half():
+    with open(path, 'a') as f:
+      line = json.dumps(io_utils.to_jsonable(row), sort_keys=True)
+      f.write(line[:len(line) // 2])
+      f.flush()
+      os.fsync(f.fileno())
+  fault_point('metrics', half)
+  io_utils.append_jsonl(path, row)
 
 
 def _jsonl(rows: list[dict]) -> str:

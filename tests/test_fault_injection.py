@@ -5,7 +5,12 @@ In-process, through `experiment.train_and_evaluate` on short digits runs.
 """
 
 import errno
+import json
 import os
+import random
+import signal
+import subprocess
+import sys
 
 import pytest
 import tensorboardX
@@ -13,7 +18,7 @@ import tensorboardX
 from hinge_jax import experiment
 from hinge_jax.checkpoint import Checkpointer
 from hinge_jax.errors import UserError
-from helpers import default_config
+from helpers import REPO, default_config
 
 # A checkpoint every 100 steps, an evaluation every 100: the checkpoint's row is the last line.
 SMALL = {'num_steps': 300, 'eval_every_steps': 100, 'checkpoint_every_steps': 100,
@@ -92,3 +97,41 @@ def test_a_full_disk_at_any_writer_is_one_line(tmp_path, monkeypatch, writer):
   assert '\n' not in message and 'No space left on device' in message, message
   assert {'metrics': 'cannot write', 'checkpoint': 'cannot write the checkpoint',
           'tensorboard': 'cannot write'}[writer] in message
+
+
+# SIGKILL trials (a seeded schedule, so a failure reproduces): at the n-th call of a fault
+# point (HINGE_JAX_FAULT=<site>:<n>: `metrics` tears the n-th row mid-line, `checkpoint`
+# kills while the n-th save is in flight; a run has 3 of each), or from outside after a seeded delay. The killed
+# run is a subprocess; the rerun is in-process and must equal the uninterrupted run.
+_RNG = random.Random(22)
+TRIALS = ([('metrics', n) for n in range(1, 4)] + [('checkpoint', n) for n in range(1, 4)]
+          + [('time', round(_RNG.uniform(0.8, 3.0), 2)) for _ in range(14)])
+TIMING_KEYS = ('compile_time_s', 'run_time_s', 'wall_time_s', 'timing')
+
+
+def _results(workdir):
+  results = json.loads((workdir / 'results.json').read_text())
+  return {k: v for k, v in results.items() if k not in TIMING_KEYS}
+
+
+@pytest.mark.parametrize('site,n', TRIALS, ids=[f'{s}:{n}' for s, n in TRIALS])
+def test_sigkill_then_rerun_equals_the_uninterrupted_run(tmp_path, reference, site, n):
+  args = [sys.executable, '-m', 'hinge_jax.main', f'--workdir={tmp_path}',
+          *(f'--config.{k}={v}' for k, v in SMALL.items())]
+  env = dict(os.environ)
+  env.pop('XLA_FLAGS', None)
+  if site != 'time':
+    env['HINGE_JAX_FAULT'] = f'{site}:{n}'
+  proc = subprocess.Popen(args, cwd=REPO, env=env, stdout=subprocess.DEVNULL,
+                          stderr=subprocess.PIPE, text=True)
+  try:
+    _, err = proc.communicate(timeout=n if site == 'time' else 120)
+  except subprocess.TimeoutExpired:
+    proc.kill()
+    _, err = proc.communicate()
+  if site != 'time':
+    assert proc.returncode == -signal.SIGKILL, err
+  experiment.train_and_evaluate(_config(), str(tmp_path), log=_quiet)
+  assert (tmp_path / 'metrics.jsonl').read_bytes() == (reference / 'metrics.jsonl').read_bytes()
+  assert (tmp_path / 'params.npz').read_bytes() == (reference / 'params.npz').read_bytes()
+  assert _results(tmp_path) == _results(reference)
