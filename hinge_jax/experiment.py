@@ -109,7 +109,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   wall_start = time.perf_counter()
   config_lib.validate(config)
   outputs.prepare_workdir(workdir)
-  with io_utils.WorkdirLock(workdir):  # a second run on this workdir stops here, in one line
+  # A second run on this workdir stops at the lock, in one line. The outer StopSignals keeps
+  # the handlers until everything is written: a late first signal lets the writing finish, a
+  # second one exits at once (the training loop nests its own, which stops at a chunk's end).
+  with io_utils.WorkdirLock(workdir), StopSignals():
     return _train(config, workdir, log, overwrite, wall_start)
 
 

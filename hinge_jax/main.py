@@ -5,7 +5,8 @@ Running the same command again resumes from the workdir's latest checkpoint; a w
 holding a run of another config is refused unless `--overwrite`. JAX's persistent
 compilation cache is on (`--jax_cache_dir`, or `$HINGE_JAX_CACHE_DIR`; `off` disables it).
 Exit codes: 0 done, 2 bad input (one line on stderr), 3 training diverged, 128 + signal
-(130 SIGINT, 143 SIGTERM) when stopped by a signal after saving a checkpoint.
+(130 SIGINT, 143 SIGTERM) when stopped by a signal after saving a checkpoint, or at once
+on a second signal. A run holds WORKDIR/.lock: a second run on that workdir exits 2.
 """
 
 import sys

@@ -18,6 +18,7 @@ import ast
 import math
 import os
 import re
+import signal
 import time
 
 import jax
@@ -25,7 +26,7 @@ import ml_collections
 import numpy as np
 
 from hinge_jax import config_lib, datasets, experiment, io_utils, metadata, plots, results
-from hinge_jax.errors import ConfigError, DivergedError
+from hinge_jax.errors import ConfigError, DivergedError, Interrupted
 from hinge_jax.train import Spec, Trainer, check_fits
 
 _RANDOM = re.compile(r'^(loguniform|uniform|choice)\((.*)\)$')
@@ -230,12 +231,13 @@ def run(config: ml_collections.ConfigDict, workdir: str, log=print, overwrite: b
   config_lib.validate(config)
   points = expand(config)
   results.prepare_workdir(workdir)
-  with io_utils.WorkdirLock(workdir):  # a second run on this workdir stops here, in one line
-    return _run(config, points, workdir, log, overwrite, wall_start)
+  # SIGINT/SIGTERM stop at the end of the current chunk (Interrupted); a second exits at once.
+  with io_utils.WorkdirLock(workdir), experiment.StopSignals() as signals:
+    return _run(config, points, workdir, log, overwrite, wall_start, signals)
 
 
-def _run(config, points: list[dict], workdir: str, log, overwrite: bool, wall_start: float
-         ) -> dict:
+def _run(config, points: list[dict], workdir: str, log, overwrite: bool, wall_start: float,
+         signals) -> dict:
   """run's body, run while this process holds the workdir's lock."""
   dataset = datasets.load(config.dataset)
   check_fits(config, dataset)
@@ -276,7 +278,19 @@ def _run(config, points: list[dict], workdir: str, log, overwrite: bool, wall_st
       log(f'  program {p + 1}/{programs} step {step}/{config.num_steps}: best val_acc '
           f'{best:.4f}, diverged {int(np.sum(row["diverged"]))}/{per_program}')
 
-    state = trainer.fit(trainer.init(), on_eval=on_eval)
+    reached = [0]
+
+    def on_chunk(step, state, pending):
+      reached[0] = step
+      return not signals.signum  # a signal ends the sweep at this chunk's end
+
+    state = trainer.fit(trainer.init(), on_eval=on_eval, on_chunk=on_chunk)
+    if signals.signum:
+      name = signal.Signals(signals.signum).name
+      raise Interrupted(signals.signum, reached[0],
+                        f'{name} at step {reached[0]} of program {p + 1}/{programs}: the sweep '
+                        f'was stopped (a sweep keeps no checkpoint); rerun the same command to '
+                        f'restart it')
     finals = {split: trainer.evaluate(state.params, split) for split in datasets.SPLITS}
     diverged, dsteps = np.asarray(state.diverged), np.asarray(state.diverged_step)
     for j in range(per_program):

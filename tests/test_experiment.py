@@ -286,3 +286,32 @@ def test_a_second_signal_during_the_checkpoint_save_exits_at_once(tmp_path, monk
   assert capfd.readouterr().err == ('stopped: second SIGINT, exiting without waiting for the '
                                     'checkpoint\n')
   assert signal.getsignal(signal.SIGINT) == before
+
+
+@pytest.mark.parametrize('count', [1, 2])
+def test_a_signal_after_training_finishes_writing_or_exits_at_once(tmp_path, monkeypatch,
+                                                                   capfd, count):
+  """SIGINT while the plots are drawn: one lets the run finish, a second exits at once."""
+  def fake_exit(code):
+    raise _Exited(code)
+  monkeypatch.setattr(os, '_exit', fake_exit)
+  real_draw = experiment.outputs.draw_plots
+
+  def draw_with_signals(*args, **kwargs):
+    for _ in range(count):
+      os.kill(os.getpid(), signal.SIGINT)
+    return real_draw(*args, **kwargs)
+  monkeypatch.setattr(experiment.outputs, 'draw_plots', draw_with_signals)
+  before = signal.getsignal(signal.SIGINT)
+  config = _small_config(num_steps=100)
+  if count == 1:
+    results = experiment.train_and_evaluate(config, str(tmp_path), log=_quiet)
+    assert json.loads((tmp_path / 'results.json').read_text())['steps'] == results['steps']
+    assert capfd.readouterr().err == ''
+  else:
+    with pytest.raises(_Exited) as exited:
+      experiment.train_and_evaluate(config, str(tmp_path), log=_quiet)
+    assert exited.value.args == (128 + signal.SIGINT,)
+    assert capfd.readouterr().err == ('stopped: second SIGINT, exiting without waiting for the '
+                                      'checkpoint\n')
+  assert signal.getsignal(signal.SIGINT) == before

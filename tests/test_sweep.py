@@ -1,13 +1,15 @@
 """Vmapped sweeps: declaration, equivalence with single runs, divergence, sharding, chunking."""
 
 import json
+import os
+import signal
 
 import jax
 import numpy as np
 import pytest
 
 from hinge_jax import main, sweep
-from hinge_jax.errors import ConfigError
+from hinge_jax.errors import ConfigError, Interrupted
 from hinge_jax.train import Trainer
 from helpers import default_config
 
@@ -175,3 +177,23 @@ def test_a_structural_field_in_a_vmapped_sweep_is_refused(tmp_path):
   with pytest.raises(ConfigError) as err:
     main.train(default_config(**{'sweep.grid': 'loss.name=a,b'}), str(tmp_path))
   assert str(err.value).startswith('sweep field') and '\n' not in str(err.value)
+
+
+def test_a_signal_stops_a_sweep_at_the_chunk_end_in_one_line(tmp_path, monkeypatch, digits):
+  """SIGINT while a sweep's chunk runs: Interrupted (main: one `stopped:` line, exit 130)."""
+  original = Trainer.run_chunk
+  starts = []
+
+  def run_chunk(self, state, start, length):
+    starts.append(start)
+    if start == 0:
+      os.kill(os.getpid(), signal.SIGINT)  # handled before the next chunk starts
+    return original(self, state, start, length)
+  monkeypatch.setattr(Trainer, 'run_chunk', run_chunk)
+  before = signal.getsignal(signal.SIGINT)
+  config = default_config(**{**BASE, 'sweep.grid': 'optimizer.learning_rate=0.02,0.2',
+                             'sweep.devices': 1})
+  with pytest.raises(Interrupted, match='SIGINT at step .* rerun the same command') as e:
+    sweep.run(config, str(tmp_path), log=lambda *a: None)
+  assert e.value.signum == signal.SIGINT and starts == [0]
+  assert signal.getsignal(signal.SIGINT) == before
