@@ -1,7 +1,8 @@
 """Datasets by name: `load(config.dataset)` returns a checked, preprocessed `Dataset`.
 
 Built in (`loaders`): `digits` (scikit-learn's 8×8 digits, shipped in the package: the
-embedded default), `synthetic` (seeded Gaussian class clusters), `npz` (your own arrays);
+embedded default), `synthetic` (seeded Gaussian class clusters), `npz` (your own arrays),
+`npy` (your own `(N, D)` features, memory-mapped: `npy`);
 `synthetic_images` (seeded oriented gratings) and `cifar10` (the original python files when
 `dataset.data_dir` holds `cifar-10-batches-py`, else TFDS). Any other name is looked up in
 TFDS (`tfds_data`): cifar100, mnist, fashion_mnist, svhn_cropped, any image set with `image`
@@ -15,7 +16,7 @@ import re
 import ml_collections
 
 from hinge_jax.datasets import cifar, featurize, protocol, tfds_data
-from hinge_jax.datasets import synthetic_images  # noqa: F401 - registers its loader
+from hinge_jax.datasets import npy, synthetic_images  # noqa: F401 - register their loaders
 from hinge_jax.datasets.base import SPLITS, Dataset, preprocess
 from hinge_jax.datasets.loaders import LOADERS
 from hinge_jax.errors import ConfigError

@@ -1,10 +1,10 @@
 """The dataset record every loader returns, and the preprocessing shared by all of them.
 
 A loader returns raw splits: features as stored (uint8 pixels stay uint8, a quarter of the
-bytes of float32), integer labels, and what is known of the images' shape. `finalize` then
-checks the arrays (`validate`: every loader's output, before anything is compiled), computes
-the training mean, and records the preprocessing that the jitted step applies on the device:
-x ↦ (x − mean)·scale, then the constant-1 bias feature.
+bytes of float32; float16 embeddings stay float16), integer labels, and what is known of the
+images' shape. `finalize` then checks the arrays (`validate`: every loader's output, before
+anything is compiled), computes the training mean, and records the preprocessing that the
+jitted step applies on the device: x ↦ (x − mean)·scale, then the constant-1 bias feature.
 """
 
 import dataclasses
@@ -18,6 +18,8 @@ from hinge_jax.datasets import validate
 from hinge_jax.errors import DataError
 
 SPLITS = ('train', 'val', 'test')
+# Feature dtypes kept as stored (on the host, and on the device until a batch is converted)
+KEPT_DTYPES = (np.dtype(np.uint8), np.dtype(np.float16), np.dtype(np.float32))
 
 
 @dataclasses.dataclass
@@ -26,7 +28,7 @@ class Dataset:
 
   Attributes:
     name: the dataset's name.
-    x: split name → `(N, D)` raw features (uint8 or float32), flattened.
+    x: split name → `(N, D)` raw features (uint8, float16 or float32), flattened.
     y: split name → `(N,)` int32 labels in [0, num_classes).
     num_classes: C.
     image_shape: `(H, W, channels)` (or `(H, W)`) of one example before flattening, if images.
@@ -108,7 +110,7 @@ def finalize(name: str, x: dict, y: dict, *, num_classes: Optional[int], center:
   dim = int(np.prod(x['train'].shape[1:]))
   for split in SPLITS:
     x[split] = x[split].reshape(len(x[split]), dim)
-    if x[split].dtype != np.uint8:  # uint8 pixels stay uint8; everything else becomes float32
+    if x[split].dtype not in KEPT_DTYPES:  # uint8, float16, float32 stay; the rest → float32
       with np.errstate(over='ignore'):  # beyond float32's range: inf, reported by `finite`
         x[split] = np.asarray(x[split], np.float32)
   validate.finite(name, x)

@@ -21,6 +21,7 @@ import numpy as np
 from hinge_jax.errors import DataError
 
 MAX_CLASSES = 100_000
+FINITE_BLOCK = 1 << 22  # values checked for NaN/inf at a time (`finite`)
 _RELABEL = 'np.unique(y, return_inverse=True)[1] maps any labels to 0..C-1'
 
 
@@ -117,9 +118,16 @@ def num_classes(name: str, y: dict, declared: Optional[int]) -> int:
   return _check_count(name, declared)
 
 
+def _non_finite(v: np.ndarray, rows: int) -> int:
+  """NaN/inf count of `v`, `rows` rows at a time: a memory-mapped file is read once, with no
+  full-size temporary."""
+  return sum(int(v[i:i + rows].size - np.count_nonzero(np.isfinite(v[i:i + rows])))
+             for i in range(0, len(v), rows))
+
+
 def finite(name: str, x: dict) -> None:
   """No NaN or infinite feature (float splits only: integer pixels are always finite)."""
-  bad = {split: int(np.size(v) - np.count_nonzero(np.isfinite(v)))
+  bad = {split: _non_finite(v, max(FINITE_BLOCK // max(v[:1].size, 1), 1))
          for split, v in x.items() if np.issubdtype(v.dtype, np.floating)}
   if sum(bad.values()):
     where = ', '.join(f'{split}: {n}' for split, n in bad.items() if n)
