@@ -9,6 +9,7 @@ Every field can be overridden from the command line, e.g. `--config.reg.strength
 """
 
 import ml_collections
+from ml_collections import config_dict
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
@@ -72,6 +73,18 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.optimizer.schedule = 'constant'  # constant | step | exponential | cosine
   c.optimizer.decay_rate = 0.95
   c.optimizer.decay_steps = 0  # 0: one epoch (training-set size / batch size)
+  c.optimizer.memory_size = 10  # lbfgs: past steps it remembers (full batch, smooth objectives)
+
+  # Convergence, per member (hinge_jax/convergence.py): every check_every steps the full
+  # training objective is measured; a member whose relative decrease over that window is
+  # below tol (or whose gradient norm is below grad_tol) is frozen, and the run ends when all
+  # are. results.json / sweep.csv report converged, steps, objective, grad_norm and
+  # window_decrease for every run, stopped early or not.
+  c.stop = ml_collections.ConfigDict()
+  c.stop.tol = config_dict.placeholder(float)  # None: never stop on the decrease; > 0: on
+  c.stop.grad_tol = config_dict.placeholder(float)  # None: off; > 0: stop when ‖∇‖ ≤ it
+  c.stop.max_steps = 0  # the cap on steps (0: num_steps)
+  c.stop.check_every = 0  # steps per window (0: eval_every_steps)
 
   # the lecture's sanity checks at the start of every run (hinge_jax/sanity.py)
   c.sanity = ml_collections.ConfigDict()

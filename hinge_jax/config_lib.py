@@ -126,5 +126,60 @@ def validate(config: ml_collections.ConfigDict) -> None:
   _number(config, 'numerical.h', low=0, strict_low=True)
   _number(config, 'numerical.max_evals_per_step', low=1, integer=True)
   _number(config, 'numerical.chunk', low=1, integer=True)
+  check_lbfgs(config)
+  check_stop(config)
   for message in strategies.ignored_settings(config):  # once per run: validate runs once
     logging.warning(message)
+
+
+SMOOTH_HINGES = ('multiclass_svm', 'one_vs_all')  # squared: differentiable everywhere
+SMOOTH_REGULARIZERS = ('l2', 'none')
+
+
+def check_lbfgs(config: ml_collections.ConfigDict) -> None:
+  """Refuses `optimizer.name=lbfgs` where L-BFGS does not apply: it needs the whole training
+  set every step (its line search compares objective values) and a differentiable objective."""
+  if get_field(config, 'optimizer.name') not in optim.LINE_SEARCH_OPTIMIZERS:
+    return
+  memory = config.optimizer.get('memory_size', 10)
+  if isinstance(memory, bool) or not isinstance(memory, int) or memory < 1:
+    raise ConfigError(f'optimizer.memory_size={memory!r} must be an integer >= 1')
+  strategy = config.get('strategy', 'sgd')
+  if strategy not in ('sgd', 'gradient_descent'):
+    raise ConfigError(f'optimizer.name=lbfgs does not apply to strategy={strategy!r}; use '
+                      f'strategy=sgd with batch_size=0 (or strategy=gradient_descent)')
+  if strategy == 'sgd' and int(config.batch_size) != 0:
+    raise ConfigError(f'optimizer.name=lbfgs needs the full batch (its line search compares '
+                      f'objective values), not batch_size={config.batch_size}; set '
+                      f'batch_size=0, or use a stochastic optimizer such as adam')
+  smooth = ('softmax_cross_entropy, or loss.squared=True with loss.name=' + ' or '.join(
+      SMOOTH_HINGES) + ', with reg.name=' + ' or '.join(SMOOTH_REGULARIZERS))
+  loss, squared = config.loss.name, bool(config.loss.squared)
+  if loss != 'softmax_cross_entropy' and not (loss in SMOOTH_HINGES and squared):
+    what = f'loss.name={loss}' + ('' if squared else ' with loss.squared=False')
+    raise ConfigError(f'optimizer.name=lbfgs needs a smooth objective, and {what} is not '
+                      f'differentiable; use {smooth} (or a first-order optimizer)')
+  if config.reg.name not in SMOOTH_REGULARIZERS:
+    raise ConfigError(f'optimizer.name=lbfgs needs a smooth objective, and '
+                      f'reg.name={config.reg.name} is not differentiable at 0; use {smooth}')
+  if float(config.reg.max_norm) > 0:
+    raise ConfigError(f'optimizer.name=lbfgs takes no max-norm projection '
+                      f'(reg.max_norm={config.reg.max_norm:g}); set reg.max_norm=0')
+
+
+def check_stop(config: ml_collections.ConfigDict) -> None:
+  """The `stop` block (absent: never stop early): tolerances None or > 0, counts >= 0."""
+  stop = config.get('stop')
+  if stop is None:
+    return
+  for name in ('tol', 'grad_tol'):
+    value = stop.get(name)
+    if value is None:
+      continue
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+      raise ConfigError(f'stop.{name}={value!r} must be a positive number or None (no test)')
+    if value <= 0:
+      raise ConfigError(f'stop.{name}={value} must be > 0 (a relative decrease such as 1e-6), '
+                        f'or None to leave this test off')
+  _number(config, 'stop.max_steps', low=0, integer=True)
+  _number(config, 'stop.check_every', low=0, integer=True)

@@ -37,6 +37,10 @@ OPTIMIZERS.add('adam', lambda hp: _inject(optax.adam)(
 OPTIMIZERS.add('adamw', lambda hp: _inject(optax.adamw)(
     learning_rate=hp['learning_rate'], b1=hp['b1'], b2=hp['b2'], eps=hp['eps'],
     weight_decay=hp['weight_decay']))
+# L-BFGS: its step size comes from optax's zoom line search (no learning rate, no schedule);
+# full batch and smooth objectives only (`config_lib.check_lbfgs`). Stepped by `lbfgs_step`.
+OPTIMIZERS.add('lbfgs', lambda hp: lbfgs())
+LINE_SEARCH_OPTIMIZERS = ('lbfgs',)
 
 # Scalar defaults used to build the transformation's structure; each member's own values
 # replace them in the state at init.
@@ -58,9 +62,37 @@ def make(name: str) -> optax.GradientTransformation:
   return optax.GradientTransformation(tx.init, update)
 
 
-def init(name: str, hp: dict, params) -> optax.OptState:
-  """Optimizer state for one member, holding that member's hyperparameters as arrays."""
+def init(name: str, hp: dict, params, *, memory_size: int = 10) -> optax.OptState:
+  """Optimizer state for one member, holding that member's hyperparameters as arrays
+  (L-BFGS: its memory of `memory_size` past steps and its line search's last value)."""
+  if name == 'lbfgs':
+    return lbfgs(memory_size).init(params)
   return OPTIMIZERS.get(name)(hp).init(params)
+
+
+def lbfgs(memory_size: int = 10) -> optax.GradientTransformationExtraArgs:
+  """optax's L-BFGS with its zoom line search (at most 20 trials a step, first guess 1)."""
+  return optax.lbfgs(memory_size=memory_size)
+
+
+def lbfgs_step(params, opt_state, value_fn: Callable, *, memory_size: int, first: Array):
+  """One L-BFGS step on `value_fn(params)`: `(params, opt_state, value at the old params)`.
+
+  The line search leaves the value and gradient at the point it accepted in the state, so a
+  step costs only the line search's evaluations; the first step (`first`, a scalar shared by
+  every member, so a real branch under vmap) evaluates them itself.
+  """
+  def fresh(p, _):
+    return jax.value_and_grad(value_fn)(p)
+
+  def stored(_, state):
+    return optax.tree.get(state, 'value'), optax.tree.get(state, 'grad')
+
+  with jax.numpy_dtype_promotion('standard'):
+    value, grads = jax.lax.cond(first, fresh, stored, params, opt_state)
+    updates, opt_state = lbfgs(memory_size).update(grads, opt_state, params, value=value,
+                                                   grad=grads, value_fn=value_fn)
+    return optax.apply_updates(params, updates), opt_state, value
 
 
 def with_learning_rate(opt_state, lr: Array):

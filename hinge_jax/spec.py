@@ -33,6 +33,13 @@ class Spec:
   num_candidates: int = 1  # random_search: candidates per step
   num_proposals: int = 1  # random_local_search: proposals per step
   fd_chunk: int = 256  # numerical_gradient: coordinates per vmapped batch
+  memory_size: int = 10  # lbfgs: past steps remembered
+  max_steps: int = 0  # the loop's cap (stop.max_steps; 0: num_steps)
+
+  @property
+  def last_step(self) -> int:
+    """The step the loop ends at unless every member converges first."""
+    return self.max_steps or self.num_steps
 
   @classmethod
   def create(cls, config: ml_collections.ConfigDict, dataset: Dataset, hp: dict) -> 'Spec':
@@ -53,4 +60,6 @@ class Spec:
         max_norm=bool(np.any(hp['max_norm'] > 0)),
         num_candidates=int(config.get('search', {}).get('num_candidates', 1)),
         num_proposals=int(config.get('search', {}).get('num_proposals', 1)),
-        fd_chunk=int(config.get('numerical', {}).get('chunk', 256)))
+        fd_chunk=int(config.get('numerical', {}).get('chunk', 256)),
+        memory_size=int(config.optimizer.get('memory_size', 10)),
+        max_steps=int((config.get('stop') or {}).get('max_steps', 0) or 0))
