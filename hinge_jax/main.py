@@ -14,18 +14,20 @@ import sys
 from absl import flags
 from absl import logging as absl_logging
 
-from hinge_jax import cli_utils, compile_cache, experiment, sweep
+from hinge_jax import cli_utils, compile_cache, experiment, probe, sweep
 from hinge_jax.errors import DivergedError, Interrupted, UserError
 
 _CONFIG = None  # defined in run(): importing this module defines no flag
 
 
 def train(config, workdir: str, *, overwrite: bool = False) -> None:
-  """One run or one vmapped sweep, as the config declares."""
+  """One run, one vmapped sweep, or the linear-probe protocol, as the config declares."""
   if config.get('sweep', {}).get('structural'):
     raise UserError(f'sweep.structural={config.sweep.structural!r} declares separate runs; '
                     f'launch them with python -m launch.run --config=... --workdir=...')
-  if sweep.is_sweep(config):  # many members in one compiled program
+  if probe.is_probe(config):  # a λ sweep, the choice by validation, the test (probe.py)
+    probe.run(config, workdir, overwrite=overwrite)
+  elif sweep.is_sweep(config):  # many members in one compiled program
     sweep.run(config, workdir, overwrite=overwrite)
   else:
     experiment.train_and_evaluate(config, workdir, overwrite=overwrite)

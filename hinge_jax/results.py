@@ -22,7 +22,7 @@ from hinge_jax.errors import UserError
 # What a run writes into its workdir (what --overwrite removes; nothing else is touched).
 OUTPUTS = ('config.json', 'metrics.jsonl', 'results.json', 'params.npz', 'checkpoints',
            'checkpoints-corrupt', 'plots', 'tensorboard', 'sanity.json', 'sweep.csv',
-           'sweep.json')
+           'sweep.json', 'probe.json', 'probe_params.npz')
 
 
 def prepare_workdir(workdir: str) -> None:

@@ -18,7 +18,7 @@ import re
 import numpy as np
 import pytest
 
-from hinge_jax import experiment, sweep
+from hinge_jax import experiment, probe, sweep
 from hinge_jax.errors import UserError
 from helpers import REPO
 
@@ -102,6 +102,8 @@ def _grid_size(config) -> int:
 
 def _num_features(ds, image_shape) -> int:
   """D as the model sees it, from the config's feature settings and the image shape."""
+  if len(image_shape) == 1:  # (N, D) features: D values
+    return image_shape[0] + int(ds.bias_trick)
   h, w = image_shape[:2]
   sizes = {'pixels': int(np.prod(image_shape)), 'hue_hist': ds.hue_bins,
            'hog': (h // ds.hog_cell) * (w // ds.hog_cell) * ds.hog_bins}
@@ -109,7 +111,18 @@ def _num_features(ds, image_shape) -> int:
   return dim + int(ds.bias_trick)
 
 
-def _shrunk(config, cifar_dir: str, tfds_dir: str):
+@pytest.fixture(scope='session')
+def npy_dir(tmp_path_factory):
+  """Embeddings for the `npy` configs (configs/probe.py): float16, D = 12, 10 classes."""
+  root = tmp_path_factory.mktemp('npy')
+  rng = np.random.default_rng(0)
+  for split, n in (('train', 60), ('val', 30), ('test', 30)):
+    np.save(root / f'x_{split}.npy', rng.standard_normal((n, 12)).astype(np.float16))
+    np.save(root / f'y_{split}.npy', np.arange(n) % 10)
+  return str(root)
+
+
+def _shrunk(config, cifar_dir: str, tfds_dir: str, npy_dir: str = ''):
   """The config with few steps, small splits and batches, and the test's data directory.
 
   Returns `(config, expected)`: the split sizes and the image shape the run should report.
@@ -127,6 +140,9 @@ def _shrunk(config, cifar_dir: str, tfds_dir: str):
   elif ds.name in ('mnist', 'fashion_mnist'):
     ds.data_dir, sizes, total_test, shape = tfds_dir, MNIST_SIZES, 20, (28, 28, 1)
     first_class = '0' if ds.name == 'mnist' else 'T-shirt/top'
+  elif ds.name == 'npy':
+    ds.path = npy_dir
+    return c, {'train': 60, 'val': 30, 'test': 30, 'shape': (12,), 'first_class': '0'}
   else:
     assert ds.name == 'digits', f'a new dataset {ds.name!r}: give it test data here'
     n_val = n_test = round(1797 * ds.val_fraction)
@@ -144,9 +160,9 @@ def _shrunk(config, cifar_dir: str, tfds_dir: str):
 
 
 @pytest.mark.parametrize('stem, arg', _cases())
-def test_config_runs(stem, arg, cifar_dir, tfds_dir, tmp_path):
+def test_config_runs(stem, arg, cifar_dir, tfds_dir, npy_dir, tmp_path):
   original = _load(stem, arg)
-  config, expected = _shrunk(_load(stem, arg), cifar_dir[0], tfds_dir[0])
+  config, expected = _shrunk(_load(stem, arg), cifar_dir[0], tfds_dir[0], npy_dir)
   workdir = str(tmp_path)
   refusal = _documented_error(stem)
   if refusal:  # the config's lesson is a refusal before training, as its docstring shows
@@ -155,7 +171,12 @@ def test_config_runs(stem, arg, cifar_dir, tfds_dir, tmp_path):
     assert str(e.value).startswith(refusal), (str(e.value), refusal)
     assert not os.path.exists(os.path.join(workdir, 'results.json'))
     return
-  if sweep.is_sweep(config):
+  if probe.is_probe(config):  # a λ sweep: the grid comes from probe.*
+    record = probe.run(config, workdir, log=lambda *a: None)
+    assert (record['refit'] is not None) == original.probe.refit
+    original = probe.sweep_config(original, probe.lambdas(original))
+    assert len(record['lambdas']) == _grid_size(original) > 1
+  elif sweep.is_sweep(config):
     summary = sweep.run(config, workdir, log=lambda *a: None)
     assert len(summary['members']) == _grid_size(original) > 1
     with open(os.path.join(workdir, 'sweep.json')) as f:
