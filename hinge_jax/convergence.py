@@ -142,7 +142,8 @@ def objective_and_grad_norm_f64(params, hp: dict, dataset: Dataset, *, spec
                                 ) -> tuple[np.ndarray, np.ndarray]:
   """(K,) full training objective and ‖∇‖ of every member, in float64 on the host's CPU.
 
-  `params` and `hp` hold K members (`hp` as `config_lib.hyper_arrays` gives it); the pass
+  `params` and `hp` hold K members (`hp` as `config_lib.hyper_arrays(configs, np.float64)`
+  gives it: the configs' exact λ, not its float32 rounding); the pass
   is `fullbatch`'s blocked one, so the gradient of a hinge is `jax.grad`'s subgradient.
   """
   cpu = jax.devices('cpu')[0]

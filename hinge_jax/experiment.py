@@ -219,7 +219,8 @@ def _train(config, workdir: str, log, overwrite: bool, wall_start: float) -> dic
   final = summarize(trainer, state.params)
   record = trainer.convergence_record if not done else (
       Convergence.from_json(trainer.stop, saved_record) if saved_record else None)
-  convergence = final_fields(record, state.params, trainer.hp, dataset, spec=trainer.spec,
+  convergence = final_fields(record, state.params, config_lib.hyper_arrays([config], np.float64),
+                             dataset, spec=trainer.spec,
                              last_step=stopped['step'])[0]
   with disk_errors(workdir, rerun):
     outputs.save_params(os.path.join(workdir, 'params.npz'), state.params)

@@ -298,7 +298,8 @@ def _run(config, points: list[dict], workdir: str, log, overwrite: bool, wall_st
                         f'restart it')
     finals = {split: trainer.evaluate(state.params, split) for split in datasets.SPLITS}
     diverged, dsteps = np.asarray(state.diverged), np.asarray(state.diverged_step)
-    converged = final_fields(trainer.convergence_record, state.params, trainer.hp, dataset,
+    converged = final_fields(trainer.convergence_record, state.params,
+                             config_lib.hyper_arrays(chunk_members, np.float64), dataset,
                              spec=spec, last_step=reached[0])
     for j in range(per_program):
       k = offset + j
