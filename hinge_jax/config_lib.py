@@ -61,13 +61,13 @@ def with_fields(config: ml_collections.ConfigDict, fields: dict) -> ml_collectio
   return out
 
 
-def hyper_arrays(configs) -> dict:
-  """Stacks each member's numeric hyperparameters into `(K,)` arrays (seed as uint32)."""
+def hyper_arrays(configs, dtype=np.float32) -> dict:
+  """Stacks each member's numeric hyperparameters into `(K,)` arrays of `dtype` (float64:
+  the configs' exact values, for a float64 objective), the seed as uint32."""
   out = {}
   for field, key in HYPER_FIELDS.items():
     values = [get_field(c, field) for c in configs]
-    dtype = np.uint32 if key == 'seed' else np.float32
-    out[key] = np.asarray(values, dtype)
+    out[key] = np.asarray(values, np.uint32 if key == 'seed' else dtype)
   return out
 
 

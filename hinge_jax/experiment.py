@@ -23,6 +23,7 @@ import numpy as np
 from hinge_jax import config_lib, datasets, io_utils, metadata, results as outputs, sanity
 from hinge_jax import strategies
 from hinge_jax.checkpoint import Checkpointer, fingerprint
+from hinge_jax.convergence import Convergence, final_fields
 from hinge_jax.errors import DivergedError, Interrupted
 from hinge_jax.progress import Progress
 from hinge_jax.summary import SummaryLog, flat_hparams
@@ -36,13 +37,23 @@ def describe(config: ml_collections.ConfigDict, dataset) -> str:
   """One line: the data, the objective, the optimizer, the steps, the device."""
   full_batch = (int(config.batch_size) == 0
                 or strategies.get(config.get('strategy', 'sgd')).full_batch)
-  steps = (f'{config.num_steps} full-batch steps' if full_batch
-           else f'{config.num_steps} steps of {config.batch_size}')
+  stop = config.get('stop') or {}
+  n = stop.get('max_steps') or config.num_steps
+  steps = f'{n} full-batch steps' if full_batch else f'{n} steps of {config.batch_size}'
+  if stop.get('tol') is not None or stop.get('grad_tol') is not None:
+    steps = 'at most ' + steps
   return (f'{dataset.name}: {dataset.size("train")} train / {dataset.size("val")} val / '
           f'{dataset.size("test")} test, D={dataset.num_features}, C={dataset.num_classes}; '
           f'{config.loss.name} + {config.reg.strength:g}·{config.reg.name}, '
-          f'{config.optimizer.name} lr={config.optimizer.learning_rate:g}, '
-          f'{steps} on {jax.default_backend()}')
+          f'{optimizer_text(config)}, {steps} on {jax.default_backend()}')
+
+
+def optimizer_text(config: ml_collections.ConfigDict) -> str:
+  """'momentum lr=0.05', or 'lbfgs (line search)': L-BFGS takes no learning rate."""
+  name = config.optimizer.name
+  if name == 'lbfgs':
+    return f'lbfgs (line search, memory {config.optimizer.get("memory_size", 10)})'
+  return f'{name} lr={config.optimizer.learning_rate:g}'
 
 
 def summarize(trainer: Trainer, params, k: int = 0) -> dict:
@@ -128,19 +139,20 @@ def _train(config, workdir: str, log, overwrite: bool, wall_start: float) -> dic
   log(describe(config, dataset))
 
   sanity.at_start(config, dataset, workdir, log=log)  # the lecture's checks; sanity.json
-  num_steps, every = int(config.num_steps), int(config.checkpoint_every_steps)
+  num_steps, every = trainer.spec.last_step, int(config.checkpoint_every_steps)
   config_id = fingerprint(outputs.config_record(config))
   seeds = np.asarray(trainer.hp['seed'])
   ckpt = Checkpointer(os.path.join(workdir, 'checkpoints'), keep=int(config.checkpoint_keep),
                       log=log)
   state = trainer.init()
   restored = ckpt.restore_latest(state, seeds=seeds, config_fingerprint=config_id)
-  start_step, pending, done, saved_rows = 0, None, False, None
+  start_step, pending, done, saved_rows, saved_record = 0, None, False, None, None
   if restored is not None:
     state, start_step = restored.state, restored.step
     pending = restored.meta['extra'].get('pending')
     done = bool(restored.meta['extra'].get('done'))
     saved_rows = restored.meta['extra'].get('rows')  # None: a checkpoint from before rows
+    saved_record = restored.meta['extra'].get('convergence')  # a finished run's
     log(f'resuming from the checkpoint of step {start_step}' + (' (finished run)' if done else ''))
   metrics_path = os.path.join(workdir, 'metrics.jsonl')
   with disk_errors(workdir, rerun):
@@ -191,7 +203,8 @@ def _train(config, workdir: str, log, overwrite: bool, wall_start: float) -> dic
                           f'{name} at step {stopped["step"]} of {num_steps}: saved a checkpoint '
                           f'in {ckpt.directory}; rerun the same command to resume')
       if not done:
-        save(stopped['step'], state, pending=None, done=True)
+        save(stopped['step'], state, pending=None, done=True,
+             convergence=trainer.convergence_record.to_json())
   except BaseException:
     tb.close(quiet=True)  # flush what this session logged; a resumed run purges past its checkpoint
     raise
@@ -204,11 +217,17 @@ def _train(config, workdir: str, log, overwrite: bool, wall_start: float) -> dic
   diverged = bool(np.asarray(state.diverged)[0])
   diverged_step = int(np.asarray(state.diverged_step)[0])
   final = summarize(trainer, state.params)
+  record = trainer.convergence_record if not done else (
+      Convergence.from_json(trainer.stop, saved_record) if saved_record else None)
+  convergence = final_fields(record, state.params, config_lib.hyper_arrays([config], np.float64),
+                             dataset, spec=trainer.spec,
+                             last_step=stopped['step'])[0]
   with disk_errors(workdir, rerun):
     outputs.save_params(os.path.join(workdir, 'params.npz'), state.params)
   saves = ckpt.save_seconds
   results = outputs.run_results(
-      final, dataset, config, steps=diverged_step if diverged else int(config.num_steps),
+      final, dataset, config, steps=diverged_step if diverged else stopped['step'],
+      convergence=convergence,
       seed=int(config.seed), diverged=diverged, diverged_step=diverged_step if diverged else None,
       compile_time_s=trainer.compile_time_s,
       run_time_s=max(train_time - compile_in_loop, 0.0),
@@ -241,4 +260,15 @@ def _train(config, workdir: str, log, overwrite: bool, wall_start: float) -> dic
       f'train {results["run_time_s"]:.1f} s): '
       f'train_acc {results["train_accuracy"]:.4f}  val_acc {results["val_accuracy"]:.4f}  '
       f'test_acc {results["test_accuracy"]:.4f}  final_loss {results["final_loss"]:.4f}')
+  log(convergence_line(convergence))
   return results
+
+
+def convergence_line(c: dict) -> str:
+  """One line: converged or not, the float64 objective, its gradient norm, the last window."""
+  number = lambda v: 'n/a' if v is None else f'{v:.3g}'
+  state = f'converged at step {c["steps"]}' if c['converged'] else (
+      f'not converged (stopped at step {c["steps"]})')
+  return (f'convergence: {state}; objective {number(c["objective"])} (float64), '
+          f'gradient norm {number(c["grad_norm"])}, decrease over the last window '
+          f'{number(c["window_decrease"])}')

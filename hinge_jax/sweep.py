@@ -26,6 +26,7 @@ import ml_collections
 import numpy as np
 
 from hinge_jax import config_lib, datasets, experiment, io_utils, metadata, plots, results
+from hinge_jax.convergence import FIELDS as CONVERGENCE_FIELDS, final_fields
 from hinge_jax.errors import ConfigError, DivergedError, Interrupted
 from hinge_jax.train import Spec, Trainer, check_fits
 
@@ -151,15 +152,17 @@ def member_config(config: ml_collections.ConfigDict, values: dict) -> ml_collect
 def member_bytes(spec: Spec, eval_chunk: int) -> int:
   """Rough device bytes one member needs while training and evaluating (float32).
 
-  Parameters, gradients, updates and up to two optimizer slots (D·C each), and the chunk's
-  input copy of the parameters and slots that a deferred guard keeps for a rerun
-  (`train.Tuning.guard`); the member's scores on a batch and an eval chunk; its own
+  Parameters, gradients, updates and up to two optimizer slots (D·C each; L-BFGS: its
+  memory), and the chunk's input copy of the parameters and slots that a deferred guard
+  keeps for a rerun (`train.Tuning.guard`); the member's scores on a batch and an eval chunk; its own
   minibatch when members do not share one.
   """
   dc = spec.num_features * spec.num_classes
   per = 4 * (8 * dc + spec.batch_size * spec.num_classes * 4 + eval_chunk * spec.num_classes * 2)
   if not (spec.shared_data or spec.full_batch):
     per += 4 * spec.batch_size * spec.num_features * 2  # gathered batch, as float
+  if spec.optimizer == 'lbfgs':  # its memory (past steps and gradients), the line search's
+    per += 4 * (2 * spec.memory_size + 4) * dc  # point, gradient and direction
   return per
 
 
@@ -201,13 +204,15 @@ def members_per_program(config, spec: Spec, eval_chunk: int, data_bytes: int, to
   return max(fit // n_dev * n_dev, 1)
 
 
-def _row(values: dict, k: int, final: dict, diverged: bool, step: int) -> dict:
+def _row(values: dict, k: int, final: dict, diverged: bool, step: int,
+         convergence: dict) -> dict:
   row = {'member': k, **values}
   for split in datasets.SPLITS:
     row[f'{split}_accuracy'] = final[split]['accuracy']
   row['final_loss'] = final['train']['loss']
   row['diverged'] = diverged
   row['diverged_step'] = step if diverged else None
+  row.update(convergence)  # converged, steps, objective, grad_norm, window_decrease
   return row
 
 
@@ -293,6 +298,9 @@ def _run(config, points: list[dict], workdir: str, log, overwrite: bool, wall_st
                         f'restart it')
     finals = {split: trainer.evaluate(state.params, split) for split in datasets.SPLITS}
     diverged, dsteps = np.asarray(state.diverged), np.asarray(state.diverged_step)
+    converged = final_fields(trainer.convergence_record, state.params,
+                             config_lib.hyper_arrays(chunk_members, np.float64), dataset,
+                             spec=spec, last_step=reached[0])
     for j in range(per_program):
       k = offset + j
       if k >= k_total:
@@ -300,7 +308,7 @@ def _run(config, points: list[dict], workdir: str, log, overwrite: bool, wall_st
       final = {s: results.split_summary(finals[s], j, trainer.data.size(s))
                for s in datasets.SPLITS}
       finals_of[k] = final
-      rows.append(_row(points[k], k, final, bool(diverged[j]), int(dsteps[j])))
+      rows.append(_row(points[k], k, final, bool(diverged[j]), int(dsteps[j]), converged[j]))
       params_of[k] = jax.tree.map(lambda a, j=j: np.asarray(a[j]), state.params)
     compile_s = trainer.compile_time_s
 
@@ -333,8 +341,10 @@ def _write_best(config, workdir, dataset, best_config, best, row, params, final,
   results.save_params(os.path.join(workdir, 'params.npz'), batched)
   results.write_metrics(workdir, history)
   best_results = results.run_results(
-      final, dataset, best_config, steps=int(config.num_steps), seed=int(best_config.seed),
-      diverged=row['diverged'], diverged_step=row['diverged_step'], sweep_member=best,
+      final, dataset, best_config, steps=row['diverged_step'] if row['diverged'] else row['steps'],
+      seed=int(best_config.seed), diverged=row['diverged'],
+      diverged_step=row['diverged_step'], sweep_member=best,
+      convergence={f: row[f] for f in CONVERGENCE_FIELDS},
       compile_time_s=summary['compile_time_s'], wall_time_s=summary['wall_time_s'],
       metadata=summary['metadata'])
   results.write_results(workdir, best_results)

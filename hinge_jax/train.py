@@ -25,6 +25,7 @@ import ml_collections
 import numpy as np
 
 from hinge_jax import config_lib, losses, model, optim, strategies
+from hinge_jax.convergence import Convergence, StopRule, grad_norm_program, select_members
 from hinge_jax.datasets import Dataset
 from hinge_jax.errors import ConfigError
 from hinge_jax.objective import objective, penalty  # noqa: F401 - objective re-exported
@@ -105,6 +106,8 @@ class Trainer:
   member_sharding: Any = None
   tuning: Tuning = Tuning()
   reruns: int = 0  # chunks a deferred guard found diverging and reran (`run_chunk`)
+  stop: StopRule = StopRule()  # when a member has converged (`fit`)
+  convergence_record: Optional[Convergence] = None  # the last `fit`'s (`convergence.py`)
   # compiled programs, shared by `with_hyper` and `with_tuning` copies (chunks keyed by tuning)
   _compiled: dict = dataclasses.field(default_factory=dict)
 
@@ -136,7 +139,8 @@ class Trainer:
     data = DeviceData.create(dataset, int(config.eval_batch_size), replicated,
                              train_dtype=tuning.train_dtype(spec, dataset))
     trainer = cls(spec=spec, data=data, hp={}, eval_every=int(config.eval_every_steps),
-                  member_sharding=member_sharding, tuning=tuning)
+                  member_sharding=member_sharding, tuning=tuning,
+                  stop=StopRule.from_config(config))
     return trainer.with_hyper(hp_np)
 
   def with_hyper(self, hp_np: dict) -> 'Trainer':
@@ -256,38 +260,60 @@ class Trainer:
           chunk_every: int = 0,
           on_chunk: Optional[Callable[[int, TrainState, dict], bool]] = None,
           pending: Optional[dict] = None) -> TrainState:
-    """Trains from `start_step` to `spec.num_steps`, evaluating every `eval_every` steps.
+    """Trains from `start_step` to `spec.last_step`, evaluating every `eval_every` steps.
 
     `on_eval(step, state, row)` receives each evaluation (`row` holds `(K,)` arrays); it
     returns False to stop early. Training also stops once every member has diverged.
 
+    Convergence (`self.stop`, `convergence.py`): every `stop.check_every` steps each member's
+    objective is checked; a converged member is frozen at its state then (its later updates
+    are discarded), and training stops once every member has converged or diverged. The
+    record is left in `self.convergence_record`.
+
     Resumable runs: `chunk_every > 0` also ends a compiled chunk every `chunk_every` steps,
     and `on_chunk(step, state, pending)` runs after every chunk (after `on_eval`); it returns
     False to stop (a checkpoint and a signal check go there). `pending` holds the batch-loss
-    sums of the evaluation period so far (`{'sum': [K], 'count': [K]}`, JSON-able); passing
-    it back with `start_step` resumes mid-period with the same `batch_loss` as an
-    uninterrupted run. Chunk boundaries depend only on the step, so they are the same
-    however often a run is restarted.
+    sums of the evaluation period so far and the convergence record (`{'sum': [K], 'count':
+    [K], 'convergence': {...}}`, JSON-able); passing it back with `start_step` resumes
+    mid-period with the same `batch_loss` and windows as an uninterrupted run. Chunk
+    boundaries depend only on the step, so they are the same however often a run is restarted.
     """
-    step = start_step
+    step, last, every = start_step, self.spec.last_step, self.stop.check_every
     k = self.num_members
     acc = {'sum': np.zeros(k), 'count': np.zeros(k, np.int64)}
+    record = Convergence.create(self.stop, k, start_step)
     if pending:
       acc = {'sum': np.asarray(pending['sum'], np.float64),
              'count': np.asarray(pending['count'], np.int64)}
-    while step < self.spec.num_steps:
-      length = min(self.eval_every - step % self.eval_every, self.spec.num_steps - step)
+      if pending.get('convergence'):
+        record = Convergence.from_json(self.stop, pending['convergence'])
+    self.convergence_record = record
+    # the converged members' states (a resumed state holds them already)
+    held = select_members(record.converged, state, state) if record.converged.any() else None
+    while step < last:
+      length = min(self.eval_every - step % self.eval_every, every - step % every, last - step)
       if chunk_every > 0:
         length = min(length, chunk_every - step % chunk_every)
       state, batch_losses = self.run_chunk(state, step, length)
+      if held is not None:
+        state = select_members(record.converged, held, state)
       step += length
       values = np.asarray(batch_losses, np.float64)
       finite = np.isfinite(values)
       acc['sum'] = acc['sum'] + np.where(finite, values, 0.0).sum(axis=0)
       acc['count'] = acc['count'] + finite.sum(axis=0)
       stop = False
-      if step % self.eval_every == 0 or step == self.spec.num_steps:
-        train, val = self.evaluate(state.params, 'train'), self.evaluate(state.params, 'val')
+      train = None
+      if step % every == 0 or step == last:
+        train = self.evaluate(state.params, 'train')
+        newly = record.check(step, train['loss'], self._grad_norms(state.params))
+        if newly.any():
+          held = select_members(newly, state, state if held is None else held)
+        stop = bool(np.all(record.converged | np.asarray(state.diverged)))
+      if step % self.eval_every == 0 or step == last or stop:
+        if train is None:
+          train = self.evaluate(state.params, 'train')
+        val = self.evaluate(state.params, 'val')
         row = {'step': step, 'loss': train['loss'], 'train_accuracy': train['accuracy'],
                'val_accuracy': val['accuracy'], 'val_loss': val['loss'],
                'batch_loss': np.where(acc['count'] > 0,
@@ -302,11 +328,24 @@ class Trainer:
         if bool(np.all(row['diverged'])):
           stop = True
       if on_chunk is not None and on_chunk(step, state, {
-          'sum': acc['sum'].tolist(), 'count': acc['count'].tolist()}) is False:
+          'sum': acc['sum'].tolist(), 'count': acc['count'].tolist(),
+          'convergence': record.to_json()}) is False:
         stop = True
       if stop:
         break
     return state
+
+  def _grad_norms(self, params) -> Optional[np.ndarray]:
+    """(K,) ‖∇f‖ of the full objective where `stop.grad_tol` asks for it, else None."""
+    if self.stop.grad_tol is None:
+      return None
+    key = 'grad_norm'
+    if key not in self._compiled:
+      t0 = time.perf_counter()
+      self._compiled[key] = grad_norm_program(self.spec).lower(
+          params, self.data, self.hp).compile()
+      self.compile_time_s += time.perf_counter() - t0
+    return np.asarray(self._compiled[key](params, self.data, self.hp))
 
 
 def check_fits(config: ml_collections.ConfigDict, dataset: Dataset) -> None:

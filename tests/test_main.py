@@ -10,12 +10,25 @@ import os
 import numpy as np
 import pytest
 
+import reference
 from hinge_jax import main
 from hinge_jax.errors import UserError
 from helpers import default_config, run_main
 
 
-def test_default_config_on_digits(tmp_path, capsys):
+def _ww_objective_and_grad_norm(digits, w, b, lam):
+  """The default objective (WW SVM + λ‖W‖², b unpenalized) and its subgradient's norm, in
+  float64 from the loop-based references."""
+  x = (digits.x['train'].astype(np.float64) - digits.mean.astype(np.float64)) * digits.scale
+  w, b = w.astype(np.float64), b.astype(np.float64)
+  s, y = x @ w.T + b, digits.y['train']
+  ds = np.stack([reference.ww_svm_grad(s[i], y[i]) for i in range(len(y))]) / len(y)
+  value = sum(reference.ww_svm(s[i], y[i]) for i in range(len(y))) / len(y) + lam * np.sum(w * w)
+  gw, gb = ds.T @ x + 2 * lam * w, ds.sum(axis=0)
+  return value, np.sqrt(np.sum(gw * gw) + np.sum(gb * gb))
+
+
+def test_default_config_on_digits(tmp_path, capsys, digits):
   main.train(default_config(), str(tmp_path))
   out = capsys.readouterr().out
   results = json.loads((tmp_path / 'results.json').read_text())
@@ -28,6 +41,15 @@ def test_default_config_on_digits(tmp_path, capsys):
   assert [r['step'] for r in rows] == [250, 500, 750, 1000]
   assert all({'loss', 'train_accuracy', 'val_accuracy'} <= set(r) for r in rows)
   assert json.loads((tmp_path / 'config.json').read_text())['loss']['name'] == 'multiclass_svm'
+  # how far from converged the minibatch SGD run ended, against a float64 NumPy reference
+  got = results['convergence']
+  assert got['converged'] is False and got['steps'] == 1000
+  params = np.load(tmp_path / 'params.npz')
+  want, norm = _ww_objective_and_grad_norm(digits, params['W'], params['b'], 1e-3)
+  assert got['objective'] == pytest.approx(want, rel=1e-9)
+  assert got['grad_norm'] == pytest.approx(norm, rel=1e-6)
+  assert got['window_decrease'] == pytest.approx(
+      (rows[2]['loss'] - rows[3]['loss']) / rows[2]['loss'], rel=1e-9)
   conf = np.array(results['splits']['test']['confusion_matrix'])
   assert conf.shape == (10, 10) and conf.sum() == results['splits']['test']['size']
   assert 'test_acc' in out and 'step 1000/1000' in out
@@ -65,7 +87,11 @@ def _nan_features(tmp_path):
 @pytest.mark.parametrize('fields,needles', [
     ({'loss.name': 'hinge'}, ("loss.name='hinge'", 'multiclass_svm', 'softmax_cross_entropy')),
     ({'reg.name': 'l3'}, ("reg.name='l3'", 'elastic_net')),
-    ({'optimizer.name': 'lbfgs'}, ("optimizer.name='lbfgs'", 'adam', 'nesterov')),
+    ({'optimizer.name': 'bfgs'}, ("optimizer.name='bfgs'", 'adam', 'lbfgs')),
+    ({'optimizer.name': 'lbfgs'}, ('optimizer.name=lbfgs needs the full batch', 'batch_size=0')),
+    ({'optimizer.name': 'lbfgs', 'batch_size': 0}, ('multiclass_svm with loss.squared=False',
+                                                    'softmax_cross_entropy')),
+    ({'stop.tol': 0.0}, ('stop.tol=0.0 must be > 0',)),
     ({'dataset.name': 'imagenet21k'}, ("dataset.name='imagenet21k'", 'digits')),
     ({'reg.strength': -1.0}, ('reg.strength=-1', '>= 0')),
     ({'optimizer.learning_rate': -0.1}, ('optimizer.learning_rate=-0.1', '> 0')),

@@ -128,12 +128,17 @@ def whole(tmp_path_factory):
 
 
 def _same_rows(rows_a, rows_b):
-  """Same members, same accuracies; losses equal to float32 rounding (see above)."""
+  """Same members, same accuracies; losses equal to float32 rounding (see above), and so the
+  convergence fields: the objective, its (sub)gradient's norm, the last window's decrease."""
   assert len(rows_a) == len(rows_b)
   for a, b in zip(rows_a, rows_b):
     for key in a:
-      if key == 'final_loss':
+      if key in ('final_loss', 'objective'):
         assert a[key] == pytest.approx(b[key], rel=1e-5)
+      elif key == 'grad_norm':
+        assert a[key] == pytest.approx(b[key], rel=1e-3), key
+      elif key == 'window_decrease':
+        assert a[key] == pytest.approx(b[key], abs=1e-5), key
       else:
         assert a[key] == b[key], key
 
@@ -166,11 +171,15 @@ def test_a_sweep_config_runs_as_a_sweep_and_writes_every_output(tmp_path, capsys
   assert 'best member' in capsys.readouterr().out
   header = (tmp_path / 'sweep.csv').read_text().splitlines()[0]
   assert header.startswith('member,optimizer.learning_rate,reg.strength,train_accuracy')
+  assert header.endswith('diverged_step,converged,steps,objective,grad_norm,window_decrease')
   assert len((tmp_path / 'sweep.csv').read_text().splitlines()) == 5
   assert (tmp_path / 'plots' / 'sweep.png').stat().st_size > 1000
   for name in ('loss', 'accuracy', 'templates', 'confusion'):  # the best member's pictures
     assert (tmp_path / 'plots' / f'{name}.png').stat().st_size > 1000
-  assert json.loads((tmp_path / 'results.json').read_text())['test_accuracy'] > 0.9
+  best = json.loads((tmp_path / 'results.json').read_text())
+  assert best['test_accuracy'] > 0.9
+  assert best['convergence']['steps'] == best['steps'] == 100
+  assert best['convergence']['converged'] is False and best['convergence']['objective'] > 0
 
 
 def test_a_structural_field_in_a_vmapped_sweep_is_refused(tmp_path):
