@@ -139,7 +139,8 @@ def sklearn_path(x, y, x_val, y_val, lams):
     t0 = time.perf_counter()
     model.fit(np.r_[x, x_val], np.r_[y, y_val])
     wall = time.perf_counter() - t0
-  paths = next(iter(model.coefs_paths_.values()))[0]  # (len(cs), C, D + 1)
+  classes = sorted(model.coefs_paths_)  # class → (folds, len(cs), D + 1)
+  paths = np.stack([model.coefs_paths_[k][0] for k in classes], axis=1)  # (len(cs), C, D + 1)
   out = {}
   for j, k in enumerate(order):
     out[int(k)] = {'W': paths[j][:, :-1], 'b': paths[j][:, -1],

@@ -21,6 +21,7 @@ import ml_collections
 import numpy as np
 
 from hinge_jax import config_lib, datasets, experiment, io_utils, plots, results, sweep
+from hinge_jax.convergence import final_fields
 from hinge_jax.datasets.base import finalize
 from hinge_jax.datasets.loaders import common
 from hinge_jax.errors import ConfigError, Interrupted
@@ -128,11 +129,14 @@ def refit(config: ml_collections.ConfigDict, strength: float, workdir: str, log=
                         f'{name} at step {reached[0]} of the refit: the probe was stopped; rerun '
                         f'the same command with --overwrite to redo it')
   final = experiment.summarize(trainer, state.params)
+  convergence = final_fields(trainer.convergence_record, state.params,
+                             config_lib.hyper_arrays([member], np.float64), joined,
+                             spec=trainer.spec, last_step=reached[0])[0]
   results.save_params(os.path.join(workdir, 'probe_params.npz'), state.params)
   log(f'refit on train + val ({joined.size("train")} examples) at reg.strength={scaled:g}: '
-      f'test_acc {final["test"]["accuracy"]:.4f}')
+      f'test_acc {final["test"]["accuracy"]:.4f}; {experiment.convergence_line(convergence)}')
   return {'reg_strength': scaled, 'sklearn_C': sklearn_c(scaled, joined.size('train')),
-          'train_examples': joined.size('train'), 'steps': reached[0],
+          'train_examples': joined.size('train'), 'convergence': convergence,
           'train_accuracy': float(final['train']['accuracy']),
           'test_accuracy': float(final['test']['accuracy']),
           'final_loss': float(final['train']['loss']),

@@ -40,8 +40,7 @@ def _embeddings(folder, seed=1, n=(160, 400, 400), d=24, c=4):
 
 def _config(path, **fields):
   return config_lib.with_fields(probe_config.get_config('refit'), {
-      'dataset.path': str(path), 'probe.lambdas': ','.join(map(repr, GRID)),
-      'num_steps': 60, 'eval_every_steps': 60, **fields})
+      'dataset.path': str(path), 'probe.lambdas': ','.join(map(repr, GRID)), **fields})
 
 
 def _sklearn(x, y, strength):
@@ -59,6 +58,7 @@ def test_probe_chooses_lambda_and_tests_like_scikit_learn(tmp_path):
   fits = [_sklearn(x_tr, y_tr, lam) for lam in GRID]
   val = [float(np.mean(m.predict(x_va) == y_va)) for m in fits]
   assert record['lambdas'] == GRID
+  assert all(record['converged']) and record['refit']['convergence']['converged']
   np.testing.assert_allclose(record['val_accuracy'], val, atol=1e-12)
   best = int(np.argmax(val))  # unique here: 0.8725 at λ = 1
   assert record['chosen_member'] == best and record['chosen_lambda'] == GRID[best]
