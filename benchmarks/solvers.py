@@ -51,13 +51,18 @@ STALL = 10  # calibration ends when no member's objective fell by 1e-9 over this
 
 
 class Trace:
-  """Timestamps every objective evaluation of scikit-learn's L-BFGS-B: one list per
-  `optimize.minimize` call (one per C along a path), of `(seconds, objective)`."""
+  """Timestamps every objective evaluation of scikit-learn's L-BFGS-B (one list per
+  `optimize.minimize` call, i.e. per C along a path, of `(seconds, objective)`).
 
-  def __init__(self):
+  `stop_at[i]`: once call i's objective is at or below it, the evaluation reports a zero
+  gradient, so L-BFGS-B stops there at once (an oracle stopping rule: the fit ends the moment
+  it reaches the target, and a path warm-starts the next C from that point).
+  """
+
+  def __init__(self, stop_at=None):
     import scipy.optimize
     from sklearn.linear_model import _logistic
-    self._scipy, self._module, self.calls = scipy.optimize, _logistic, []
+    self._scipy, self._module, self.calls, self.stop_at = scipy.optimize, _logistic, [], stop_at
 
   def __getattr__(self, name):
     return getattr(self._scipy, name)
@@ -65,11 +70,14 @@ class Trace:
   def minimize(self, fun, x0, *args, **kwargs):
     record = []
     self.calls.append({'start': time.perf_counter(), 'evals': record})
+    stop = None if self.stop_at is None else self.stop_at[len(self.calls) - 1]
 
     def timed(w, *a):
-      out = fun(w, *a)
-      record.append((time.perf_counter(), float(out[0])))
-      return out
+      value, grad = fun(w, *a)
+      record.append((time.perf_counter(), float(value)))
+      if stop is not None and value <= stop:
+        grad = np.zeros_like(grad)
+      return value, grad
     return self._scipy.minimize(timed, x0, *args, **kwargs)
 
   def __enter__(self):
@@ -111,13 +119,14 @@ def first_within(evals, start, ref, target):
   return None, len(evals)
 
 
-def sklearn_cold(x, y, lams, dtype, indices):
-  """One LogisticRegression(lbfgs, tol=1e-10) per λ in `indices`: coefs and traces."""
+def sklearn_cold(x, y, lams, dtype, indices, stop_at=None, tol=1e-10):
+  """One LogisticRegression(lbfgs) per λ in `indices` (stopped at `stop_at[k]` if given):
+  coefs, traces, and the seconds from the call to `fit` to its return."""
   from sklearn.linear_model import LogisticRegression
   xs, out = x.astype(dtype), {}
   for k in indices:
-    model = LogisticRegression(C=1 / (2 * lams[k] * len(y)), tol=1e-10, max_iter=10_000)
-    with Trace() as trace:
+    model = LogisticRegression(C=1 / (2 * lams[k] * len(y)), tol=tol, max_iter=10_000)
+    with Trace(None if stop_at is None else [stop_at[k]]) as trace:
       t0 = time.perf_counter()
       model.fit(xs, y)
       wall = time.perf_counter() - t0
@@ -126,8 +135,9 @@ def sklearn_cold(x, y, lams, dtype, indices):
   return out
 
 
-def sklearn_path(x, y, x_val, y_val, lams):
-  """LogisticRegressionCV over the λ grid on the train/val split (warm-started path)."""
+def sklearn_path(x, y, x_val, y_val, lams, stop_at):
+  """LogisticRegressionCV over the λ grid on the train/val split: its warm-started path,
+  each C stopped at `stop_at[k]`; returns per-λ fits, wall seconds, the λ it chose, model."""
   from sklearn.linear_model import LogisticRegressionCV
   from sklearn.model_selection import PredefinedSplit
   order = np.argsort(lams)[::-1]  # strong regularization (small C) first, as its path runs
@@ -135,7 +145,7 @@ def sklearn_path(x, y, x_val, y_val, lams):
   fold = np.r_[np.full(len(y), -1), np.zeros(len(y_val), int)]
   model = LogisticRegressionCV(Cs=cs, cv=PredefinedSplit(fold), refit=False, tol=1e-10,
                                max_iter=10_000)
-  with Trace() as trace:
+  with Trace([stop_at[k] for k in order]) as trace:
     t0 = time.perf_counter()
     model.fit(np.r_[x, x_val], np.r_[y, y_val])
     wall = time.perf_counter() - t0
@@ -220,33 +230,40 @@ def run_case(name, dataset, lams, *, repeats, host_objective, subset=0, path=Tru
   print(f'  hinge_jax calibrated: {len(secs)} steps, {secs.sum():.1f} s', flush=True)
 
   k_all = list(range(len(lams)))
-  cold = {}  # dtype → one {λ index: fit} per repeat
+  step = max(len(lams) // subset, 1) if subset else 1
+  idx = k_all[::step][:subset] if subset else k_all
   sklearn_cold(x[:200], y[:200], lams, np.float64, [0])  # warm-up: imports, thread pools
+  with threadpoolctl.threadpool_limits(1):  # the reference: float64, run to tol=1e-10
+    tight = sklearn_cold(x, y, lams, np.float64, idx)
+  ref = list(hj_final)
+  for k, f in tight.items():
+    f['objective'] = objective64(f['W'], f['b'], x, y, lams[k])
+    ref[k] = min(ref[k], f['objective'])
+  ref = np.asarray(ref)
+  rec['reference'] = ref.tolist()
+  rec['reference_sklearn_tight'] = {int(k): f['objective'] for k, f in tight.items()}
+  rec['hinge_jax_final_gap'] = ((np.asarray(hj_final) - ref) / ref).tolist()
+  stop_at = ref * (1 + target)
+  print(f'  references: {len(tight)} tight scikit-learn fits, '
+        f'{sum(f["wall"] for f in tight.values()):.1f} s', flush=True)
+
+  cold = {}  # variant → one {λ index: fit} per repeat, each fit stopped at the target
   variants = [(dt, th) for dt in ((np.float32, np.float64) if len(lams) == 1 else (np.float32,))
               for th in map(int, _THREADS.value)]
   for dtype, threads in variants:
-    step = max(len(lams) // subset, 1) if subset else 1
-    idx = k_all[::step][:subset] if subset else k_all
     name_ = f'{np.dtype(dtype).name}, {threads} BLAS thread{"s" * (threads > 1)}'
     with threadpoolctl.threadpool_limits(threads):
-      cold[name_] = [sklearn_cold(x, y, lams, dtype, idx) for _ in range(max(repeats, 1))]
+      cold[name_] = [sklearn_cold(x, y, lams, dtype, idx, stop_at)
+                     for _ in range(max(repeats, 1))]
     print(f'  sklearn cold {name_}: {len(idx)} fits × {len(cold[name_])}, '
           f'{sum(f["wall"] for run in cold[name_] for f in run.values()):.1f} s', flush=True)
   warm = None
   if path:
     xv = prep('val')
     with threadpoolctl.threadpool_limits(int(_THREADS.value[0])):
-      warm, warm_wall, warm_choice, lrcv = sklearn_path(x, y, xv, dataset.y['val'], lams)
+      warm, warm_wall, warm_choice, lrcv = sklearn_path(x, y, xv, dataset.y['val'], lams,
+                                                        stop_at)
     print(f'  LogisticRegressionCV path: {warm_wall:.1f} s', flush=True)
-
-  ref = list(hj_final)
-  for fits in [*(run for runs in cold.values() for run in runs), *([warm] if warm else [])]:
-    for k, f in fits.items():
-      f['objective'] = objective64(f['W'], f['b'], x, y, lams[k])
-      ref[k] = min(ref[k], f['objective'])
-  ref = np.asarray(ref)
-  rec['reference'] = ref.tolist()
-  rec['hinge_jax_final_gap'] = ((np.asarray(hj_final) - ref) / ref).tolist()
 
   # hinge_jax: first step with every member within target
   within = np.all((vals - ref) / ref <= target, axis=1)
@@ -278,18 +295,22 @@ def run_case(name, dataset, lams, *, repeats, host_objective, subset=0, path=Tru
   rec['sklearn_cold'] = {}
   for dtype, runs in cold.items():
     totals = [to_target(fits) for fits in runs]
+    gap = max((objective64(f['W'], f['b'], x, y, lams[k]) - ref[k]) / ref[k]
+              for k, f in runs[0].items())
     s = statistics.median(t[0] for t in totals)
     e, missing = totals[0][1], max(t[2] for t in totals)
     scale_k = len(lams) / len(runs[0])
     rec['sklearn_cold'][dtype] = {'s': s * scale_k, 'measured_fits': sorted(runs[0]),
                                   'measured_s': s, 'times': [t[0] for t in totals],
                                   'evals': e * scale_k, 'missing': missing,
-                                  'extrapolated': scale_k != 1,
+                                  'extrapolated': scale_k != 1, 'final_gap_max': gap,
                                   'n_iter': [f['n_iter'] for f in runs[0].values()]}
   if warm:
     s, e, missing = to_target(warm)
-    rec['sklearn_path'] = {'s': s, 'evals': e, 'missing': missing, 'wall_s': warm_wall,
-                           'chosen': warm_choice}
+    rec['sklearn_path'] = {'s': warm_wall, 'to_target_sum_s': s, 'evals': e,
+                           'missing': missing, 'chosen': warm_choice,
+                           'gaps': [(objective64(f['W'], f['b'], x, y, lams[k]) - ref[k])
+                                    / ref[k] for k, f in sorted(warm.items())]}
     xt, yt = prep('test'), dataset.y['test']
     val_hj = [float(np.mean(np.argmax(xv @ w_hj[k].T + b_hj[k], 1) == dataset.y['val']))
               for k in k_all]
