@@ -1,5 +1,8 @@
 """Entry point: `python -m hinge_jax.main --config=configs/<name>.py --workdir=DIR`.
 
+A config runs as one run, a vmapped sweep (`sweep.*`), or the linear-probe protocol (a config
+with a `probe` block: `configs/probe.py`, `hinge_jax/probe.py`).
+
 Every config field can be overridden from the command line (`--config.reg.strength=1e-3`).
 Running the same command again resumes from the workdir's latest checkpoint; a workdir
 holding a run of another config is refused unless `--overwrite`. JAX's persistent

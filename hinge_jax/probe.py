@@ -24,7 +24,7 @@ from hinge_jax import config_lib, datasets, experiment, io_utils, plots, results
 from hinge_jax.convergence import final_fields
 from hinge_jax.datasets.base import finalize
 from hinge_jax.datasets.loaders import common
-from hinge_jax.errors import ConfigError, Interrupted
+from hinge_jax.errors import ConfigError, DataError, Interrupted
 from hinge_jax.train import Trainer, check_fits
 
 PLOT_SIZE = (6.4, 4.0)  # inches: 640×400 pixels
@@ -82,6 +82,15 @@ def check(config: ml_collections.ConfigDict) -> list[float]:
                       'sweep.zip and sweep.random, and set probe.lambdas or probe.lambda_min/'
                       'lambda_max/num_lambdas')
   return grid
+
+
+def check_validation(config: ml_collections.ConfigDict) -> None:
+  """λ is chosen on the validation split: the data must have one (loaded and checked here,
+  before anything is compiled; memory-mapped features are only read)."""
+  dataset = datasets.load(config.dataset)
+  if dataset.size('val') == 0:
+    raise DataError(f'{dataset.name}: the validation split is empty, and the probe chooses λ '
+                    f'by validation accuracy; give x_val/y_val, or set dataset.val_fraction > 0')
 
 
 def sweep_config(config: ml_collections.ConfigDict, grid: list) -> ml_collections.ConfigDict:
@@ -168,6 +177,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, log=print, *,
   """The probe protocol from a config to a workdir; returns probe.json's contents."""
   wall_start = time.perf_counter()
   grid = check(config)  # before anything is read or compiled
+  check_validation(config)
   summary = sweep.run(sweep_config(config, grid), workdir, log=log, overwrite=overwrite)
   rows, best = summary['members'], summary['best_member']
   chosen = float(rows[best]['reg.strength'])
@@ -178,6 +188,8 @@ def run(config: ml_collections.ConfigDict, workdir: str, log=print, *,
       'val_accuracy': [r['val_accuracy'] for r in rows],
       'train_accuracy': [r['train_accuracy'] for r in rows],
       'converged': [r.get('converged') for r in rows],
+      'steps': [r.get('steps') for r in rows],
+      'objective': [r.get('objective') for r in rows],
       'chosen_member': best, 'chosen_lambda': chosen,
       'chosen_sklearn_C': sklearn_c(chosen, n_train),
       'train_examples': n_train,
@@ -185,16 +197,17 @@ def run(config: ml_collections.ConfigDict, workdir: str, log=print, *,
       'test_accuracy_train_only': rows[best]['test_accuracy'],
       'refit': None,
   }
-  if config.probe.get('refit', False):
-    with io_utils.WorkdirLock(workdir):
+  again = 'rerun the same command with --overwrite'
+  with io_utils.WorkdirLock(workdir), results.disk_errors(workdir, again):
+    if config.probe.get('refit', False):
       record['refit'] = refit(config, chosen, workdir, log=log)
-  record['test_accuracy'] = (record['refit']['test_accuracy'] if record['refit']
-                             else record['test_accuracy_train_only'])
-  record['wall_time_s'] = time.perf_counter() - wall_start
-  record['devices'] = [str(d) for d in jax.local_devices()]
-  io_utils.write_json(os.path.join(workdir, 'probe.json'), record)
-  os.makedirs(os.path.join(workdir, 'plots'), exist_ok=True)
-  plots.save(probe_figure(grid, rows, best), os.path.join(workdir, 'plots', 'probe.png'))
+    record['test_accuracy'] = (record['refit']['test_accuracy'] if record['refit']
+                               else record['test_accuracy_train_only'])
+    record['wall_time_s'] = time.perf_counter() - wall_start
+    record['devices'] = [str(d) for d in jax.local_devices()]
+    io_utils.write_json(os.path.join(workdir, 'probe.json'), record)
+    os.makedirs(os.path.join(workdir, 'plots'), exist_ok=True)
+    plots.save(probe_figure(grid, rows, best), os.path.join(workdir, 'plots', 'probe.png'))
   log(f'probe: chosen λ = {chosen:g} (member {best} of {len(grid)}), val_acc '
       f'{record["val_accuracy_chosen"]:.4f}, test_acc {record["test_accuracy"]:.4f}'
       + (' (refit on train + val)' if record['refit'] else ''))

@@ -1,4 +1,4 @@
-"""`dataset.name=npy`: .npy folders and .npz archives, memory-mapped, dtypes kept, bad input one line.
+"""`dataset.name=npy`: .npy folders and .npz archives, memory-mapped, dtypes kept, bad input.
 
 The reference for the values and the cut of missing splits is the `npz` loader (it reads the
 arrays into memory with `np.load`); memory is measured with tracemalloc, which sees NumPy's

@@ -131,6 +131,17 @@ def test_bad_features_are_one_line_on_the_command_line(tmp_path):
   assert 'x_test has shape (20, 1, 24) (rank 3); features must be (N, D)' in lines[0]
 
 
+def test_an_empty_validation_split_is_refused(tmp_path):
+  folder = tmp_path / 'emb'
+  _embeddings(folder, n=(40, 20, 20))
+  for name in ('x_val.npy', 'y_val.npy', 'x_test.npy', 'y_test.npy'):
+    os.remove(folder / name)
+  config = _config(folder, **{'dataset.val_fraction': 0.0})
+  with pytest.raises(DataError, match='the validation split is empty, and the probe chooses'):
+    main.train(config, str(tmp_path / 'run'))
+  assert not os.path.exists(tmp_path / 'run')
+
+
 def test_nan_features_are_refused(tmp_path):
   folder = tmp_path / 'emb'
   _embeddings(folder, n=(40, 20, 20))
