@@ -151,14 +151,20 @@ def objective_and_grad_norm_f64(params, hp: dict, dataset: Dataset, *, spec
     params = jax.tree.map(lambda a: jnp.asarray(np.asarray(a, np.float64)), params)
     hp = {k: jnp.asarray(np.asarray(v, np.uint32 if k == 'seed' else np.float64))
           for k, v in hp.items()}
-    (x, mean, scale), y = host_blocks(dataset)
-    objective = fullbatch.make_objective(spec=spec)
-
-    def one(p, member_hp):
-      value, g = jax.value_and_grad(objective)(p, (x, mean, scale), y, member_hp)
-      return value, jnp.sqrt(sum(jnp.sum(leaf * leaf) for leaf in jax.tree.leaves(g)))
-    value, norm = jax.jit(jax.vmap(one))(params, hp)
+    x, y = host_blocks(dataset)
+    value, norm = _value_and_norm_program(spec)(params, x, y, hp)
     return np.asarray(value, np.float64), np.asarray(norm, np.float64)
+
+
+@functools.lru_cache(maxsize=None)
+def _value_and_norm_program(spec):
+  """(K,) objective and gradient norm of every member, jitted once per spec (any dtype)."""
+  objective = fullbatch.make_objective(spec=spec)
+
+  def one(p, x, y, member_hp):
+    value, g = jax.value_and_grad(objective)(p, x, y, member_hp)
+    return value, jnp.sqrt(sum(jnp.sum(leaf * leaf) for leaf in jax.tree.leaves(g)))
+  return jax.jit(jax.vmap(one, in_axes=(0, None, None, 0)))
 
 
 def final_fields(record: Optional[Convergence], params, hp: dict, dataset: Dataset, *, spec,
