@@ -165,6 +165,10 @@ def check_lbfgs(config: ml_collections.ConfigDict) -> None:
   if float(config.reg.max_norm) > 0:
     raise ConfigError(f'optimizer.name=lbfgs takes no max-norm projection '
                       f'(reg.max_norm={config.reg.max_norm:g}); set reg.max_norm=0')
+  if config.optimizer.schedule != 'constant':
+    logging.warning(f'optimizer.name=lbfgs takes its step from a line search, so '
+                    f'optimizer.schedule={config.optimizer.schedule!r} is ignored; set '
+                    f'optimizer.schedule=constant to silence this')
 
 
 def check_stop(config: ml_collections.ConfigDict) -> None:

@@ -21,6 +21,7 @@ import ml_collections
 import numpy as np
 
 from hinge_jax import fullbatch
+from hinge_jax.objective import penalty
 from hinge_jax.datasets import Dataset
 
 Array = jax.Array
@@ -126,16 +127,22 @@ def grad_norm_program(spec):
   return jax.jit(functools.partial(_grad_norms, spec=spec))
 
 
-def host_blocks(dataset: Dataset, dtype=np.float64) -> tuple:
-  """The training split as `fullbatch.blocks` lays it out, on the host: raw blocks of
-  `HOST_BLOCK_ROWS` rows (the last padded, label −1), mean and scale in `dtype`."""
-  x, y = dataset.x['train'], np.asarray(dataset.y['train'])
-  n = x.shape[0]
-  rows = -(-max(n, 1) // HOST_BLOCK_ROWS) * HOST_BLOCK_ROWS
-  x = np.concatenate([np.asarray(x), np.zeros((rows - n, x.shape[1]), x.dtype)])
-  y = np.concatenate([y.astype(np.int32), np.full(rows - n, -1, np.int32)])
-  return ((x.reshape(-1, HOST_BLOCK_ROWS, x.shape[1]), np.asarray(dataset.mean, dtype),
-           np.asarray(dataset.scale, dtype)), y.reshape(-1, HOST_BLOCK_ROWS))
+def host_parts(dataset: Dataset, dtype=np.float64) -> tuple:
+  """The training split in `fullbatch.blocks`' layout, on the host, without copying it: the
+  whole blocks of `HOST_BLOCK_ROWS` rows as a view, and the remaining rows as one padded
+  block (label −1). Returns `(parts, mean, scale)`, `parts` a tuple of `(x blocks, labels)`."""
+  x, y = dataset.x['train'], np.asarray(dataset.y['train'], np.int32)
+  n, d = x.shape
+  whole = n // HOST_BLOCK_ROWS * HOST_BLOCK_ROWS
+  parts = []
+  if whole:
+    parts.append((x[:whole].reshape(-1, HOST_BLOCK_ROWS, d),
+                  y[:whole].reshape(-1, HOST_BLOCK_ROWS)))
+  if n > whole:
+    pad = HOST_BLOCK_ROWS - (n - whole)
+    parts.append((np.concatenate([x[whole:], np.zeros((pad, d), x.dtype)])[None],
+                  np.concatenate([y[whole:], np.full(pad, -1, np.int32)])[None]))
+  return tuple(parts), np.asarray(dataset.mean, dtype), np.asarray(dataset.scale, dtype)
 
 
 def objective_and_grad_norm_f64(params, hp: dict, dataset: Dataset, *, spec
@@ -143,22 +150,33 @@ def objective_and_grad_norm_f64(params, hp: dict, dataset: Dataset, *, spec
   """(K,) full training objective and ‖∇‖ of every member, in float64 on the host's CPU.
 
   `params` and `hp` hold K members (`hp` as `config_lib.hyper_arrays(configs, np.float64)`
-  gives it: the configs' exact λ, not its float32 rounding); the pass
-  is `fullbatch`'s blocked one, so the gradient of a hinge is `jax.grad`'s subgradient.
+  gives it: the configs' exact λ, not its float32 rounding). The data loss is `fullbatch`'s
+  blocked pass, so the gradient of a hinge is `jax.grad`'s subgradient.
   """
   cpu = jax.devices('cpu')[0]
   with jax.enable_x64(True), jax.default_device(cpu):
     params = jax.tree.map(lambda a: jnp.asarray(np.asarray(a, np.float64)), params)
     hp = {k: jnp.asarray(np.asarray(v, np.uint32 if k == 'seed' else np.float64))
           for k, v in hp.items()}
-    (x, mean, scale), y = host_blocks(dataset)
-    objective = fullbatch.make_objective(spec=spec)
-
-    def one(p, member_hp):
-      value, g = jax.value_and_grad(objective)(p, (x, mean, scale), y, member_hp)
-      return value, jnp.sqrt(sum(jnp.sum(leaf * leaf) for leaf in jax.tree.leaves(g)))
-    value, norm = jax.jit(jax.vmap(one))(params, hp)
+    value, norm = _value_and_norm_program(spec)(params, host_parts(dataset), hp)
     return np.asarray(value, np.float64), np.asarray(norm, np.float64)
+
+
+@functools.lru_cache(maxsize=None)
+def _value_and_norm_program(spec):
+  """(K,) objective and gradient norm of every member, jitted once per spec (any dtype):
+  the data loss summed over the parts of `host_parts`, plus the penalty."""
+  data_loss = fullbatch.make_objective(spec=spec)
+
+  def one(p, data, member_hp):
+    parts, mean, scale = data
+    no_penalty = {**member_hp, 'reg_strength': jnp.zeros_like(member_hp['reg_strength'])}
+    value, g = jax.value_and_grad(functools.partial(penalty, spec=spec))(p, member_hp)
+    for x, y in parts:  # each part's loss is its sum over N (all rows), so they add up
+      v, gp = jax.value_and_grad(data_loss)(p, (x, mean, scale), y, no_penalty)
+      value, g = value + v, jax.tree.map(jnp.add, g, gp)
+    return value, jnp.sqrt(sum(jnp.sum(leaf * leaf) for leaf in jax.tree.leaves(g)))
+  return jax.jit(jax.vmap(one, in_axes=(0, None, 0)))
 
 
 def final_fields(record: Optional[Convergence], params, hp: dict, dataset: Dataset, *, spec,

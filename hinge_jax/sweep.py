@@ -154,8 +154,8 @@ def member_bytes(spec: Spec, eval_chunk: int) -> int:
 
   Parameters, gradients, updates and up to two optimizer slots (D·C each; L-BFGS: its
   memory), and the chunk's input copy of the parameters and slots that a deferred guard
-  keeps for a rerun (`train.Tuning.guard`); the member's scores on a batch and an eval chunk; its own
-  minibatch when members do not share one.
+  keeps for a rerun (`train.Tuning.guard`); the member's scores on a batch and an eval
+  chunk; its own minibatch when members do not share one.
   """
   dc = spec.num_features * spec.num_classes
   per = 4 * (8 * dc + spec.batch_size * spec.num_classes * 4 + eval_chunk * spec.num_classes * 2)
@@ -341,7 +341,8 @@ def _write_best(config, workdir, dataset, best_config, best, row, params, final,
   results.save_params(os.path.join(workdir, 'params.npz'), batched)
   results.write_metrics(workdir, history)
   best_results = results.run_results(
-      final, dataset, best_config, steps=row['diverged_step'] if row['diverged'] else row['steps'],
+      final, dataset, best_config,
+      steps=row['diverged_step'] if row['diverged'] else row['steps'],
       seed=int(best_config.seed), diverged=row['diverged'],
       diverged_step=row['diverged_step'], sweep_member=best,
       convergence={f: row[f] for f in CONVERGENCE_FIELDS},

@@ -1,4 +1,7 @@
-"""Convergence per member: the stop tests, freezing, and the fields every run reports."""
+"""Convergence per member: the stop tests and their settings.
+
+Freezing and the end of a run: tests/test_sklearn_optimum.py; the fields a minibatch SGD run
+reports: tests/test_main.py (the default run); sweep.csv's: tests/test_sweep.py."""
 
 import json
 
@@ -8,8 +11,7 @@ import pytest
 from hinge_jax import config_lib
 from hinge_jax.convergence import Convergence, StopRule
 from hinge_jax.errors import ConfigError
-from hinge_jax.train import Trainer
-from helpers import array_dataset, default_config
+from helpers import default_config
 
 
 def test_window_decrease_and_tol():
@@ -57,29 +59,3 @@ def test_bad_stop_settings_are_one_line(field, value, needle):
   with pytest.raises(ConfigError) as e:
     config_lib.validate(default_config(**{field: value}))
   assert needle in str(e.value) and '\n' not in str(e.value)
-
-
-def test_converged_members_are_frozen_and_the_run_ends_when_all_have(digits):
-  """Two full-batch members, one with a 25× larger step: each is frozen at the check it
-  converged at (its final W is the W of that evaluation), and the run ends at the later one."""
-  tiny = array_dataset(digits.x['train'][:200], digits.y['train'][:200], 10, scale=1 / 16)
-  fields = {'loss.name': 'softmax_cross_entropy', 'batch_size': 0, 'optimizer.name': 'sgd',
-            'num_steps': 2000, 'eval_every_steps': 10, 'stop.tol': 1e-3}
-  members = [default_config(**fields, **{'optimizer.learning_rate': lr}) for lr in (2.0, 0.08)]
-  trainer = Trainer.create(members[0], tiny, members)
-  seen = {}
-
-  def on_eval(step, state, row):
-    seen[step] = (np.array(state.params['W']), np.asarray(row['loss'], np.float64))
-  state = trainer.fit(trainer.init(), on_eval=on_eval)
-  record = trainer.convergence_record
-  fast, slow = record.steps
-  assert record.converged.all() and fast < slow < 2000
-  assert max(seen) == slow  # no step after the last member converged
-  for j, step in enumerate(record.steps):
-    np.testing.assert_array_equal(np.asarray(state.params['W'][j]), seen[step][0][j])
-    before, now = seen[step - 10][1][j], seen[step][1][j]
-    assert record.window_decrease[j] == pytest.approx((before - now) / before, rel=1e-12)
-    assert record.window_decrease[j] <= 1e-3
-    earlier = (seen[step - 20][1][j] - before) / seen[step - 20][1][j]
-    assert earlier > 1e-3  # it had not converged at the check before

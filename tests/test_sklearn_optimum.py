@@ -9,13 +9,15 @@ by the same float64 NumPy function below (not hinge_jax's code), on the same fea
 - squared one-vs-all + L2 ↔ LinearSVC(loss='squared_hinge'): liblinear's intercept is a
   constant-1 feature (intercept_scaling=1) and is penalized, so `reg.regularize_bias=True`.
 
-The three values of C train as one vmapped program of three members.
+The three values of C train as one vmapped program of three members, each stopping on its own
+(stop.tol) and frozen from then on.
 """
 
 import warnings
 
 import numpy as np
 import pytest
+import threadpoolctl
 from scipy.special import logsumexp
 from sklearn.linear_model import LogisticRegression
 from sklearn.svm import LinearSVC
@@ -60,29 +62,35 @@ CASES = {
 
 @pytest.fixture(scope='module', params=sorted(CASES))
 def side_by_side(request, digits):
-  """(case, λ per C, hinge_jax's (W, b) per C, scikit-learn's fitted models)."""
+  """(case, λ per C, hinge_jax's (W, b) per C, scikit-learn's fitted models, the trainer,
+  and the loop's evaluations: step → (W of every member, objective of every member))."""
   case = CASES[request.param]
   n = digits.size('train')
   lams = [1 / (2 * c * n) for c in CS]
   base = {'optimizer.name': 'lbfgs', 'batch_size': 0, 'num_steps': 1000,
-          'eval_every_steps': 1000, 'stop.tol': 1e-9, 'stop.check_every': 10, **case['fields']}
+          'eval_every_steps': 10, 'stop.tol': 1e-9, **case['fields']}
   members = [default_config(**base, **{'reg.strength': lam}) for lam in lams]
   trainer = Trainer.create(members[0], digits, members)
-  state = trainer.fit(trainer.init())
+  seen = {}
+
+  def on_eval(step, state, row):
+    seen[step] = (np.array(state.params['W']), np.asarray(row['loss'], np.float64))
+  state = trainer.fit(trainer.init(), on_eval=on_eval)
   ours = [(np.asarray(state.params['W'][j], np.float64), np.asarray(state.params['b'][j],
                                                                     np.float64))
           for j in range(len(CS))]
   x, y = features(digits, 'train'), digits.y['train']
-  with warnings.catch_warnings():
+  # one BLAS thread: these fits take milliseconds, and BLAS threads spinning on a busy
+  # 2-core machine would take seconds
+  with warnings.catch_warnings(), threadpoolctl.threadpool_limits(1):
     warnings.simplefilter('ignore')  # FutureWarnings about defaults we set explicitly
     theirs = [case['sklearn'](c).fit(x, y) for c in CS]
-  assert trainer.convergence_record.converged.all()
-  return case, lams, ours, theirs
+  return case, lams, ours, theirs, trainer, seen
 
 
 @pytest.mark.parametrize('j', range(len(CS)), ids=[f'C={c:g}' for c in CS])
 def test_same_objective_as_scikit_learn(side_by_side, digits, j):
-  case, lams, ours, theirs = side_by_side
+  case, lams, ours, theirs = side_by_side[:4]
   x, y = features(digits, 'train'), digits.y['train']
   want = case['objective'](theirs[j].coef_, theirs[j].intercept_, x, y, lams[j])
   got = case['objective'](*ours[j], x, y, lams[j])
@@ -91,7 +99,25 @@ def test_same_objective_as_scikit_learn(side_by_side, digits, j):
 
 @pytest.mark.parametrize('j', range(len(CS)), ids=[f'C={c:g}' for c in CS])
 def test_same_test_accuracy_as_scikit_learn(side_by_side, digits, j):
-  _, _, ours, theirs = side_by_side
+  _, _, ours, theirs = side_by_side[:4]
   x, y = features(digits, 'test'), digits.y['test']
   w, b = ours[j]
   assert np.mean(np.argmax(x @ w.T + b, axis=1) == y) == np.mean(theirs[j].predict(x) == y)
+
+
+def test_each_member_stops_at_its_own_step_frozen_there(side_by_side):
+  """A member converges when a window's relative decrease is ≤ stop.tol; it is frozen then
+  (its final W is the W of that check) and the run ends when the last one converges."""
+  trainer, seen = side_by_side[4:]
+  record = trainer.convergence_record
+  steps = record.steps.tolist()
+  assert record.converged.all() and len(set(steps)) > 1 and max(steps) < 1000
+  assert max(seen) == max(steps)  # no step after the last member converged
+  ours = side_by_side[2]
+  for j, step in enumerate(steps):
+    np.testing.assert_array_equal(ours[j][0], seen[step][0][j].astype(np.float64))
+    before, now = seen[step - 10][1][j], seen[step][1][j]
+    assert record.window_decrease[j] == pytest.approx((before - now) / abs(before), rel=1e-12)
+    assert record.window_decrease[j] <= 1e-9
+    if step > 20:  # not converged at the check before
+      assert (seen[step - 20][1][j] - before) / abs(seen[step - 20][1][j]) > 1e-9
