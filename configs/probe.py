@@ -16,7 +16,7 @@ program by L-BFGS on the full batch until the objective's relative decrease over
 10 steps is below 1e-9 (at most 1,000 steps). Features are centred; W0 = 0. Outputs:
 probe.json (chosen λ, test accuracy), sweep.csv, plots/probe.png (hinge_jax/probe.py).
 
-Expected on digits (2-core CPU): val ≈ 0.98, test ≈ 0.98.
+Expected on digits (2-core CPU, ≈ 30 s): λ = 4.6e-5 chosen, val 0.982, test 0.978.
 """
 
 import ml_collections

@@ -74,8 +74,8 @@ def test_probe_chooses_lambda_and_tests_like_scikit_learn(tmp_path):
   joined = _sklearn(np.r_[x_tr, x_va], np.r_[y_tr, y_va], refit['reg_strength'])
   assert refit['test_accuracy'] == pytest.approx(np.mean(joined.predict(x_te) == y_te))
   assert record['test_accuracy'] == refit['test_accuracy']
-  params = np.load(workdir / 'probe_params.npz')
-  np.testing.assert_allclose(params['W'], joined.coef_, atol=2e-3)
+  with np.load(workdir / 'probe_params.npz') as params:
+    np.testing.assert_allclose(params['W'], joined.coef_, atol=2e-3)
 
   with open(workdir / 'sweep.csv') as f:
     rows = list(csv.DictReader(f))

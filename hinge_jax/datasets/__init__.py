@@ -2,7 +2,7 @@
 
 Built in (`loaders`): `digits` (scikit-learn's 8×8 digits, shipped in the package: the
 embedded default), `synthetic` (seeded Gaussian class clusters), `npz` (your own arrays),
-`npy` (your own `(N, D)` features, memory-mapped: `npy`);
+`npy` (your own `(N, D)` features, memory-mapped; module `npy`);
 `synthetic_images` (seeded oriented gratings) and `cifar10` (the original python files when
 `dataset.data_dir` holds `cifar-10-batches-py`, else TFDS). Any other name is looked up in
 TFDS (`tfds_data`): cifar100, mnist, fashion_mnist, svhn_cropped, any image set with `image`

@@ -55,6 +55,8 @@ def _member_in_place(path: str, f, info: zipfile.ZipInfo):
       local[28:30], 'little')
   f.seek(start)
   version = np.lib.format.read_magic(f)
+  if version not in ((1, 0), (2, 0)):  # 3.0 (utf-8 field names): read the usual way
+    return None
   read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
                  else np.lib.format.read_array_header_2_0)
   shape, fortran, dtype = read_header(f)
