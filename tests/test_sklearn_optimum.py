@@ -22,6 +22,8 @@ from scipy.special import logsumexp
 from sklearn.linear_model import LogisticRegression
 from sklearn.svm import LinearSVC
 
+from hinge_jax import config_lib
+from hinge_jax.convergence import grad_norm_program, objective_and_grad_norm_f64
 from hinge_jax.train import Trainer
 from helpers import default_config
 
@@ -121,3 +123,28 @@ def test_each_member_stops_at_its_own_step_frozen_there(side_by_side):
     assert record.window_decrease[j] <= 1e-9
     if step > 20:  # not converged at the check before
       assert (seen[step - 20][1][j] - before) / abs(seen[step - 20][1][j]) > 1e-9
+
+
+@pytest.mark.parametrize('side_by_side', ['softmax'], indirect=True)
+def test_gradient_norms_against_numpy(side_by_side, digits):
+  """At W0 (far from the optimum): the device's float32 ‖∇f‖ that `stop.grad_tol` reads, and
+  the float64 objective and ‖∇f‖ that results.json reports, against NumPy's gradient (on the
+  softmax case: the code is the same for every loss, and each case costs two compilations)."""
+  _, lams, _, _, trainer, _ = side_by_side
+  params = trainer.init().params
+  x, y = features(digits, 'train'), digits.y['train']
+  want_value, want_norm = [], []
+  for j, lam in enumerate(lams):
+    w, b = (np.asarray(params[k][j], np.float64) for k in ('W', 'b'))
+    s = x @ w.T + b
+    ds = np.exp(s - logsumexp(s, axis=1, keepdims=True)) - np.eye(w.shape[0])[y]
+    gw, gb = ds.T @ x / len(y) + 2 * lam * w, ds.sum(axis=0) / len(y)
+    want_value.append(softmax_objective(w, b, x, y, lam))
+    want_norm.append(np.sqrt(np.sum(gw * gw) + np.sum(gb * gb)))
+  device = np.asarray(grad_norm_program(trainer.spec)(params, trainer.data, trainer.hp))
+  np.testing.assert_allclose(device, want_norm, rtol=1e-4)
+  hp = config_lib.hyper_arrays([default_config(**{'reg.strength': lam}) for lam in lams],
+                               np.float64)
+  value, norm = objective_and_grad_norm_f64(params, hp, digits, spec=trainer.spec)
+  np.testing.assert_allclose(value, want_value, rtol=1e-12)
+  np.testing.assert_allclose(norm, want_norm, rtol=1e-10)
