@@ -38,7 +38,8 @@ OPTIMIZERS.add('adamw', lambda hp: _inject(optax.adamw)(
     learning_rate=hp['learning_rate'], b1=hp['b1'], b2=hp['b2'], eps=hp['eps'],
     weight_decay=hp['weight_decay']))
 # L-BFGS: its step size comes from optax's zoom line search (no learning rate, no schedule);
-# full batch and smooth objectives only (`config_lib.check_lbfgs`). Stepped by `lbfgs_step`.
+# full batch and smooth objectives only (`config_lib.check_lbfgs`). Registered for its name;
+# `lbfgs_init` and `lbfgs_step` hold and step its state (optax.lbfgs's pieces).
 OPTIMIZERS.add('lbfgs', lambda hp: lbfgs())
 LINE_SEARCH_OPTIMIZERS = ('lbfgs',)
 
