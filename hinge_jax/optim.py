@@ -38,9 +38,9 @@ OPTIMIZERS.add('adam', lambda hp: _inject(optax.adam)(
 OPTIMIZERS.add('adamw', lambda hp: _inject(optax.adamw)(
     learning_rate=hp['learning_rate'], b1=hp['b1'], b2=hp['b2'], eps=hp['eps'],
     weight_decay=hp['weight_decay']))
-# L-BFGS: its step size comes from optax's zoom line search (no learning rate, no schedule);
-# full batch and smooth objectives only (`config_lib.check_lbfgs`). Registered for its name;
-# `lbfgs.init` and `lbfgs.members_step` hold and step its state (optax.lbfgs's pieces).
+# L-BFGS: its step size comes from a line search (no learning rate, no schedule); full batch
+# and smooth objectives only (`config_lib.check_lbfgs`). Registered for its name; the
+# training step runs `lbfgs.members_step` on the state `lbfgs.init` makes (lbfgs.py).
 OPTIMIZERS.add('lbfgs', lambda hp: optax.lbfgs(linesearch=lbfgs.line_search()))
 LINE_SEARCH_OPTIMIZERS = ('lbfgs',)
 

@@ -74,8 +74,8 @@ def train_step(state: TrainState, step: Array, data: DeviceData, hp: dict, *,
                              objective=member_objective)
   if spec.full_batch and spec.optimizer in optim.LINE_SEARCH_OPTIMIZERS:  # lbfgs.py
     x, y = fullbatch.blocks(data, spec.num_train)
-    update = lambda params, opt_state, hp, x, y, step: lbfgs.members_step(
-        params, opt_state, hp, step, value_fn=lambda p, h: member_objective(p, x, y, h),
+    update = lambda params, opt_state, hp_, x_, y_, step_: lbfgs.members_step(
+        params, opt_state, hp_, step_, value_fn=lambda p, h: member_objective(p, x_, y_, h),
         memory_size=spec.memory_size, over_members=lambda fn, axes: _over_members(fn, axes, k))
   elif spec.full_batch:
     x, y = fullbatch.blocks(data, spec.num_train)
