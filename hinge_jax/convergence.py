@@ -21,8 +21,8 @@ import ml_collections
 import numpy as np
 
 from hinge_jax import fullbatch
-from hinge_jax.objective import penalty
 from hinge_jax.datasets import Dataset
+from hinge_jax.objective import penalty
 
 Array = jax.Array
 FIELDS = ('converged', 'steps', 'objective', 'grad_norm', 'window_decrease')  # per member
@@ -43,11 +43,6 @@ class StopRule:
     tol, grad_tol = stop.get('tol'), stop.get('grad_tol')
     return cls(tol=None if tol is None else float(tol),
                grad_tol=None if grad_tol is None else float(grad_tol), check_every=every)
-
-  @property
-  def active(self) -> bool:
-    """Whether a member can converge (some test is on)."""
-    return self.tol is not None or self.grad_tol is not None
 
 
 @dataclasses.dataclass

@@ -12,6 +12,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from hinge_jax import lbfgs
 from hinge_jax.registry import Registry
 
 Array = jax.Array
@@ -37,9 +38,10 @@ OPTIMIZERS.add('adam', lambda hp: _inject(optax.adam)(
 OPTIMIZERS.add('adamw', lambda hp: _inject(optax.adamw)(
     learning_rate=hp['learning_rate'], b1=hp['b1'], b2=hp['b2'], eps=hp['eps'],
     weight_decay=hp['weight_decay']))
-# L-BFGS: its step size comes from optax's zoom line search (no learning rate, no schedule);
-# full batch and smooth objectives only (`config_lib.check_lbfgs`). Stepped by `lbfgs_step`.
-OPTIMIZERS.add('lbfgs', lambda hp: lbfgs())
+# L-BFGS: its step size comes from a line search (no learning rate, no schedule); full batch
+# and smooth objectives only (`config_lib.check_lbfgs`). Registered for its name; the
+# training step runs `lbfgs.members_step` on the state `lbfgs.init` makes (lbfgs.py).
+OPTIMIZERS.add('lbfgs', lambda hp: optax.lbfgs(linesearch=lbfgs.line_search()))
 LINE_SEARCH_OPTIMIZERS = ('lbfgs',)
 
 # Scalar defaults used to build the transformation's structure; each member's own values
@@ -64,60 +66,10 @@ def make(name: str) -> optax.GradientTransformation:
 
 def init(name: str, hp: dict, params, *, memory_size: int = 10) -> optax.OptState:
   """Optimizer state for one member, holding that member's hyperparameters as arrays
-  (L-BFGS: `lbfgs_init`)."""
+  (L-BFGS: `lbfgs.init`)."""
   if name == 'lbfgs':
-    return lbfgs_init(params, memory_size)
+    return lbfgs.init(params, memory_size)
   return OPTIMIZERS.get(name)(hp).init(params)
-
-
-def lbfgs(memory_size: int = 10) -> optax.GradientTransformationExtraArgs:
-  """optax's L-BFGS with its zoom line search (at most 20 trials a step, first guess 1)."""
-  return optax.lbfgs(memory_size=memory_size, linesearch=_line_search())
-
-
-STALL_STEPS = 5  # steps in a row without any decrease after which an L-BFGS member stops
-
-
-def _line_search() -> optax.GradientTransformationExtraArgs:
-  return optax.scale_by_zoom_linesearch(max_linesearch_steps=20, initial_guess_strategy='one')
-
-
-def lbfgs_init(params, memory_size: int = 10) -> dict:
-  """One member's L-BFGS state: optax's memory and line search, and `flat`: its steps in a
-  row that did not lower the objective (`lbfgs_step`)."""
-  return {'lbfgs': optax.scale_by_lbfgs(memory_size).init(params),
-          'search': _line_search().init(params), 'flat': jnp.zeros((), jnp.int32)}
-
-
-def lbfgs_step(params, opt_state: dict, value_fn: Callable, *, memory_size: int, first: Array):
-  """One L-BFGS step on `value_fn(params)`: `(params, opt_state, value at the old params)`,
-  as `optax.lbfgs` takes it (direction −P∇f, then the zoom line search).
-
-  The line search leaves the value and gradient at the point it accepted in the state, so a
-  step costs only the line search's evaluations; the first step (`first`, a scalar shared by
-  every member, so a real branch under vmap) evaluates them itself. A member whose last
-  `STALL_STEPS` steps did not lower the objective at all has reached its float32 resolution
-  (the line search then spends up to 20 trials a step on nothing): it steps by zero from then
-  on, which its line search accepts at the first trial, so it stops holding the vmapped line
-  search of the other members.
-  """
-  def fresh(p, _):
-    return jax.value_and_grad(value_fn)(p)
-
-  def stored(_, state):
-    return state['search'].value, state['search'].grad
-
-  with jax.numpy_dtype_promotion('standard'):
-    value, grads = jax.lax.cond(first, fresh, stored, params, opt_state)
-    direction, lbfgs_state = optax.scale_by_lbfgs(memory_size).update(
-        grads, opt_state['lbfgs'], params)
-    stalled = opt_state['flat'] >= STALL_STEPS
-    direction = jax.tree.map(lambda d: jnp.where(stalled, jnp.zeros_like(d), -d), direction)
-    updates, search = _line_search().update(direction, opt_state['search'], params,
-                                            value=value, grad=grads, value_fn=value_fn)
-    flat = jnp.where(search.value < value, 0, opt_state['flat'] + 1)  # NaN: flat too
-    return optax.apply_updates(params, updates), {
-        'lbfgs': lbfgs_state, 'search': search, 'flat': flat}, value
 
 
 def with_learning_rate(opt_state, lr: Array):

@@ -11,7 +11,7 @@ from typing import Callable, Optional
 import jax
 import jax.numpy as jnp
 
-from hinge_jax import fullbatch, scaled, strategies
+from hinge_jax import fullbatch, lbfgs, optim, scaled, strategies
 from hinge_jax.objective import objective
 from hinge_jax.state import (DeviceData, TrainState, batch_indices, pad_features,
                              unpad_features)
@@ -72,7 +72,12 @@ def train_step(state: TrainState, step: Array, data: DeviceData, hp: dict, *,
                                          feature_blocks=forward_feature_blocks(spec, k))
   update = functools.partial(strategies.get(spec.strategy).update, spec=spec,
                              objective=member_objective)
-  if spec.full_batch:
+  if spec.full_batch and spec.optimizer in optim.LINE_SEARCH_OPTIMIZERS:  # lbfgs.py
+    x, y = fullbatch.blocks(data, spec.num_train)
+    update = lambda params, opt_state, hp_, x_, y_, step_: lbfgs.members_step(
+        params, opt_state, hp_, step_, value_fn=lambda p, h: member_objective(p, x_, y_, h),
+        memory_size=spec.memory_size, over_members=lambda fn, axes: _over_members(fn, axes, k))
+  elif spec.full_batch:
     x, y = fullbatch.blocks(data, spec.num_train)
     update = _over_members(update, (0, 0, 0, None, None, None), k)
   elif spec.shared_data:  # one gather and one conversion serve all members

@@ -65,9 +65,6 @@ def _optimizer_step(params, opt_state, grads, hp, step, *, spec):
 
 
 def _sgd_update(params, opt_state, hp, x, y, step, *, spec, objective):
-  if spec.optimizer in optim.LINE_SEARCH_OPTIMIZERS:  # L-BFGS: its line search sets the step
-    return optim.lbfgs_step(params, opt_state, lambda p: objective(p, x, y, hp),
-                            memory_size=spec.memory_size, first=step == 0)
   loss, grads = jax.value_and_grad(objective)(params, x, y, hp)
   params, opt_state = _optimizer_step(params, opt_state, grads, hp, step, spec=spec)
   return params, opt_state, loss
