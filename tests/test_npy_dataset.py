@@ -8,7 +8,6 @@ allocations but not a memory-mapped file's pages.
 import mmap
 import tracemalloc
 
-import jax
 import numpy as np
 import pytest
 
@@ -16,7 +15,7 @@ from helpers import default_config
 from hinge_jax import datasets
 from hinge_jax.datasets import npy, validate
 from hinge_jax.errors import DataError
-from hinge_jax.train import Trainer
+from hinge_jax.state import DeviceData
 
 RNG = np.random.default_rng(0)
 N, D, C = 300, 16, 4
@@ -121,22 +120,18 @@ def test_loading_makes_no_host_copy_of_the_features(tmp_path, monkeypatch):
   assert peak < 0.25 * x.nbytes, (peak, x.nbytes)  # labels and checks, not the features
 
 
-def test_float16_stays_float16_on_the_device_and_trains_as_float32(tmp_path):
+def test_float16_stays_float16_on_the_device_and_is_converted_exactly(tmp_path):
+  """float16 embeddings are stored float16 on the device; the step's conversion gives the
+  features float32 data of the same values gives (test_probe trains on float16 end to end)."""
   x16 = X.astype(np.float16)
-  results = {}
+  features = {}
   for dtype in (np.float16, np.float32):
-    path = _write_folder(tmp_path / np.dtype(dtype).name, x16.astype(dtype), Y)
-    config = default_config(**{'dataset.name': 'npy', 'dataset.path': str(path),
-                               'dataset.scale': 1.0, 'batch_size': 0, 'num_steps': 3,
-                               'eval_every_steps': 3, 'loss.name': 'softmax_cross_entropy'})
-    ds = datasets.load(config.dataset)
-    trainer = Trainer.create(config, ds, [config])
-    assert trainer.data.x['train'].dtype == dtype
-    state, _ = trainer.run_chunk(trainer.init(), 0, 3)
-    results[dtype] = jax.tree.map(np.asarray, state.params)
-  # the step converts a block to float32 on the device: the same values give the same model
-  for name in results[np.float32]:
-    np.testing.assert_array_equal(results[np.float16][name], results[np.float32][name])
+    ds = datasets.load(_cfg(_write_folder(tmp_path / np.dtype(dtype).name, x16.astype(dtype), Y)))
+    data = DeviceData.create(ds, 128)
+    assert data.x['train'].dtype == dtype and ds.x['train'].dtype == dtype
+    features[dtype] = np.asarray(data.features(data.x['train']))
+  assert features[np.float16].dtype == np.float32
+  np.testing.assert_array_equal(features[np.float16], features[np.float32])
 
 
 def _save_npy(folder, **arrays):
