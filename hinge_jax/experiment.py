@@ -21,7 +21,7 @@ import ml_collections
 import numpy as np
 
 from hinge_jax import config_lib, datasets, io_utils, metadata, results as outputs, sanity
-from hinge_jax import strategies
+from hinge_jax import initial, strategies
 from hinge_jax.checkpoint import Checkpointer, fingerprint
 from hinge_jax.errors import DivergedError, Interrupted
 from hinge_jax.progress import Progress
@@ -134,6 +134,8 @@ def _train(config, workdir: str, log, overwrite: bool, wall_start: float) -> dic
   ckpt = Checkpointer(os.path.join(workdir, 'checkpoints'), keep=int(config.checkpoint_keep),
                       log=log)
   state = trainer.init()
+  if initial.path_of(config):  # W0 from a file (the demo's export) instead of init_scale·randn
+    state = state.replace(params=initial.load(initial.path_of(config), state.params))
   restored = ckpt.restore_latest(state, seeds=seeds, config_fingerprint=config_id)
   start_step, pending, done, saved_rows = 0, None, False, None
   if restored is not None:
