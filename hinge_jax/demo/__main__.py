@@ -13,18 +13,13 @@ from hinge_jax import cli_utils
 from hinge_jax.demo import api, server
 from hinge_jax.errors import UserError
 
-PORT = flags.DEFINE_integer('port', 8000, 'Port to serve on (0: any free port).')
-HOST = flags.DEFINE_string('host', '127.0.0.1', 'Address to bind (0.0.0.0 opens the demo to '
-                           'the network).')
-VERBOSE = flags.DEFINE_bool('verbose', False, 'Log every request on stderr.')
 
-
-def bind(host: str, port: int) -> server.Server:
+def bind(host: str, port: int, *, quiet: bool = True) -> server.Server:
   """The bound server; an address that cannot be bound is a UserError naming the fix."""
   if not 0 <= port <= 65535:
     raise UserError(f'--port={port} is not a port; give one in 1..65535 (0: any free port)')
   try:
-    return server.make_server(host, port, quiet=not VERBOSE.value)
+    return server.make_server(host, port, quiet=quiet)
   except OSError as e:
     if e.errno == errno.EADDRINUSE:
       raise UserError(f'port {port} on {host} is in use (another demo?); choose another with '
@@ -40,7 +35,8 @@ def bind(host: str, port: int) -> server.Server:
 
 def main(argv):
   del argv  # cli_utils.parse_flags refuses positional arguments
-  httpd = bind(HOST.value, PORT.value)
+  fl = flags.FLAGS
+  httpd = bind(fl.host, fl.port, quiet=not fl.verbose)
   api.warm_up()  # compile the default loss's step before the page asks for it
   print(f'hinge_jax demo: {server.address(httpd)} (Ctrl-C stops it)', flush=True)
   try:
@@ -51,5 +47,14 @@ def main(argv):
     httpd.server_close()
 
 
-if __name__ == '__main__':
+def run() -> None:
+  """Defines the flags and serves; bad input is one `error:` line, exit 2."""
+  flags.DEFINE_integer('port', 8000, 'Port to serve on (0: any free port).')
+  flags.DEFINE_string('host', '127.0.0.1', 'Address to bind (0.0.0.0 opens the demo to the '
+                      'network).')
+  flags.DEFINE_bool('verbose', False, 'Log every request on stderr.')
   cli_utils.run(main)
+
+
+if __name__ == '__main__':
+  run()

@@ -54,17 +54,18 @@ def _report(params, x, y, mask, hp, *, spec) -> dict:
 
 
 def _step(params, x, y, mask, hp, lr, *, spec) -> dict:
-  """One gradient step, then the report at the new weights."""
+  """One gradient step of size `lr`, then the report at the new weights. `lr = 0` is the
+  report at the given weights (W is kept as it is, whatever the gradient): one program per
+  loss serves both."""
   grads = jax.grad(lambda p: _terms(p, x, y, mask, hp, spec=spec)[0])(params)
-  params = jax.tree.map(lambda p, g: p - lr * g, params, grads)
+  params = jax.tree.map(lambda p, g: jnp.where(lr > 0, p - lr * g, p), params, grads)
   return _report(params, x, y, mask, hp, spec=spec)
 
 
 @functools.lru_cache(maxsize=None)
-def program(kind: str, loss: str, squared: bool):
-  """The jitted `evaluate` or `step` of one loss (jax.jit compiles it once per bucket)."""
-  spec = DemoSpec(loss=loss, squared=squared)
-  return jax.jit(functools.partial(_step if kind == 'step' else _report, spec=spec))
+def program(loss: str, squared: bool):
+  """The jitted step of one loss (jax.jit compiles it once per bucket of points)."""
+  return jax.jit(functools.partial(_step, spec=DemoSpec(loss=loss, squared=squared)))
 
 
 def _arguments(p: schema.Problem) -> tuple:
@@ -92,23 +93,19 @@ def _response(out: dict, n: int) -> dict:
 
 def evaluate(p: schema.Problem) -> dict:
   """Scores, per-point losses, data/reg/total loss and accuracy at the request's weights."""
-  params, x, y, mask, hp = _arguments(p)
-  return _response(program('evaluate', p.loss, p.squared)(params, x, y, mask, hp),
-                   p.num_points)
+  return _response(program(p.loss, p.squared)(*_arguments(p), np.float32(0)), p.num_points)
 
 
 def step(p: schema.Problem) -> dict:
   """One gradient step from the request's weights; the report at the new weights."""
   schema.trainable(p)
-  params, x, y, mask, hp = _arguments(p)
-  return _response(program('step', p.loss, p.squared)(params, x, y, mask, hp,
-                                                      np.float32(p.lr)), p.num_points)
+  return _response(program(p.loss, p.squared)(*_arguments(p), np.float32(p.lr)),
+                   p.num_points)
 
 
 def warm_up(loss: str = schema.LOSSES[0], squared: bool = False) -> None:
-  """Compiles the default loss's programs for the smallest bucket (the server's first page)."""
+  """Compiles the default loss's program for the smallest bucket (the server's first page)."""
   p = schema.Problem(w=np.zeros((3, 2), np.float32), b=np.zeros(3, np.float32),
                      x=np.zeros((2, 2), np.float32), y=np.array([0, 1], np.int32), loss=loss,
                      squared=squared, margin=1.0, reg=0.0, lr=0.1)
-  evaluate(p)
   step(p)

@@ -12,6 +12,7 @@ import os
 import posixpath
 import socketserver
 import sys
+import threading
 import urllib.parse
 
 from hinge_jax.demo import api, export, presets, schema
@@ -54,6 +55,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
   """Static files (GET) and the JSON API (POST /api/<name>)."""
   protocol_version = 'HTTP/1.1'
   server_version = 'hinge_jax-demo'
+  disable_nagle_algorithm = True  # else headers and body wait on delayed ACKs (~40 ms a reply)
   quiet = True
 
   def log_message(self, format, *args):  # pylint: disable=redefined-builtin
@@ -146,3 +148,15 @@ def address(server: Server) -> str:
   host = f'[{host}]' if ':' in host else host
   return f'http://{host}:{port}/'
 
+
+
+def start_in_thread(host: str = '127.0.0.1', port: int = 0) -> Server:
+  """A server answering from a daemon thread (tests, notebooks); stop it with `stop(server)`."""
+  httpd = make_server(host, port)
+  threading.Thread(target=httpd.serve_forever, daemon=True, name='hinge_jax-demo').start()
+  return httpd
+
+
+def stop(httpd: Server) -> None:
+  httpd.shutdown()
+  httpd.server_close()
