@@ -15,8 +15,8 @@
     W: [[1, 2], [2, -4], [3, -1]], b: [0, 0.5, -0.5],
     points: [], labels: [],
     loss: 'multiclass_svm', squared: false, margin: 1, reg: 0.1, lr: 0.1,
-    origin: null, steps: 0, history: [], report: null,
-    version: 0, invalid: new Set(), running: false,
+    origin: null, steps: 0, history: [], report: null, reportVersion: -1,
+    version: 0, invalid: new Set(), running: false, busy: false,
     updates: 0, requests: 0,
   };
 
@@ -77,6 +77,7 @@
         const report = await post('evaluate', problem());
         if (version === state.version) {
           state.report = report;
+          state.reportVersion = version;
           render();
         }
       } catch (e) {
@@ -93,11 +94,18 @@
       return false;
     }
     const version = state.version;
-    const report = await post('step', problem());
+    let report;
+    state.busy = true;
+    try {
+      report = await post('step', problem());
+    } finally {
+      state.busy = false;
+    }
     if (version !== state.version) return true;  // edited meanwhile: this step is stale
     state.W = report.W;
     state.b = report.b;
     state.report = report;
+    state.reportVersion = version;
     state.steps++;
     state.history.push([report.loss, report.accuracy]);
     if (state.history.length > HISTORY) state.history.shift();
