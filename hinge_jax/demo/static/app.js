@@ -59,6 +59,7 @@
     state.origin = {W: state.W.map((r) => r.slice()), b: state.b.slice()};
     state.steps = 0;
     drawPlane();
+    updateStatus();
     refresh();
   }
 
@@ -316,6 +317,11 @@
     renderTotals();
     renderTable();
     drawChart();
+    updateStatus();
+  }
+
+  // The step button and the status line say whether a step can be taken now.
+  function updateStatus() {
     const why = cannotTrain();
     $('step').disabled = !!why;
     if (why) setStatus(why, true);
