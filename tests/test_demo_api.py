@@ -124,6 +124,11 @@ BAD = {
     'negative λ': (_bad('reg', -1), 'reg=-1 must be >= 0'),
     'too many points': (dict(_bad('points', [[0.0, 0.0]] * 1025), labels=[0] * 1025),
                         '1025 points are too many'),
+    'no step size': ({k: v for k, v in _bad('lr', 0).items() if k != 'lr'},
+                     "no field 'lr'"),
+    'beyond float32': (_bad('W', [[1e39, 0], [0, 0], [0, 0]]), "beyond float32's range"),
+    'a loss that overflows': (dict(_bad('W', [[1e20, 1e20]] * 3), squared=True),
+                              'overflowed float32'),
 }
 
 

@@ -79,8 +79,14 @@ def _arguments(p: schema.Problem) -> tuple:
 
 
 def _response(out: dict, n: int) -> dict:
-  """JSON-able: float32 values as Python floats (exact), per-point rows cut to `n`."""
+  """JSON-able: float32 values as Python floats (exact), per-point rows cut to `n`. A value
+  that overflowed float32 (huge weights or points, a step size that diverges) is refused."""
   out = jax.device_get(out)
+  cut = {k: v[:n] if k in ('scores', 'losses') else v for k, v in out.items()}
+  bad = [k for k, v in cut.items() if not np.all(np.isfinite(v))]
+  if bad:
+    raise schema.RequestError(f'{" and ".join(bad)} overflowed float32 (NaN or infinite): the '
+                              f'weights, points or step size are too large; make them smaller')
   return {
       'W': out['W'].tolist(), 'b': out['b'].tolist(),
       'scores': out['scores'][:n].tolist(), 'losses': out['losses'][:n].tolist(),

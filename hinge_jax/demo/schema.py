@@ -71,11 +71,9 @@ def _finite(value, name: str) -> float:
   return float(value)
 
 
-def number(data: dict, name: str, *, low=None, strict=False, default=None) -> float:
+def number(data: dict, name: str, *, low=None, strict=False) -> float:
   """A finite number field, optionally bounded below (`strict`: > low, else ≥ low)."""
   if name not in data:
-    if default is not None:
-      return default
     raise RequestError(f'the request has no field {name!r}; send it as a number')
   value = _finite(data[name], name)
   if low is not None and (value <= low if strict else value < low):
@@ -98,7 +96,12 @@ def matrix(data: dict, name: str, shape: tuple) -> np.ndarray:
       raise RequestError(f'{name}{where} is {got}; {name} must have shape {want}')
     return [walk(v, depth + 1, f'{where}[{i}]') for i, v in enumerate(node)]
   rows = walk(value, 0, '')
-  return np.asarray(rows, np.float32).reshape([len(value)] + [s for s in shape[1:]])
+  with np.errstate(over='ignore'):
+    out = np.asarray(rows, np.float32).reshape([len(value)] + [s for s in shape[1:]])
+  if not np.all(np.isfinite(out)):
+    raise RequestError(f'{name} holds a value beyond float32\'s range (±3.4e38); send smaller '
+                       f'numbers')
+  return out
 
 
 def labels(data: dict, num_points: int) -> np.ndarray:
@@ -115,8 +118,9 @@ def labels(data: dict, num_points: int) -> np.ndarray:
   return np.asarray(value, np.int32)
 
 
-def problem(data: dict) -> Problem:
-  """The request's classifier, points and hyperparameters, every field checked."""
+def problem(data: dict, *, step: bool = True) -> Problem:
+  """The request's classifier, points and hyperparameters, every field checked (`lr` only
+  for a step: an evaluation takes none)."""
   loss = data.get('loss')
   if loss not in LOSSES:
     raise RequestError(f'loss={json.dumps(loss)[:40]} is not known; choose one of: '
@@ -133,7 +137,7 @@ def problem(data: dict) -> Problem:
       w=matrix(data, 'W', (NUM_CLASSES, NUM_FEATURES)), b=matrix(data, 'b', (NUM_CLASSES,)),
       x=x, y=labels(data, len(x)), loss=loss, squared=squared and loss != LOSSES[-1],
       margin=number(data, 'margin', low=0, strict=True), reg=number(data, 'reg', low=0),
-      lr=number(data, 'lr', low=0, strict=True, default=1.0))
+      lr=number(data, 'lr', low=0, strict=True) if step else 0.0)
 
 
 def trainable(p: Problem) -> None:

@@ -29,7 +29,7 @@ def _info(data: dict) -> dict:
 
 
 ROUTES = {
-    'evaluate': lambda data: api.evaluate(schema.problem(data)),
+    'evaluate': lambda data: api.evaluate(schema.problem(data, step=False)),
     'step': lambda data: api.step(schema.problem(data)),
     'preset': presets.preset,
     'export': export.export,

@@ -547,6 +547,7 @@
 
   buildParams();
   writeParams();
+  state.origin = {W: state.W.map((r) => r.slice()), b: state.b.slice()};
   readSliders();
   window.demo = {state, stepOnce, setRunning};  // for the browser test and the console
   loadPreset('lecture');
