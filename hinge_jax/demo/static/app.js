@@ -8,6 +8,7 @@
   const COLORS = ['#d43d3a', '#2e8b2e', '#2f62d0'];
   const REGIONS = [[248, 212, 210], [210, 238, 206], [208, 222, 250]];
   const HISTORY = 400;  // steps the chart keeps
+  const MAX_POINTS = 1024;  // the server's limit (schema.MAX_POINTS)
   const REG_OFF = -5;  // the λ slider's leftmost position means λ = 0
   const $ = (id) => document.getElementById(id);
 
@@ -341,7 +342,9 @@
   function readNumber(input, errorSpan, check) {
     const text = input.value.trim();
     let problem = '';
-    if (!NUMBER.test(text)) problem = text ? `“${text}” is not a number` : 'empty: type a number';
+    if (!NUMBER.test(text)) {
+      problem = text ? `“${text}” is not a number` : 'empty: type a number';
+    }
     else if (!Number.isFinite(Number(text))) problem = `${text} is not finite`;
     else if (check) problem = check(Number(text));
     errorSpan.textContent = problem;
@@ -360,7 +363,8 @@
       for (let j = 0; j < 3; j++) {
         const id = j < 2 ? `w-${c}-${j}` : `b-${c}`;
         const cell = row.insertCell();
-        cell.innerHTML = `<button class="inc" data-delta="-0.1" aria-label="decrease">−</button>` +
+        cell.innerHTML =
+          `<button class="inc" data-delta="-0.1" aria-label="decrease">−</button>` +
           `<input type="text" id="${id}" size="6"><button class="inc" data-delta="0.1" ` +
           `aria-label="increase">+</button><span class="err" id="${id}-err"></span>`;
         const input = cell.querySelector('input');
@@ -445,7 +449,10 @@
     const [px, py] = canvasXY(event), hit = pointAt(px, py);
     if (hit >= 0 && event.shiftKey) { removePoint(hit); return; }
     if (hit >= 0) { dragging = hit; return; }
-    if (state.points.length >= 1024) { setStatus('1024 points is the most the demo takes.', true); return; }
+    if (state.points.length >= MAX_POINTS) {
+      setStatus(`${MAX_POINTS} points is the most the demo takes.`, true);
+      return;
+    }
     const [x, y] = fromPx(px, py);
     state.points.push([round3(x), round3(y)]);
     state.labels.push(Number(document.querySelector('input[name=cls]:checked').value));
