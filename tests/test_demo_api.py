@@ -40,7 +40,7 @@ def call(address, path, body, method='POST', headers=None):
   """(status, parsed JSON or raw bytes) of one request on a fresh connection."""
   conn = http.client.HTTPConnection(*address, timeout=30)
   data = body if isinstance(body, bytes) or body is None else json.dumps(body).encode()
-  conn.request(method, path, body=data, headers=headers or {})
+  conn.request(method, path, body=data, headers=headers or {'Content-Type': 'application/json'})
   response = conn.getresponse()
   raw = response.read()
   conn.close()
@@ -127,6 +127,7 @@ BAD = {
     'no step size': ({k: v for k, v in _bad('lr', 0).items() if k != 'lr'},
                      "no field 'lr'"),
     'beyond float32': (_bad('W', [[1e39, 0], [0, 0], [0, 0]]), "beyond float32's range"),
+    'a huge integer': (_bad('reg', 10**400), 'reg is not a finite number'),
     'a loss that overflows': (dict(_bad('W', [[1e20, 1e20]] * 3), squared=True),
                               'overflowed float32'),
 }
@@ -171,6 +172,9 @@ def test_size_limit_traversal_and_unknown_routes(url):
     status, got = call(url, path, None, method='GET')
     assert status in (403, 404) and 'error' in got, path
   assert call(url, '/server.py', None, method='GET')[0] == 404  # not a static file type
+  status, got = call(url, '/api/evaluate', random_problem(8),
+                     headers={'Content-Type': 'text/plain'})
+  assert status == 415 and 'application/json' in got['error']
   assert call(url, '/api/nothing', {})[0] == 404
   status, page = call(url, '/', None, method='GET')
   assert status == 200 and b'<script src="app.js"></script>' in page

@@ -66,9 +66,13 @@ def parse_json(body: bytes) -> dict:
 def _finite(value, name: str) -> float:
   if isinstance(value, bool) or not isinstance(value, (int, float)):
     raise RequestError(f'{name}={json.dumps(value)[:40]} is not a number; send a finite number')
+  try:
+    value = float(value)  # an integer past float64's range overflows here
+  except OverflowError:
+    value = math.inf
   if not math.isfinite(value):
     raise RequestError(f'{name} is not a finite number; send finite numbers only')
-  return float(value)
+  return value
 
 
 def number(data: dict, name: str, *, low=None, strict=False) -> float:

@@ -2,8 +2,9 @@
 
 GET serves only the files of the package's `static/` folder (a path that leaves it is refused
 with 403); POST /api/<name> takes a JSON object of at most `schema.MAX_BODY_BYTES` and answers
-JSON. A bad request gets a 400 (413 when too large) with `{"error": one line}`; the server
-stays up. HTTP/1.1 keep-alive: the page's repeated steps reuse one connection.
+JSON (Content-Type application/json, which a cross-site form cannot send unasked). A bad
+request gets a 400 (413 when too large) with `{"error": one line}`; the server stays up.
+HTTP/1.1 keep-alive: the page's repeated steps reuse one connection.
 """
 
 import http.server
@@ -96,11 +97,17 @@ class Handler(http.server.BaseHTTPRequestHandler):
   do_HEAD = do_GET
 
   def _body(self) -> bytes | None:
-    """The request body, or None after answering an unusable one (411, 413)."""
+    """The request body, or None after answering an unusable one (411, 415, 413)."""
     length = self.headers.get('Content-Length')
     if self.headers.get('Transfer-Encoding') or length is None or not length.isdigit():
       self.close_connection = True
       self._error(411, 'send the JSON object with a Content-Length header')
+      return None
+    kind = self.headers.get('Content-Type', '').split(';')[0].strip().lower()
+    if kind != 'application/json':  # a cross-site form cannot send this without asking first
+      self.close_connection = True
+      self._error(415, f'the request\'s Content-Type is {kind or "missing"}; send the JSON '
+                       f'object as application/json')
       return None
     if int(length) > schema.MAX_BODY_BYTES:
       self.close_connection = True  # the unread body must not be taken for the next request
