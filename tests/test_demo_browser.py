@@ -230,3 +230,5 @@ def test_updates_per_second_and_a_screenshot(page, tmp_path, capsys):
   path = tmp_path / 'demo.png'
   page.screenshot(path=str(path), full_page=True)
   assert path.read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
+  with capsys.disabled():
+    print(f'demo: screenshot {path}')
