@@ -1,13 +1,15 @@
 """The demo's JSON API, in-process: every answer equals hinge_jax's losses and `jax.grad`
 computed directly (and the plain NumPy references), bad requests get a 400 with one line, the
-server stays up; the static files, the export and `python -m hinge_jax.demo`'s errors."""
+server stays up; the static files, the export, `python -m hinge_jax.demo`'s errors and Ctrl-C."""
 
+import _thread
 import base64
+import collections
 import http.client
 import json
 import os
 import socket
-import collections
+import threading
 
 import jax
 import ml_collections
@@ -18,6 +20,7 @@ from absl import flags
 import reference
 from helpers import run_main
 from hinge_jax import cli_utils, initial, losses, objective
+from hinge_jax.demo import __main__ as demo_main
 from hinge_jax.demo import api, export, presets, schema, server
 from hinge_jax.errors import ConfigError
 
@@ -262,3 +265,18 @@ def test_a_port_in_use_is_one_error_line():
   assert out.stderr.strip().splitlines() == [
       f'error: port {port} on 127.0.0.1 is in use (another demo?); choose another with '
       f'--port={port + 1}, or --port=0 for any free one']
+
+
+def test_ctrl_c_stops_the_server_after_the_background_warm_up(capsys):
+  """Ctrl-C (KeyboardInterrupt in the main thread) ends `serve` cleanly, and not before the
+  background compiles have stopped: a process exiting in the middle of one aborts."""
+  httpd = demo_main.bind('127.0.0.1', 0)
+  port = httpd.server_address[1]
+  threading.Timer(0.5, lambda: call(('127.0.0.1', port), '/api/info', {})).start()
+  interrupt = threading.Timer(1.0, _thread.interrupt_main)
+  interrupt.start()
+  demo_main.serve(httpd)
+  assert capsys.readouterr().err == 'stopped\n'
+  assert not [t for t in threading.enumerate() if t.name == 'warm-up']
+  with pytest.raises(ConnectionRefusedError):
+    call(('127.0.0.1', port), '/api/info', {})

@@ -6,6 +6,7 @@ use, or a host that cannot be bound, is one `error:` line (exit 2).
 
 import errno
 import sys
+import threading
 
 from absl import flags
 
@@ -33,18 +34,30 @@ def bind(host: str, port: int, *, quiet: bool = True) -> server.Server:
                     f'--host=127.0.0.1') from None
 
 
+def serve(httpd: server.Server) -> None:
+  """Serves until Ctrl-C, compiling the other losses in the background meanwhile. The
+  warm-up is stopped and joined before returning: a process that exits in the middle of an
+  XLA compile aborts."""
+  stop = threading.Event()
+  warm = threading.Thread(target=api.warm_up_rest, args=(stop,), daemon=True, name='warm-up')
+  warm.start()
+  try:
+    httpd.serve_forever()
+  except KeyboardInterrupt:
+    print('stopped', file=sys.stderr)
+  finally:
+    stop.set()
+    warm.join()  # at most one compile
+    httpd.server_close()
+
+
 def main(argv):
   del argv  # cli_utils.parse_flags refuses positional arguments
   fl = flags.FLAGS
   httpd = bind(fl.host, fl.port, quiet=not fl.verbose)
   api.warm_up()  # compile the default loss's step before the page asks for it
   print(f'hinge_jax demo: {server.address(httpd)} (Ctrl-C stops it)', flush=True)
-  try:
-    httpd.serve_forever()
-  except KeyboardInterrupt:
-    print('stopped', file=sys.stderr)
-  finally:
-    httpd.server_close()
+  serve(httpd)
 
 
 def run() -> None:

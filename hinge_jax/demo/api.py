@@ -10,6 +10,7 @@ size: dragging or adding points does not recompile.
 
 import dataclasses
 import functools
+import threading
 
 import jax
 import jax.numpy as jnp
@@ -109,9 +110,22 @@ def step(p: schema.Problem) -> dict:
                    p.num_points)
 
 
-def warm_up(loss: str = schema.LOSSES[0], squared: bool = False) -> None:
-  """Compiles the default loss's program for the smallest bucket (the server's first page)."""
+def warm_up(loss: str = schema.LOSSES[0], squared: bool = False, num_points: int = 2) -> None:
+  """Compiles one loss's program for the bucket of `num_points` points."""
   p = schema.Problem(w=np.zeros((3, 2), np.float32), b=np.zeros(3, np.float32),
-                     x=np.zeros((2, 2), np.float32), y=np.array([0, 1], np.int32), loss=loss,
-                     squared=squared, margin=1.0, reg=0.0, lr=0.1)
+                     x=np.zeros((num_points, 2), np.float32),
+                     y=np.arange(num_points, dtype=np.int32) % 2, loss=loss, squared=squared,
+                     margin=1.0, reg=0.0, lr=0.1)
   step(p)
+
+
+def warm_up_rest(stop: threading.Event) -> None:
+  """Compiles every loss (squared or not) for the two smaller buckets, the presets' sizes,
+  until `stop` is set: run in the background, so that switching a loss or loading blobs does
+  not pause. The process must not exit during a compile (XLA aborts): set `stop`, then join."""
+  for size in BUCKETS[:2]:
+    for squared in (False, True):
+      for loss in schema.LOSSES[:3] if squared else schema.LOSSES:
+        if stop.is_set():
+          return
+        warm_up(loss, squared, size)
