@@ -74,10 +74,10 @@
     evalBusy = true;
     while (evalPending) {
       evalPending = false;
-      const version = state.version;
+      const version = state.version, updates = state.updates;
       try {
         const report = await post('evaluate', problem());
-        if (version === state.version) {
+        if (version === state.version && updates === state.updates) {  // no edit, no step since
           state.report = report;
           state.reportVersion = version;
           render();
@@ -89,7 +89,10 @@
     evalBusy = false;
   }
 
+  // One step at a time: each step starts from the previous one's W (a click while a step is
+  // under way does nothing), so the steps counted are the steps taken (the export relies on it).
   async function stepOnce() {
+    if (state.busy) return true;
     const why = cannotTrain();
     if (why) {
       setStatus(why, true);
@@ -119,16 +122,23 @@
 
   const nextFrame = () => new Promise((resolve) => requestAnimationFrame(() => resolve()));
 
+  let looping = false;
   async function runLoop() {
-    while (state.running) {
-      let ok = false;
-      try {
-        ok = await stepOnce();
-      } catch (e) {
-        setStatus(e.message, true);
+    if (looping) return;  // stop and start again while a step is under way: one loop goes on
+    looping = true;
+    try {
+      while (state.running) {
+        let ok = false;
+        try {
+          ok = await stepOnce();
+        } catch (e) {
+          setStatus(e.message, true);
+        }
+        if (!ok) setRunning(false);
+        else await nextFrame();
       }
-      if (!ok) setRunning(false);
-      else await nextFrame();
+    } finally {
+      looping = false;
     }
   }
 
@@ -137,10 +147,9 @@
       setStatus(cannotTrain(), true);
       return;
     }
-    const start = on && !state.running;
     state.running = on;
     $('run').textContent = on ? 'stop' : 'start';
-    if (start) runLoop();
+    if (on) runLoop();
   }
 
   // --------------------------------------------------------------------------- drawing
