@@ -18,7 +18,8 @@ from hinge_jax.demo import server
 
 CHROMIUM = os.environ.get('CHROMIUM', '/usr/bin/chromium')
 FLAGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-         '--disable-background-networking', '--disable-component-update', '--disable-sync']
+         '--disable-background-networking', '--disable-component-update', '--disable-sync',
+         '--disable-dev-shm-usage']  # containers' /dev/shm is small
 if not os.environ.get('CI'):
   if not os.path.exists(CHROMIUM):
     pytest.skip(f'{CHROMIUM} is missing (apt-get install chromium; CI installs it)',
