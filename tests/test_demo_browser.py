@@ -28,7 +28,7 @@ if not os.environ.get('CI'):
 
 from playwright.sync_api import sync_playwright  # noqa: E402
 
-from test_demo_api import load_config  # noqa: E402
+from test_demo_api import call, load_config  # noqa: E402
 
 STATE = 'JSON.parse(JSON.stringify(window.demo.state, (k, v) => v instanceof Set ? [...v] : v))'
 IDLE = '!window.demo.state.running && !window.demo.state.busy'
@@ -37,10 +37,9 @@ FRESH = ('window.demo.state.reportVersion === window.demo.state.version && '
 
 
 @pytest.fixture(scope='module')
-def url():
+def address():
   httpd = server.start_in_thread()
-  host, port = httpd.server_address[:2]
-  yield f'http://{host}:{port}/'
+  yield httpd.server_address[:2]
   server.stop(httpd)
 
 
@@ -53,12 +52,12 @@ def browser():
 
 
 @pytest.fixture
-def page(browser, url):
+def page(browser, address):
   """A fresh page on the lecture's 9 points, its first report shown."""
   page = browser.new_page(viewport={'width': 1100, 'height': 1000}, accept_downloads=True)
   errors = []
   page.on('pageerror', lambda e: errors.append(str(e)))
-  page.goto(url)
+  page.goto('http://{}:{}/'.format(*address))
   page.wait_for_function('window.demo && window.demo.state.points.length === 9 && '
                          + FRESH)
   yield page
@@ -100,7 +99,7 @@ def point_xy(page, x: float, y: float) -> tuple[float, float]:
 
 @pytest.mark.parametrize('loss', ['multiclass_svm', 'one_vs_all', 'crammer_singer',
                                   'softmax_cross_entropy'])
-def test_trains_the_lecture_points_to_100_percent(page, loss):
+def test_trains_the_lecture_points_to_100_percent(page, address, loss):
   page.select_option('#loss', loss)
   set_slider(page, '#lr', -0.5)  # step size 0.316
   page.wait_for_function(FRESH)
@@ -113,7 +112,10 @@ def test_trains_the_lecture_points_to_100_percent(page, loss):
   s = state(page)
   total, per, accuracy = objective(s)
   assert s['steps'] > 0 and page.inner_text('#run') == 'start'
-  assert shown(page, 'total-loss') == pytest.approx(total, rel=1e-5)  # the API's = hinge_jax's
+  assert shown(page, 'total-loss') == pytest.approx(total, rel=1e-5)  # hinge_jax's, directly
+  keys = ('W', 'b', 'points', 'labels', 'loss', 'squared', 'margin', 'reg')
+  status, answer = call(address, '/api/evaluate', {k: s[k] for k in keys})
+  assert status == 200 and shown(page, 'total-loss') == pytest.approx(answer['loss'], rel=1e-6)
   assert shown(page, 'total-loss') < before
   assert shown(page, 'accuracy') == pytest.approx(accuracy)
   table = [float(page.inner_text(f'#points tbody tr:nth-child({i + 1}) td:nth-child(8)'))
