@@ -285,6 +285,18 @@ class Checkpointer:
     self._log(f'warning: the checkpoint of step {step} is unreadable ({type(error).__name__}: '
               f'{reason}); moved it to {moved}; {then}')
 
-  def close(self) -> None:
-    self._manager.wait_until_finished()
-    self._manager.close()
+  def close(self, *, quiet: bool = False) -> None:
+    """Waits for a save in flight and closes the manager. `quiet` (closing after another
+    error) never raises, so that error stays the one line the user reads."""
+    try:
+      self._manager.wait_until_finished()
+      self._manager.close()
+    except Exception as e:  # noqa: BLE001 - orbax wraps disk errors in several types
+      if quiet:
+        return
+      disk = is_disk_error(e)
+      if disk is None:
+        raise
+      raise UserError(f'cannot finish writing the checkpoints in {self.directory} '
+                      f'({disk.strerror or disk}); free space or fix permissions, then rerun '
+                      f'the same command to resume from the last checkpoint') from e
