@@ -73,9 +73,10 @@ class SummaryLog:
     from tensorboardX import SummaryWriter  # lazy: a plain import of hinge_jax stays light
     from tensorboardX.summary import hparams as hparams_summary
     self._writer = SummaryWriter(logdir=logdir, purge_step=purge_step, flush_secs=30)
-    events = self._writer.file_writer.event_writer  # tensorboardX's EventFileWriter
-    self._events = _Recording(events._ev_writer)  # pylint: disable=protected-access
-    events._ev_writer = events._worker._record_writer = self._events  # pylint: disable=protected-access
+    # tensorboardX's EventFileWriter: its file writer, shared by its thread, is wrapped
+    events = self._writer.file_writer.event_writer  # pylint: disable=protected-access
+    self._events = _Recording(events._ev_writer)
+    events._ev_writer = events._worker._record_writer = self._events
     self._raised = False
     exp, start, self._end = hparams_summary(hparams, {f'final/{m}': 0.0 for m in metrics})
     self._writer.file_writer.add_summary(exp)
