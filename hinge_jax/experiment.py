@@ -52,7 +52,11 @@ def summarize(trainer: Trainer, params, k: int = 0) -> dict:
           for split in datasets.SPLITS}
 
 
-def exit_now(signum: int) -> None:
+# What a run's second signal and disk error lines say comes next (a sweep says its own).
+RESUMES = 'rerun the same command to resume from the last checkpoint'
+
+
+def exit_now(signum: int, then: str = RESUMES) -> None:
   """A second signal: one line, then the process ends at once (no checkpoint, no cleanup)."""
   name = signal.Signals(signum).name
   for stream in (sys.stdout, sys.stderr):
@@ -60,7 +64,7 @@ def exit_now(signum: int) -> None:
       stream.flush()
     except (OSError, ValueError):
       pass
-  os.write(2, f'stopped: second {name}, exiting without waiting for the checkpoint\n'.encode())
+  os.write(2, f'stopped: second {name}, exiting at once; {then}\n'.encode())
   os._exit(128 + signum)  # the kernel releases the workdir's lock
 
 
@@ -74,14 +78,15 @@ class StopSignals:
 
   SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
-  def __init__(self):
+  def __init__(self, then: str = RESUMES):
     self.signum = 0
+    self._then = then  # the second signal's line: what the user does next
     self._previous = {}
 
   def _handle(self, signum, frame):
     del frame
     if self.signum:
-      exit_now(signum)
+      exit_now(signum, self._then)
     self.signum = signum
 
   def __enter__(self) -> 'StopSignals':
@@ -94,9 +99,6 @@ class StopSignals:
   def __exit__(self, *exc) -> None:
     for sig, handler in self._previous.items():
       signal.signal(sig, handler)
-
-
-RERUN = 'rerun the same command to resume from the last checkpoint'  # a disk error's fix
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
@@ -119,7 +121,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   closers = []  # the open writers' close(quiet=True): run when the run ends in an error
   with io_utils.WorkdirLock(workdir), StopSignals():
     try:
-      with disk_errors(workdir, RERUN):
+      with disk_errors(workdir, RESUMES):
         return _train(config, workdir, log, overwrite, wall_start, closers)
     except BaseException:
       for close in reversed(closers):  # quiet: a second failure must not replace the first line
@@ -133,7 +135,7 @@ def _train(config, workdir: str, log, overwrite: bool, wall_start: float, closer
   dataset = datasets.load(config.dataset)
   check_fits(config, dataset)
   outputs.check_previous_run(workdir, config, overwrite=overwrite, log=log)
-  with disk_errors(workdir, RERUN):
+  with disk_errors(workdir, RESUMES):
     outputs.write_config(workdir, config)
   trainer = Trainer.create(config, dataset, [config])
   log(describe(config, dataset))
@@ -142,7 +144,7 @@ def _train(config, workdir: str, log, overwrite: bool, wall_start: float, closer
   num_steps, every = int(config.num_steps), int(config.checkpoint_every_steps)
   config_id = fingerprint(outputs.config_record(config))
   seeds = np.asarray(trainer.hp['seed'])
-  with disk_errors(os.path.join(workdir, 'checkpoints'), RERUN):
+  with disk_errors(os.path.join(workdir, 'checkpoints'), RESUMES):
     ckpt = Checkpointer(os.path.join(workdir, 'checkpoints'), keep=int(config.checkpoint_keep),
                         log=log)
   closers.append(ckpt.close)
@@ -156,12 +158,12 @@ def _train(config, workdir: str, log, overwrite: bool, wall_start: float, closer
     saved_rows = restored.meta['extra'].get('rows')  # None: a checkpoint from before rows
     log(f'resuming from the checkpoint of step {start_step}' + (' (finished run)' if done else ''))
   metrics_path = os.path.join(workdir, 'metrics.jsonl')
-  with disk_errors(workdir, RERUN):
+  with disk_errors(workdir, RESUMES):
     rows = outputs.resume_metrics(metrics_path, start_step, log=log, saved=saved_rows)
   rows = [io_utils.to_jsonable(r) for r in rows]  # every row so far: each checkpoint holds them
 
   tb_dir = os.path.join(workdir, 'tensorboard')
-  with disk_errors(tb_dir, RERUN):
+  with disk_errors(tb_dir, RESUMES):
     tb = SummaryLog(tb_dir, hparams=flat_hparams(config),
                     purge_step=None if done else start_step)
   closers.append(tb.close)  # flushes what this session logged on an error; a resumed run
@@ -171,16 +173,16 @@ def _train(config, workdir: str, log, overwrite: bool, wall_start: float, closer
   stopped = {'signum': 0, 'step': start_step}
 
   def save(step, state, **extra):
-    with disk_errors(workdir, RERUN):
+    with disk_errors(workdir, RESUMES):
       ckpt.save(step, state, seeds=seeds, config_fingerprint=config_id,
                 extra={**extra, 'rows': rows})
 
   def on_eval(step, state, row):
     row = outputs.member_row(row)
     rows.append(io_utils.to_jsonable(row))
-    with disk_errors(workdir, RERUN):
+    with disk_errors(workdir, RESUMES):
       outputs.append_row(metrics_path, row)
-    with disk_errors(tb_dir, RERUN):
+    with disk_errors(tb_dir, RESUMES):
       tb.scalars(step, row)
     progress.evaluation(step, row)
 
@@ -218,7 +220,7 @@ def _train(config, workdir: str, log, overwrite: bool, wall_start: float, closer
   diverged = bool(np.asarray(state.diverged)[0])
   diverged_step = int(np.asarray(state.diverged_step)[0])
   final = summarize(trainer, state.params)
-  with disk_errors(workdir, RERUN):
+  with disk_errors(workdir, RESUMES):
     outputs.save_params(os.path.join(workdir, 'params.npz'), state.params)
   saves = ckpt.save_seconds
   results = outputs.run_results(
@@ -238,14 +240,14 @@ def _train(config, workdir: str, log, overwrite: bool, wall_start: float, closer
       },
       metadata={**metadata.run_metadata(), 'seed': int(config.seed),
                 'prng_impl': str(jax.config.jax_default_prng_impl)})
-  with disk_errors(workdir, RERUN):
+  with disk_errors(workdir, RESUMES):
     outputs.write_results(workdir, results)
-  with disk_errors(tb_dir, RERUN):
+  with disk_errors(tb_dir, RESUMES):
     tb.final(results['steps'], {k: results[k] for k in ('train_accuracy', 'val_accuracy',
                                                         'test_accuracy', 'final_loss')})
     closers.remove(tb.close)
     tb.close()
-  outputs.draw_plots(workdir, results, state.params, dataset, log=log, resume_hint=RERUN)
+  outputs.draw_plots(workdir, results, state.params, dataset, log=log, resume_hint=RESUMES)
   if diverged:
     raise DivergedError(
         diverged_step,

@@ -283,8 +283,8 @@ def test_a_second_signal_during_the_checkpoint_save_exits_at_once(tmp_path, monk
     experiment.train_and_evaluate(_small_config(), str(tmp_path), log=_quiet)
   assert exited.value.args == (128 + signal.SIGINT,)
   assert saves == [50]  # the first signal's save, cut short
-  assert capfd.readouterr().err == ('stopped: second SIGINT, exiting without waiting for the '
-                                    'checkpoint\n')
+  assert capfd.readouterr().err == ('stopped: second SIGINT, exiting at once; rerun the same '
+                                    'command to resume from the last checkpoint\n')
   assert signal.getsignal(signal.SIGINT) == before
 
 
@@ -312,6 +312,6 @@ def test_a_signal_after_training_finishes_writing_or_exits_at_once(tmp_path, mon
     with pytest.raises(_Exited) as exited:
       experiment.train_and_evaluate(config, str(tmp_path), log=_quiet)
     assert exited.value.args == (128 + signal.SIGINT,)
-    assert capfd.readouterr().err == ('stopped: second SIGINT, exiting without waiting for the '
-                                      'checkpoint\n')
+    assert capfd.readouterr().err == ('stopped: second SIGINT, exiting at once; rerun the same '
+                                      'command to resume from the last checkpoint\n')
   assert signal.getsignal(signal.SIGINT) == before
