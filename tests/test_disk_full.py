@@ -18,9 +18,9 @@ import orbax.checkpoint as ocp
 import pytest
 import tensorboardX
 
-from hinge_jax import experiment, plots
+from hinge_jax import experiment, plots, sweep
 from hinge_jax.errors import UserError
-from helpers import REPO, default_config
+from helpers import REPO, default_config, quiet, without_timings
 
 # Three evaluations and checkpoints (steps 10, 20, 30), the last one the final save.
 SMALL = {'num_steps': 30, 'eval_every_steps': 10, 'checkpoint_every_steps': 10,
@@ -31,27 +31,13 @@ def _config(**overrides):
   return default_config(**{**SMALL, **overrides})
 
 
-def _quiet(line):
-  del line
-
-
 def _enospc(filename=None):
   return OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), filename)
 
 
-TIMING_KEYS = ('compile_time_s', 'run_time_s', 'wall_time_s', 'timing')
-
-
-def _results(workdir):
-  results = json.loads((workdir / 'results.json').read_text())
-  return {k: v for k, v in results.items() if k not in TIMING_KEYS}
-
-
 @pytest.fixture(scope='module')
-def reference(tmp_path_factory):
-  workdir = tmp_path_factory.mktemp('reference')
-  experiment.train_and_evaluate(_config(), str(workdir), log=_quiet)
-  return workdir
+def reference(reference_run):
+  return reference_run(_config())
 
 
 def _nth_call(n, fail):
@@ -181,7 +167,7 @@ def test_a_full_disk_at_any_writer_is_one_line_then_the_rerun_recovers(tmp_path,
   with monkeypatch.context() as m:
     names = _inject(m, writer)
     with pytest.raises(UserError) as err:
-      experiment.train_and_evaluate(config, str(tmp_path), log=_quiet)
+      experiment.train_and_evaluate(config, str(tmp_path), log=quiet)
   message = str(err.value)
   assert '\n' not in message and 'No space left on device' in message, message
   assert names in message and 'free space' in message, message
@@ -203,10 +189,10 @@ def test_a_full_disk_at_any_writer_is_one_line_then_the_rerun_recovers(tmp_path,
   drawn = []
   if writer != 'plots':  # drawing is most of a short run's time: drawn for real where tested
     monkeypatch.setattr(plots, 'draw', lambda workdir, **kwargs: drawn.append(workdir))
-  experiment.train_and_evaluate(config, str(tmp_path), log=_quiet)
+  experiment.train_and_evaluate(config, str(tmp_path), log=quiet)
   assert (tmp_path / 'metrics.jsonl').read_bytes() == (reference / 'metrics.jsonl').read_bytes()
   assert (tmp_path / 'params.npz').read_bytes() == (reference / 'params.npz').read_bytes()
-  assert _results(tmp_path) == _results(reference)
+  assert without_timings(tmp_path) == without_timings(reference)
   if writer == 'plots':
     assert sorted(os.listdir(tmp_path / 'plots')) == sorted(os.listdir(reference / 'plots'))
   else:
@@ -248,5 +234,21 @@ def test_the_command_line_prints_one_error_line_and_exits_2(tmp_path, reference)
   assert len(lines) == 1 and lines[0].startswith('error: cannot write the checkpoint of step 20 '
                                                  f'to {tmp_path}/checkpoints'), proc.stderr
   assert 'Traceback' not in proc.stderr and 'Exception' not in proc.stderr
-  experiment.train_and_evaluate(_config(), str(tmp_path), log=_quiet)
+  experiment.train_and_evaluate(_config(), str(tmp_path), log=quiet)
   assert (tmp_path / 'params.npz').read_bytes() == (reference / 'params.npz').read_bytes()
+
+
+@pytest.mark.parametrize('name', ['sweep.csv', 'results.json'])
+def test_a_full_disk_during_a_sweep_is_one_line(tmp_path, monkeypatch, name):
+  """A sweep writes its outputs after training; a full disk there says to rerun (restart)."""
+  config = default_config(**{'num_steps': 20, 'eval_every_steps': 10, 'sanity.enabled': False,
+                             'sweep.grid': 'optimizer.learning_rate=0.02,0.2',
+                             'sweep.devices': 1})
+  _fail_fsync(monkeypatch, name)
+  with pytest.raises(UserError) as err:
+    sweep.run(config, str(tmp_path), log=quiet)
+  message = str(err.value)
+  assert '\n' not in message and name in message and 'No space left on device' in message
+  assert 'rerun the same command to restart the sweep' in message
+  assert not (tmp_path / name).exists() and not (tmp_path / '.lock').exists()
+  _no_half_written_files(tmp_path)

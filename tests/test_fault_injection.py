@@ -17,7 +17,7 @@ import pytest
 
 from hinge_jax import experiment, plots
 from hinge_jax.checkpoint import Checkpointer
-from helpers import REPO, default_config
+from helpers import REPO, default_config, quiet, without_timings
 
 # A checkpoint every 100 steps, an evaluation every 100: the checkpoint's row is the last line.
 # Synthetic data (digits' size and classes): its loader needs no scikit-learn, whose import
@@ -31,19 +31,13 @@ def _config():
   return default_config(**SMALL)
 
 
-def _quiet(line):
-  del line
-
-
 class _Stop(Exception):
   """Stands for a process stopped right after a checkpoint."""
 
 
 @pytest.fixture(scope='module')
-def reference(tmp_path_factory):
-  workdir = tmp_path_factory.mktemp('reference')
-  experiment.train_and_evaluate(_config(), str(workdir), log=_quiet)
-  return workdir
+def reference(reference_run):
+  return reference_run(_config())
 
 
 def _stop_after_checkpoint(monkeypatch, at_step):
@@ -63,7 +57,7 @@ def test_a_torn_or_missing_row_is_restored_from_the_checkpoint(tmp_path, monkeyp
   with monkeypatch.context() as m:
     _stop_after_checkpoint(m, 200)
     with pytest.raises(_Stop):
-      experiment.train_and_evaluate(_config(), str(tmp_path), log=_quiet)
+      experiment.train_and_evaluate(_config(), str(tmp_path), log=quiet)
   path = tmp_path / 'metrics.jsonl'
   text = path.read_text()
   last = text[:-1].rfind('\n') + 1
@@ -98,14 +92,6 @@ def _timed(count, seed=22):
 
 TRIALS = ([f'metrics:{n}' for n in range(1, 4)] + [f'checkpoint:{n}' for n in range(1, 4)]
           + _timed(14))
-TIMING_KEYS = ('compile_time_s', 'run_time_s', 'wall_time_s', 'timing')
-
-
-def _results(workdir):
-  results = json.loads((workdir / 'results.json').read_text())
-  return {k: v for k, v in results.items() if k not in TIMING_KEYS}
-
-
 def _rows_before_the_kill(trial):
   """The metrics rows a killed run must have written whole: (at least, at most)."""
   site, n, *delay = trial.split(':')
@@ -135,7 +121,7 @@ def test_sigkill_then_rerun_equals_the_uninterrupted_run(tmp_path, monkeypatch, 
     assert text and not text.endswith('\n')  # the torn n-th row
   # Pictures are not compared here, and drawing them is most of a rerun's time.
   monkeypatch.setattr(plots, 'draw', lambda *args, **kwargs: {})
-  experiment.train_and_evaluate(_config(), str(tmp_path), log=_quiet)
+  experiment.train_and_evaluate(_config(), str(tmp_path), log=quiet)
   assert (tmp_path / 'metrics.jsonl').read_bytes() == (reference / 'metrics.jsonl').read_bytes()
   assert (tmp_path / 'params.npz').read_bytes() == (reference / 'params.npz').read_bytes()
-  assert _results(tmp_path) == _results(reference)
+  assert without_timings(tmp_path) == without_timings(reference)
