@@ -166,8 +166,10 @@ def _train(config, workdir: str, log, overwrite: bool, wall_start: float, closer
   with disk_errors(tb_dir, RESUMES):
     tb = SummaryLog(tb_dir, hparams=flat_hparams(config),
                     purge_step=None if done else start_step)
-  closers.append(tb.close)  # flushes what this session logged on an error; a resumed run
-  progress = Progress(num_steps, start_step, log=log)  # purges past its checkpoint
+  # On an error, closing flushes what this session logged; a resumed run purges past its
+  # checkpoint.
+  closers.append(tb.close)
+  progress = Progress(num_steps, start_step, log=log)
   train_start = time.perf_counter()
   compile_before = trainer.compile_time_s
   stopped = {'signum': 0, 'step': start_step}

@@ -73,8 +73,8 @@ class SummaryLog:
     from tensorboardX import SummaryWriter  # lazy: a plain import of hinge_jax stays light
     from tensorboardX.summary import hparams as hparams_summary
     self._writer = SummaryWriter(logdir=logdir, purge_step=purge_step, flush_secs=30)
-    # tensorboardX's EventFileWriter: its file writer, shared by its thread, is wrapped
-    events = self._writer.file_writer.event_writer  # pylint: disable=protected-access
+    # tensorboardX's EventFileWriter: its events writer, shared by its thread, is wrapped
+    events = self._writer.file_writer.event_writer
     self._events = _Recording(events._ev_writer)
     events._ev_writer = events._worker._record_writer = self._events
     self._raised = False
