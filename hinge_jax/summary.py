@@ -71,13 +71,19 @@ class SummaryLog:
   def __init__(self, logdir: str, *, hparams: dict, metrics: tuple = ('test_accuracy',
                'val_accuracy'), purge_step: Optional[int] = None):
     from tensorboardX import SummaryWriter  # lazy: a plain import of hinge_jax stays light
+    from tensorboardX.proto.event_pb2 import Event, SessionLog
     from tensorboardX.summary import hparams as hparams_summary
-    self._writer = SummaryWriter(logdir=logdir, purge_step=purge_step, flush_secs=30)
+    self._writer = SummaryWriter(logdir=logdir, flush_secs=30)
     # tensorboardX's EventFileWriter: its events writer, shared by its thread, is wrapped
+    # before any event is queued (so before the thread writes anything)
     events = self._writer.file_writer.event_writer
     self._events = _Recording(events._ev_writer)
     events._ev_writer = events._worker._record_writer = self._events
     self._raised = False
+    if purge_step is not None:  # what SummaryWriter(purge_step=...) writes first
+      self._writer.file_writer.add_event(Event(step=purge_step, file_version='brain.Event:2'))
+      self._writer.file_writer.add_event(Event(
+          step=purge_step, session_log=SessionLog(status=SessionLog.START)))
     exp, start, self._end = hparams_summary(hparams, {f'final/{m}': 0.0 for m in metrics})
     self._writer.file_writer.add_summary(exp)
     self._writer.file_writer.add_summary(start)
