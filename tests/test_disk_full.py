@@ -21,6 +21,7 @@ import tensorboardX
 from hinge_jax import experiment, plots, sweep
 from hinge_jax.errors import UserError
 from helpers import REPO, default_config, quiet, without_timings
+from launch import collect as launch_collect, run as launch_run
 
 # Three evaluations and checkpoints (steps 10, 20, 30), the last one the final save.
 SMALL = {'num_steps': 30, 'eval_every_steps': 10, 'checkpoint_every_steps': 10,
@@ -252,3 +253,22 @@ def test_a_full_disk_during_a_sweep_is_one_line(tmp_path, monkeypatch, name):
   assert 'rerun the same command to restart the sweep' in message
   assert not (tmp_path / name).exists() and not (tmp_path / '.lock').exists()
   _no_half_written_files(tmp_path)
+
+
+def test_a_full_disk_while_launching_or_collecting_is_one_line(tmp_path, monkeypatch):
+  """launch.run's launch.json (before any run starts) and launch.collect's collected.csv."""
+  config = default_config(**{'sweep.structural': 'loss.name=multiclass_svm,softmax_cross_entropy'})
+  with monkeypatch.context() as m:
+    _fail_fsync(m, 'launch.json')
+    with pytest.raises(UserError) as err:
+      launch_run.launch(config, 'configs/default.py', str(tmp_path))
+  assert 'launch.json (No space left on device)' in str(err.value)
+  assert 'rerun the same command' in str(err.value) and '\n' not in str(err.value)
+  assert sorted(os.listdir(tmp_path)) == []  # no run started, no temporary file, no lock
+  (tmp_path / 'launch.json').write_text(json.dumps({'runs': [
+      {'name': 'a', 'values': {}, 'workdir': str(tmp_path / 'a'), 'command': []}]}))
+  _fail_fsync(monkeypatch, 'collected.csv')
+  with pytest.raises(UserError, match=r'collected\.csv \(No space left on device\).*rerun '
+                                      r'python -m launch\.collect$'):
+    launch_collect.collect(str(tmp_path))
+  assert sorted(os.listdir(tmp_path)) == ['launch.json']
