@@ -260,10 +260,10 @@ main.run()
 '''
 
 
-def test_a_sweep_stopped_by_sigint_exits_130_in_one_line_and_the_rerun_completes(tmp_path):
+def test_a_sweep_stopped_by_sigint_exits_130_in_one_line_and_the_rerun_completes(tmp_path,
+                                                                             monkeypatch):
   overrides = {**BASE, 'sweep.grid': 'optimizer.learning_rate=0.02,0.2', 'sweep.devices': 1}
-  env = dict(os.environ)
-  env.pop('XLA_FLAGS', None)
+  env = dict(os.environ)  # with this process's XLA_FLAGS: its compiled programs are reused
   proc = subprocess.Popen([sys.executable, '-c', _STOPPED_CHILD, f'--workdir={tmp_path}',
                            *(f'--config.{k}={v}' for k, v in overrides.items())],
                           cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -281,6 +281,9 @@ def test_a_sweep_stopped_by_sigint_exits_130_in_one_line_and_the_rerun_completes
   assert len(lines) == 1 and lines[0].startswith('stopped: SIGINT at step 40 of program 1/1'), err
   assert 'rerun the same command to restart it' in lines[0] and 'Traceback' not in err
   assert not (tmp_path / 'sweep.csv').exists() and not (tmp_path / '.lock').exists()
+  # The pictures are not what is tested here, and drawing them is most of the rerun's time.
+  monkeypatch.setattr(sweep.plots, 'draw_sweep', lambda *args: None)
+  monkeypatch.setattr(sweep.results.plots, 'draw', lambda *args, **kwargs: {})
   summary = sweep.run(default_config(**overrides), str(tmp_path), log=lambda *a: None)
   assert len(summary['members']) == 2
   assert len((tmp_path / 'sweep.csv').read_text().splitlines()) == 3  # header and two members
