@@ -11,6 +11,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 
 import matplotlib.figure
 import numpy as np
@@ -56,18 +57,20 @@ def _nth_call(n, fail):
 
 
 def _fail_fsync(monkeypatch, name, n=1):
-  """The n-th fsync of a file whose name holds `name` fails (the data may be written: ENOSPC
-  often shows only at fsync); in whichever thread writes it."""
-  real, count = os.fsync, [0]
+  """From the n-th on, an fsync of a file whose name holds `name` fails (the data may be
+  written: ENOSPC often shows only at fsync), in whichever thread; returns those threads."""
+  real, count, threads = os.fsync, [0], []
 
   def fsync(fd):
     target = os.readlink(f'/proc/self/fd/{fd if isinstance(fd, int) else fd.fileno()}')
     if name in os.path.basename(target):
       count[0] += 1
       if count[0] >= n:
+        threads.append(threading.current_thread())
         raise _enospc()
     real(fd)
   monkeypatch.setattr(os, 'fsync', fsync)
+  return threads
 
 
 def _half_written(path, *args, **kwargs):
@@ -107,8 +110,14 @@ def _inject(monkeypatch, writer):
   if writer in ('config.json', 'metrics.jsonl', 'results.json'):
     _fail_fsync(monkeypatch, writer, n=2 if writer == 'metrics.jsonl' else 1)
     return writer
-  if writer == 'tensorboard events (writer thread)':
-    _fail_fsync(monkeypatch, 'events.out.tfevents')
+  if writer == 'tensorboard events (writer thread)':  # its thread flushes every 10 ms
+    init = tensorboardX.SummaryWriter.__init__
+    monkeypatch.setattr(tensorboardX.SummaryWriter, '__init__',
+                        lambda self, **kwargs: init(self, **{**kwargs, 'flush_secs': 0.01}))
+    failed_in = _fail_fsync(monkeypatch, 'events.out.tfevents')
+    died = []
+    monkeypatch.setattr(threading, 'excepthook', died.append)
+    _THREADS.update(failed_in=failed_in, died=died)
     return 'tensorboard'
   if writer == 'tensorboard add_scalar':
     monkeypatch.setattr(tensorboardX.SummaryWriter, 'add_scalar', _nth_call(3, _enospc_raiser)(
@@ -141,6 +150,8 @@ def _inject(monkeypatch, writer):
   raise AssertionError(writer)
 
 
+_THREADS = {}  # the writer-thread case: where fsync failed, which threads died
+
 WRITERS = ['config.json', 'metrics.jsonl', 'tensorboard events (writer thread)',
            'tensorboard add_scalar', 'checkpoint save', 'checkpoint close', 'params.npz',
            'results.json', 'plots', 'tensorboard close', 'lock file']
@@ -158,7 +169,8 @@ def _no_half_written_files(workdir):
       if name.endswith('.jsonl'):
         text = open(path).read()
         assert not text or text.endswith('\n'), text
-        [json.loads(line) for line in text.splitlines()]
+        for line in text.splitlines():
+          json.loads(line)
 
 
 @pytest.mark.parametrize('writer', WRITERS)
@@ -182,6 +194,9 @@ def test_a_full_disk_at_any_writer_is_one_line_then_the_rerun_recovers(tmp_path,
     assert sorted(os.listdir(tmp_path / 'checkpoints')) == ['10']
   if writer == 'params.npz':  # written before results.json
     assert not (tmp_path / 'params.npz').exists() and not (tmp_path / 'results.json').exists()
+  if writer == 'tensorboard events (writer thread)':  # failed there, raised here, none died
+    assert any(t is not threading.main_thread() for t in _THREADS['failed_in'])
+    assert _THREADS['died'] == []
   if writer == 'plots':  # drawn after results.json, one picture after another
     assert (tmp_path / 'plots' / 'loss.png').read_bytes().startswith(b'\x89PNG')
     assert not (tmp_path / 'plots' / 'accuracy.png').exists()
@@ -201,8 +216,8 @@ def test_a_full_disk_at_any_writer_is_one_line_then_the_rerun_recovers(tmp_path,
   _no_half_written_files(tmp_path)
 
 
-# The issue's case, through the command line: the checkpoint's save fails, the TensorBoard
-# writer's thread fails, and closing both fails again.
+# The issue's case, through the command line: the checkpoint's save fails, then the TensorBoard
+# events cannot be flushed and closing the checkpoint manager and the writer fails again.
 _CLI = '''
 import errno, os, sys
 import orbax.checkpoint as ocp, tensorboardX
