@@ -2,8 +2,8 @@
 killed (SIGKILL) at any moment reruns to the uninterrupted run's bytes. A full disk at each
 writer: tests/test_disk_full.py.
 
-In-process, through `experiment.train_and_evaluate` on short digits runs; the killed runs are
-subprocesses.
+In-process, through `experiment.train_and_evaluate` on short runs of synthetic data; the
+killed runs are subprocesses.
 """
 
 import json
@@ -92,6 +92,8 @@ def _timed(count, seed=22):
 
 TRIALS = ([f'metrics:{n}' for n in range(1, 4)] + [f'checkpoint:{n}' for n in range(1, 4)]
           + _timed(14))
+
+
 def _rows_before_the_kill(trial):
   """The metrics rows a killed run must have written whole: (at least, at most)."""
   site, n, *delay = trial.split(':')
