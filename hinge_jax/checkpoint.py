@@ -24,6 +24,7 @@ import re
 import shutil
 import signal
 import sys
+import threading
 import time
 from typing import Any, Callable, Optional
 
@@ -42,15 +43,24 @@ _FAULT_CALLS: dict = {}
 
 def fault_point(site: str, before=None) -> None:
   """Fault injection for tests: HINGE_JAX_FAULT=<site>:<n> SIGKILLs this process at the n-th
-  call of `site` (after `before()`, e.g. half a line written); unset, it does nothing."""
+  call of `site` (after `before()`, e.g. half a line written); <site>:<n>:<ms> instead starts
+  a timer there that SIGKILLs it <ms> milliseconds later, wherever the run is by then (a
+  moment keyed on the run's progress, not on its start-up). Unset, it does nothing."""
   spec = os.environ.get('HINGE_JAX_FAULT', '')
   if not spec.startswith(site + ':'):
     return
   _FAULT_CALLS[site] = _FAULT_CALLS.get(site, 0) + 1
-  if _FAULT_CALLS[site] == int(spec.split(':')[1]):
-    if before is not None:
-      before()
-    os.kill(os.getpid(), signal.SIGKILL)
+  parts = spec.split(':')
+  if _FAULT_CALLS[site] != int(parts[1]):
+    return
+  if len(parts) > 2:
+    timer = threading.Timer(int(parts[2]) / 1000, os.kill, (os.getpid(), signal.SIGKILL))
+    timer.daemon = True
+    timer.start()
+    return
+  if before is not None:
+    before()
+  os.kill(os.getpid(), signal.SIGKILL)
 
 
 def fingerprint(tree: Any) -> str:
@@ -285,6 +295,18 @@ class Checkpointer:
     self._log(f'warning: the checkpoint of step {step} is unreadable ({type(error).__name__}: '
               f'{reason}); moved it to {moved}; {then}')
 
-  def close(self) -> None:
-    self._manager.wait_until_finished()
-    self._manager.close()
+  def close(self, *, quiet: bool = False) -> None:
+    """Waits for a save in flight and closes the manager. `quiet` (closing after another
+    error) never raises, so that error stays the one line the user reads."""
+    try:
+      self._manager.wait_until_finished()
+      self._manager.close()
+    except Exception as e:  # noqa: BLE001 - orbax wraps disk errors in several types
+      if quiet:
+        return
+      disk = is_disk_error(e)
+      if disk is None:
+        raise
+      raise UserError(f'cannot finish writing the checkpoints in {self.directory} '
+                      f'({disk.strerror or disk}); free space or fix permissions, then rerun '
+                      f'the same command to resume from the last checkpoint') from e

@@ -6,6 +6,7 @@ override of a field the config lacks, absl's own flag errors, a stray positional
 """
 
 import contextlib
+import errno
 import logging
 import os
 import re
@@ -148,6 +149,17 @@ def parse_flags(argv: list[str], flag_values: flags.FlagValues = flags.FLAGS) ->
   return rest
 
 
+# A full, read-only or over-quota disk, or a file the user may not write: the user's to fix.
+DISK_ERRNOS = frozenset({errno.ENOSPC, errno.EROFS, errno.EDQUOT, errno.EACCES, errno.EPERM})
+
+
+def disk_error_message(error: OSError) -> str:
+  """The one line for a write the disk refused, naming the file."""
+  where = f' {error.filename}' if error.filename else ''
+  return (f'cannot write{where} ({error.strerror or error}); free space or fix permissions, '
+          f'then rerun the same command')
+
+
 def run(main: Callable) -> None:
   """app.run(main) where bad input (flags, config, a `UserError`) is one line and exit 2."""
   logging.getLogger('jax._src.xla_bridge').setLevel(logging.WARNING)  # no TPU-probe noise
@@ -157,4 +169,8 @@ def run(main: Callable) -> None:
       return main(argv)
     except (UserError, app.UsageError) as e:
       fail(str(e))
+    except OSError as e:
+      if e.errno not in DISK_ERRNOS:
+        raise
+      fail(disk_error_message(e))
   app.run(guarded, flags_parser=parse_flags)

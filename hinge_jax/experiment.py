@@ -21,7 +21,7 @@ import ml_collections
 import numpy as np
 
 from hinge_jax import config_lib, datasets, io_utils, metadata, results as outputs, sanity
-from hinge_jax import strategies
+from hinge_jax import initial, strategies
 from hinge_jax.checkpoint import Checkpointer, fingerprint
 from hinge_jax.convergence import Convergence, final_fields
 from hinge_jax.errors import DivergedError, Interrupted
@@ -63,7 +63,11 @@ def summarize(trainer: Trainer, params, k: int = 0) -> dict:
           for split in datasets.SPLITS}
 
 
-def exit_now(signum: int) -> None:
+# What a run's second signal and disk error lines say comes next (a sweep says its own).
+RESUMES = 'rerun the same command to resume from the last checkpoint'
+
+
+def exit_now(signum: int, then: str = RESUMES) -> None:
   """A second signal: one line, then the process ends at once (no checkpoint, no cleanup)."""
   name = signal.Signals(signum).name
   for stream in (sys.stdout, sys.stderr):
@@ -71,7 +75,7 @@ def exit_now(signum: int) -> None:
       stream.flush()
     except (OSError, ValueError):
       pass
-  os.write(2, f'stopped: second {name}, exiting without waiting for the checkpoint\n'.encode())
+  os.write(2, f'stopped: second {name}, exiting at once; {then}\n'.encode())
   os._exit(128 + signum)  # the kernel releases the workdir's lock
 
 
@@ -85,14 +89,15 @@ class StopSignals:
 
   SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
-  def __init__(self):
+  def __init__(self, then: str = RESUMES):
     self.signum = 0
+    self._then = then  # the second signal's line: what the user does next
     self._previous = {}
 
   def _handle(self, signum, frame):
     del frame
     if self.signum:
-      exit_now(signum)
+      exit_now(signum, self._then)
     self.signum = signum
 
   def __enter__(self) -> 'StopSignals':
@@ -113,9 +118,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
 
   Resumes from the latest checkpoint in `workdir` when it holds a run of the same config
   (`overwrite` starts afresh instead). Returns the results dict (also in `results.json`).
-  Raises `UserError` for bad input (before training), `Interrupted` after saving a
-  checkpoint when SIGINT/SIGTERM arrived, and `DivergedError` after writing results when
-  the loss became NaN/inf.
+  Raises `UserError` for bad input (before training) and for a full or read-only disk at any
+  writer (one line; rerunning resumes), `Interrupted` after saving a checkpoint when
+  SIGINT/SIGTERM arrived, and `DivergedError` after writing results when the loss became
+  NaN/inf.
   """
   wall_start = time.perf_counter()
   config_lib.validate(config)
@@ -123,17 +129,24 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   # A second run on this workdir stops at the lock, in one line. The outer StopSignals keeps
   # the handlers until everything is written: a late first signal lets the writing finish, a
   # second one exits at once (the training loop nests its own, which stops at a chunk's end).
+  closers = []  # the open writers' close(quiet=True): run when the run ends in an error
   with io_utils.WorkdirLock(workdir), StopSignals():
-    return _train(config, workdir, log, overwrite, wall_start)
+    try:
+      with disk_errors(workdir, RESUMES):
+        return _train(config, workdir, log, overwrite, wall_start, closers)
+    except BaseException:
+      for close in reversed(closers):  # quiet: a second failure must not replace the first line
+        close(quiet=True)
+      raise
 
 
-def _train(config, workdir: str, log, overwrite: bool, wall_start: float) -> dict:
-  """train_and_evaluate's body, run while this process holds the workdir's lock."""
+def _train(config, workdir: str, log, overwrite: bool, wall_start: float, closers: list) -> dict:
+  """train_and_evaluate's body, run while this process holds the workdir's lock. Every write
+  is under `disk_errors` (one line naming the file); `closers` gets each writer it opens."""
   dataset = datasets.load(config.dataset)
   check_fits(config, dataset)
   outputs.check_previous_run(workdir, config, overwrite=overwrite, log=log)
-  rerun = 'rerun the same command to resume from the last checkpoint'
-  with disk_errors(workdir, rerun):
+  with disk_errors(workdir, RESUMES):
     outputs.write_config(workdir, config)
   trainer = Trainer.create(config, dataset, [config])
   log(describe(config, dataset))
@@ -142,9 +155,13 @@ def _train(config, workdir: str, log, overwrite: bool, wall_start: float) -> dic
   num_steps, every = trainer.spec.last_step, int(config.checkpoint_every_steps)
   config_id = fingerprint(outputs.config_record(config))
   seeds = np.asarray(trainer.hp['seed'])
-  ckpt = Checkpointer(os.path.join(workdir, 'checkpoints'), keep=int(config.checkpoint_keep),
-                      log=log)
+  with disk_errors(os.path.join(workdir, 'checkpoints'), RESUMES):
+    ckpt = Checkpointer(os.path.join(workdir, 'checkpoints'), keep=int(config.checkpoint_keep),
+                        log=log)
+  closers.append(ckpt.close)
   state = trainer.init()
+  if initial.path_of(config):  # W0 from a file (the demo's export) instead of init_scale·randn
+    state = state.replace(params=initial.load(initial.path_of(config), state.params))
   restored = ckpt.restore_latest(state, seeds=seeds, config_fingerprint=config_id)
   start_step, pending, done, saved_rows, saved_record = 0, None, False, None, None
   if restored is not None:
@@ -155,28 +172,34 @@ def _train(config, workdir: str, log, overwrite: bool, wall_start: float) -> dic
     saved_record = restored.meta['extra'].get('convergence')  # a finished run's
     log(f'resuming from the checkpoint of step {start_step}' + (' (finished run)' if done else ''))
   metrics_path = os.path.join(workdir, 'metrics.jsonl')
-  with disk_errors(workdir, rerun):
+  with disk_errors(workdir, RESUMES):
     rows = outputs.resume_metrics(metrics_path, start_step, log=log, saved=saved_rows)
   rows = [io_utils.to_jsonable(r) for r in rows]  # every row so far: each checkpoint holds them
 
-  tb = SummaryLog(os.path.join(workdir, 'tensorboard'), hparams=flat_hparams(config),
-                  purge_step=None if done else start_step)
+  tb_dir = os.path.join(workdir, 'tensorboard')
+  with disk_errors(tb_dir, RESUMES):
+    tb = SummaryLog(tb_dir, hparams=flat_hparams(config),
+                    purge_step=None if done else start_step)
+  # On an error, closing flushes what this session logged; a resumed run purges past its
+  # checkpoint.
+  closers.append(tb.close)
   progress = Progress(num_steps, start_step, log=log)
   train_start = time.perf_counter()
   compile_before = trainer.compile_time_s
   stopped = {'signum': 0, 'step': start_step}
 
   def save(step, state, **extra):
-    with disk_errors(workdir, rerun):
+    with disk_errors(workdir, RESUMES):
       ckpt.save(step, state, seeds=seeds, config_fingerprint=config_id,
                 extra={**extra, 'rows': rows})
 
   def on_eval(step, state, row):
     row = outputs.member_row(row)
     rows.append(io_utils.to_jsonable(row))
-    with disk_errors(workdir, rerun):
+    with disk_errors(workdir, RESUMES):
       outputs.append_row(metrics_path, row)
-    tb.scalars(step, row)
+    with disk_errors(tb_dir, RESUMES):
+      tb.scalars(step, row)
     progress.evaluation(step, row)
 
   def on_chunk(step, state, pending):
@@ -205,15 +228,12 @@ def _train(config, workdir: str, log, overwrite: bool, wall_start: float) -> dic
       if not done:
         save(stopped['step'], state, pending=None, done=True,
              convergence=trainer.convergence_record.to_json())
-  except BaseException:
-    tb.close(quiet=True)  # flush what this session logged; a resumed run purges past its checkpoint
-    raise
   finally:
     progress.close()
-    ckpt.close()
+  closers.remove(ckpt.close)
+  ckpt.close()  # raises a one-line UserError when the disk failed a write
   train_time = time.perf_counter() - train_start
   compile_in_loop = trainer.compile_time_s - compile_before
-
   diverged = bool(np.asarray(state.diverged)[0])
   diverged_step = int(np.asarray(state.diverged_step)[0])
   final = summarize(trainer, state.params)
@@ -222,7 +242,7 @@ def _train(config, workdir: str, log, overwrite: bool, wall_start: float) -> dic
   convergence = final_fields(record, state.params, config_lib.hyper_arrays([config], np.float64),
                              dataset, spec=trainer.spec,
                              last_step=stopped['step'])[0]
-  with disk_errors(workdir, rerun):
+  with disk_errors(workdir, RESUMES):
     outputs.save_params(os.path.join(workdir, 'params.npz'), state.params)
   saves = ckpt.save_seconds
   results = outputs.run_results(
@@ -243,13 +263,14 @@ def _train(config, workdir: str, log, overwrite: bool, wall_start: float) -> dic
       },
       metadata={**metadata.run_metadata(), 'seed': int(config.seed),
                 'prng_impl': str(jax.config.jax_default_prng_impl)})
-  with disk_errors(workdir, rerun):
+  with disk_errors(workdir, RESUMES):
     outputs.write_results(workdir, results)
-  with disk_errors(workdir, rerun):
+  with disk_errors(tb_dir, RESUMES):
     tb.final(results['steps'], {k: results[k] for k in ('train_accuracy', 'val_accuracy',
                                                         'test_accuracy', 'final_loss')})
+    closers.remove(tb.close)
     tb.close()
-  outputs.draw_plots(workdir, results, state.params, dataset, log=log, resume_hint=rerun)
+  outputs.draw_plots(workdir, results, state.params, dataset, log=log, resume_hint=RESUMES)
   if diverged:
     raise DivergedError(
         diverged_step,

@@ -1,5 +1,6 @@
 """Writing results so that a crash never leaves a half-written file; the workdir's lock."""
 
+import contextlib
 import fcntl
 import json
 import math
@@ -32,19 +33,39 @@ def to_jsonable(obj: Any) -> Any:
   return obj
 
 
+def _write_all(fd: int, data: bytes) -> None:
+  """Writes every byte (os.write may write fewer), then fsyncs: nothing stays in a buffer
+  that a later close would try, and fail, to write again."""
+  view = memoryview(data)
+  while view:
+    view = view[os.write(fd, view):]
+  os.fsync(fd)
+
+
+def _naming(error: OSError, path: str) -> OSError:
+  """The error names the file the caller meant to write, not a temporary one."""
+  error.filename = path
+  return error
+
+
 def write_atomic(path: str, text: str) -> None:
   """Writes `text` to a temporary file in the same directory, fsyncs, then renames over `path`."""
   directory = os.path.dirname(os.path.abspath(path))
-  fd, tmp = tempfile.mkstemp(prefix='.' + os.path.basename(path) + '.', dir=directory)
   try:
-    with os.fdopen(fd, 'w') as f:
-      f.write(text)
-      f.flush()
-      os.fsync(f.fileno())
+    fd, tmp = tempfile.mkstemp(prefix='.' + os.path.basename(path) + '.', dir=directory)
+  except OSError as e:
+    raise _naming(e, path)
+  try:
+    try:
+      _write_all(fd, text.encode())
+    finally:
+      os.close(fd)
     os.replace(tmp, path)
-  except BaseException:
-    if os.path.exists(tmp):
+  except BaseException as e:
+    with contextlib.suppress(OSError):
       os.unlink(tmp)
+    if isinstance(e, OSError):
+      raise _naming(e, path)
     raise
 
 
@@ -53,13 +74,40 @@ def write_json(path: str, obj: Any) -> None:
   write_atomic(path, json.dumps(to_jsonable(obj), indent=2, sort_keys=True) + '\n')
 
 
+@contextlib.contextmanager
+def replacing(path: str, suffix: str = ''):
+  """Yields a temporary path next to `path` for a writer; renamed over `path` when the block
+  ends, removed when it fails (a full disk leaves the old file or none, never half of one)."""
+  tmp = f'{path}.tmp{suffix}'
+  try:
+    yield tmp
+    os.replace(tmp, path)
+  except BaseException as e:
+    with contextlib.suppress(OSError):
+      os.unlink(tmp)
+    if isinstance(e, OSError):
+      raise _naming(e, path)
+    raise
+
+
 def append_jsonl(path: str, row: dict) -> None:
-  """Appends one JSON object as one line (one write call, flushed and fsynced)."""
-  line = json.dumps(to_jsonable(row), sort_keys=True) + '\n'
-  with open(path, 'a') as f:
-    f.write(line)
-    f.flush()
-    os.fsync(f.fileno())
+  """Appends one JSON object as one line (unbuffered writes, fsynced). A failed append (a full
+  disk) is cut back off, so the file never ends in half a line written by this call."""
+  data = (json.dumps(to_jsonable(row), sort_keys=True) + '\n').encode()
+  try:
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+  except OSError as e:
+    raise _naming(e, path)
+  try:
+    start = os.fstat(fd).st_size
+    try:
+      _write_all(fd, data)
+    except OSError as e:
+      with contextlib.suppress(OSError):
+        os.ftruncate(fd, start)
+      raise _naming(e, path)
+  finally:
+    os.close(fd)
 
 
 def read_jsonl(path: str) -> list[dict]:
@@ -138,9 +186,14 @@ class WorkdirLock:
                       f'process using this workdir? choose another --workdir')
     started = time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime())
     record = json.dumps({'pid': os.getpid(), 'host': socket.gethostname(), 'started': started})
-    os.ftruncate(fd, 0)
-    os.pwrite(fd, (record + '\n').encode(), 0)
     self._fd = fd
+    try:
+      os.ftruncate(fd, 0)
+      os.pwrite(fd, (record + '\n').encode(), 0)
+    except OSError as e:  # a full or failing disk: the run could not write its outputs either
+      self.release()
+      raise UserError(f'--workdir={self.workdir}: cannot write its lock file {self.path} '
+                      f'({e.strerror}); free space on that disk or choose another --workdir')
     return self
 
   def release(self) -> None:

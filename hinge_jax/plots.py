@@ -174,10 +174,10 @@ def confusion_figure(confusion: np.ndarray, class_names: Sequence[str],
 
 
 def save(fig: Figure, path: str) -> str:
-  """Writes a figure as PNG (at the figure's dpi) atomically: a temporary file renamed."""
-  tmp = path + '.tmp.png'
-  fig.savefig(tmp, dpi=fig.dpi, format='png')
-  os.replace(tmp, path)
+  """Writes a figure as PNG (at the figure's dpi) atomically: a temporary file renamed (and
+  removed when the write fails)."""
+  with io_utils.replacing(path, '.png') as tmp:
+    fig.savefig(tmp, dpi=fig.dpi, format='png')
   return path
 
 

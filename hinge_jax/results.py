@@ -41,14 +41,18 @@ def prepare_workdir(workdir: str) -> None:
 
 @contextlib.contextmanager
 def disk_errors(workdir: str, resume_hint: str):
-  """A full or read-only disk → one UserError line; files already written stay as they are."""
+  """A full or read-only disk → one UserError line; files already written stay as they are.
+
+  Any exception with a disk error in its cause chain counts (orbax and tensorboardX wrap
+  theirs); the line names the file the OSError names, else the workdir.
+  """
   try:
     yield
-  except OSError as e:
+  except Exception as e:  # noqa: BLE001 - only disk errors are rephrased; the rest re-raised
     disk = is_disk_error(e)
-    if disk is None:
+    if disk is None or isinstance(e, UserError):
       raise
-    where = getattr(e, 'filename', None) or workdir
+    where = disk.filename or workdir
     raise UserError(f'cannot write {where} ({disk.strerror or disk}); free space or fix '
                     f'permissions, then {resume_hint}') from e
 
@@ -175,9 +179,8 @@ def split_summary(ev: dict, k: int, size: int) -> dict:
 def save_params(path: str, params, k: int = 0) -> None:
   """Member k's parameters as an .npz (atomic)."""
   arrays = {name: np.asarray(value[k]) for name, value in params.items()}
-  tmp = path + '.tmp.npz'
-  np.savez(tmp, **arrays)
-  os.replace(tmp, path)
+  with io_utils.replacing(path, '.npz') as tmp:
+    np.savez(tmp, **arrays)
 
 
 def run_results(final: dict, dataset, config: ml_collections.ConfigDict, *, steps: int,

@@ -225,6 +225,10 @@ def best_member(rows: list[dict]) -> int:
   return max(range(len(rows)), key=lambda i: key(rows[i]))
 
 
+# What a second signal's and a disk error's line say comes next: a sweep keeps no checkpoint.
+RESTART = 'rerun the same command to restart the sweep (a sweep keeps no checkpoint)'
+
+
 def run(config: ml_collections.ConfigDict, workdir: str, log=print, overwrite: bool = False
         ) -> dict:
   """Trains every member of the declared sweep and writes sweep.csv/json and the best run.
@@ -237,7 +241,9 @@ def run(config: ml_collections.ConfigDict, workdir: str, log=print, overwrite: b
   points = expand(config)
   results.prepare_workdir(workdir)
   # SIGINT/SIGTERM stop at the end of the current chunk (Interrupted); a second exits at once.
-  with io_utils.WorkdirLock(workdir), experiment.StopSignals() as signals:
+  # A full disk at any writer is one line (the outputs are written after training).
+  with io_utils.WorkdirLock(workdir), experiment.StopSignals(RESTART) as signals, \
+      results.disk_errors(workdir, RESTART):
     return _run(config, points, workdir, log, overwrite, wall_start, signals)
 
 
@@ -349,4 +355,4 @@ def _write_best(config, workdir, dataset, best_config, best, row, params, final,
       compile_time_s=summary['compile_time_s'], wall_time_s=summary['wall_time_s'],
       metadata=summary['metadata'])
   results.write_results(workdir, best_results)
-  results.draw_plots(workdir, best_results, batched, dataset, log=log)
+  results.draw_plots(workdir, best_results, batched, dataset, log=log, resume_hint=RESTART)

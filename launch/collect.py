@@ -19,6 +19,7 @@ from absl import flags
 
 from hinge_jax import cli_utils, io_utils
 from hinge_jax.errors import UserError
+from hinge_jax.results import disk_errors
 
 RESULT_KEYS = ('train_accuracy', 'val_accuracy', 'test_accuracy', 'final_loss', 'diverged',
                'seed')
@@ -136,8 +137,9 @@ def collect(base: str) -> list[dict]:
   writer = csv.DictWriter(buf, fieldnames=columns)
   writer.writeheader()
   writer.writerows(rows)
-  io_utils.write_atomic(os.path.join(base, 'collected.csv'), buf.getvalue())
-  io_utils.write_json(os.path.join(base, 'collected.json'), rows)
+  with disk_errors(base, 'rerun python -m launch.collect'):
+    io_utils.write_atomic(os.path.join(base, 'collected.csv'), buf.getvalue())
+    io_utils.write_json(os.path.join(base, 'collected.json'), rows)
   return rows
 
 

@@ -18,10 +18,12 @@ from absl import flags
 
 from hinge_jax import cli_utils, io_utils
 from hinge_jax.errors import UserError
+from hinge_jax.results import disk_errors
 from launch import structural
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EXECUTORS = ('local', 'slurm', 'submitit_local')
+RERUN = 'rerun the same command (finished runs are kept, the others resume)'
 
 def run_command(command: list) -> int:
   """Runs one training command in the repository (what every executor calls)."""
@@ -67,8 +69,12 @@ def launch(config, config_arg: str, base: str, overrides=(), *, executor: str = 
     for run in runs:
       print(run.shell())
     return []
-  os.makedirs(base, exist_ok=True)
-  with io_utils.WorkdirLock(base):  # one launch per base workdir (its runs lock their own)
+  try:
+    os.makedirs(base, exist_ok=True)
+  except OSError as e:
+    raise UserError(f'--workdir={base} cannot be created ({e.strerror}); choose another path')
+  # One launch per base workdir (its runs lock their own); a full disk is one line.
+  with io_utils.WorkdirLock(base), disk_errors(base, RERUN):
     io_utils.write_json(os.path.join(base, 'launch.json'), {
         'config': config_arg, 'executor': executor, 'overrides': list(overrides),
         'runs': [{'name': r.name, 'values': r.values, 'workdir': r.workdir,

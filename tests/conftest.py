@@ -48,6 +48,23 @@ def digits():
 
 
 @pytest.fixture(scope='session')
+def reference_run(tmp_path_factory):
+  """`reference_run(config)`: the workdir of an uninterrupted run of `config`, trained once a
+  session (and xdist worker) for each config; interrupted runs are compared against it.
+  Read-only for tests."""
+  from hinge_jax import experiment
+  runs = {}
+
+  def run(config):
+    key = config.to_json(sort_keys=True)
+    if key not in runs:
+      runs[key] = tmp_path_factory.mktemp('reference')
+      experiment.train_and_evaluate(config, str(runs[key]), log=lambda line: None)
+    return runs[key]
+  return run
+
+
+@pytest.fixture(scope='session')
 def cifar_dir(tmp_path_factory):
   """A data_dir holding a small `cifar-10-batches-py` in the original pickled format: 40
   images in each of data_batch_1..5, 40 in test_batch, and batches.meta. Returns

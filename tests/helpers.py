@@ -1,6 +1,7 @@
 """Small builders shared by the tests."""
 
 import io
+import json
 import os
 import pickle
 import subprocess
@@ -20,6 +21,22 @@ def default_config(**overrides) -> ml_collections.ConfigDict:
   from configs import default
   from hinge_jax import config_lib
   return config_lib.with_fields(default.get_config(), overrides)
+
+
+# results.json fields that differ between runs that must otherwise be equal
+TIMING_KEYS = ('compile_time_s', 'run_time_s', 'wall_time_s', 'timing')
+
+
+def without_timings(workdir) -> dict:
+  """A run's results.json without its timings (`TIMING_KEYS`)."""
+  with open(os.path.join(workdir, 'results.json')) as f:
+    results = json.load(f)
+  return {k: v for k, v in results.items() if k not in TIMING_KEYS}
+
+
+def quiet(line):
+  """A `log` that prints nothing."""
+  del line
 
 
 def array_dataset(x, y, num_classes, **kw):

@@ -4,6 +4,7 @@ The parsing runs in-process on a fresh FlagValues (cli_utils.config_flag + parse
 `cli_utils.run` hands to absl); test_main runs one real process to prove the exit code.
 """
 
+import errno
 import os
 import re
 
@@ -104,6 +105,29 @@ def test_run_turns_an_error_from_main_into_one_line(monkeypatch, capsys, error):
     cli_utils.run(main)
   assert stop.value.code == 2
   assert capsys.readouterr().err == f'error: {error}\n'
+
+
+@pytest.mark.parametrize('code', ['ENOSPC', 'EROFS', 'EACCES'])
+def test_run_turns_a_refused_write_into_one_line(monkeypatch, capsys, code):
+  """A full or read-only disk in any command (gradcheck, landscape, ...) is one line, exit 2."""
+  def main(argv):
+    raise OSError(getattr(errno, code), os.strerror(getattr(errno, code)), '/d/out.png')
+  monkeypatch.setattr(cli_utils.app, 'run', lambda main, flags_parser: main(['prog']))
+  with pytest.raises(SystemExit) as stop:
+    cli_utils.run(main)
+  err = capsys.readouterr().err
+  assert stop.value.code == 2
+  assert err.startswith('error: cannot write /d/out.png (') and err.count('\n') == 1, err
+  assert 'rerun' in err
+
+
+def test_run_lets_other_os_errors_through(monkeypatch):
+  """Only refused writes become the one line; another OSError (here EIO) keeps its traceback."""
+  def main(argv):
+    raise OSError(errno.EIO, 'I/O error')
+  monkeypatch.setattr(cli_utils.app, 'run', lambda main, flags_parser: main(['prog']))
+  with pytest.raises(OSError):
+    cli_utils.run(main)
 
 
 @pytest.mark.parametrize('path', ENTRY_POINTS)

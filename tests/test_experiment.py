@@ -4,7 +4,6 @@ In-process, through `experiment.train_and_evaluate` (signals are sent to this pr
 a chunk runs); a subprocess only for a signal from outside and the exit code it gives.
 """
 
-import errno
 import json
 import os
 import shutil
@@ -20,28 +19,21 @@ import pytest
 from hinge_jax import experiment, io_utils
 from hinge_jax.errors import Interrupted, UserError
 from hinge_jax.train import Trainer
-from helpers import REPO, default_config
+from helpers import REPO, default_config, quiet, without_timings
 
 # Short digits runs: a checkpoint every 50 steps, evaluations every 100 (so a checkpoint can
 # fall inside an evaluation period).
 SMALL = {'num_steps': 300, 'eval_every_steps': 100, 'checkpoint_every_steps': 50,
          'sanity.enabled': False}  # the sanity report has its own tests (test_sanity.py)
-TIMING_KEYS = ('compile_time_s', 'run_time_s', 'wall_time_s', 'timing')
 
 
 def _small_config(**overrides):
   return default_config(**{**SMALL, **overrides})
 
 
-def _quiet(line):
-  del line
-
-
 def _outputs(workdir):
   """results.json without timings, metrics rows, and the final params."""
-  results = json.loads((workdir / 'results.json').read_text())
-  for key in TIMING_KEYS:
-    results.pop(key)
+  results = without_timings(workdir)
   rows = io_utils.read_jsonl(str(workdir / 'metrics.jsonl'))
   with np.load(workdir / 'params.npz') as f:
     params = {k: f[k] for k in f.files}
@@ -57,20 +49,18 @@ def _assert_same(a, b):
 
 
 @pytest.fixture(scope='module')
-def reference(tmp_path_factory):
+def reference(reference_run):
   """An uninterrupted run of the small config, to compare others against."""
-  workdir = tmp_path_factory.mktemp('reference')
-  experiment.train_and_evaluate(_small_config(), str(workdir), log=_quiet)
-  return workdir
+  return reference_run(_small_config())
 
 
 def test_same_seed_gives_identical_results_and_params(tmp_path, reference):
-  experiment.train_and_evaluate(_small_config(), str(tmp_path), log=_quiet)
+  experiment.train_and_evaluate(_small_config(), str(tmp_path), log=quiet)
   _assert_same(_outputs(tmp_path), _outputs(reference))
 
 
 def test_another_seed_gives_different_params_and_metrics(tmp_path, reference):
-  experiment.train_and_evaluate(_small_config(seed=1), str(tmp_path), log=_quiet)
+  experiment.train_and_evaluate(_small_config(seed=1), str(tmp_path), log=quiet)
   results, rows, params = _outputs(tmp_path)
   ref_results, ref_rows, ref_params = _outputs(reference)
   assert results['seed'] == 1 and ref_results['seed'] == 0
@@ -95,7 +85,7 @@ def _run_killed(workdir, at_step, signum):
   with pytest.MonkeyPatch.context() as mp:
     mp.setattr(Trainer, 'run_chunk', run_chunk)
     with pytest.raises(Interrupted) as err:
-      experiment.train_and_evaluate(_small_config(), str(workdir), log=_quiet)
+      experiment.train_and_evaluate(_small_config(), str(workdir), log=quiet)
   assert sent
   return err.value
 
@@ -175,7 +165,7 @@ def test_a_different_config_is_refused_in_one_line_unless_overwrite(tmp_path, re
   before = (tmp_path / 'results.json').read_text()
   other = _small_config(**{'reg.strength': 0.01, 'optimizer.learning_rate': 0.1})
   with pytest.raises(UserError) as err:
-    experiment.train_and_evaluate(other, str(tmp_path), log=_quiet)
+    experiment.train_and_evaluate(other, str(tmp_path), log=quiet)
   error = str(err.value)
   assert '\n' not in error
   assert 'reg.strength: 0.001 → 0.01' in error
@@ -208,35 +198,6 @@ def test_checkpoint_of_another_shape_is_refused(tmp_path):
   assert sorted(os.listdir(os.path.join(workdir, 'checkpoints'))) == ['10', '20']
 
 
-def test_full_disk_stops_in_one_line_and_loses_nothing(tmp_path, monkeypatch):
-  config = _small_config(**{'num_steps': 40, 'eval_every_steps': 10,
-                            'checkpoint_every_steps': 10})
-  workdir = str(tmp_path / 'w')
-  calls = []
-  real_append = io_utils.append_jsonl
-
-  def append_until_full(path, row):
-    calls.append(row['step'])
-    if row['step'] == 30:
-      raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), path)
-    real_append(path, row)
-
-  monkeypatch.setattr(io_utils, 'append_jsonl', append_until_full)
-  with pytest.raises(UserError, match='No space left on device.*rerun the same command'):
-    experiment.train_and_evaluate(config, workdir, log=lambda line: None)
-  assert [r['step'] for r in io_utils.read_jsonl(os.path.join(workdir, 'metrics.jsonl'))] == [10, 20]
-  assert not os.path.exists(os.path.join(workdir, 'results.json'))
-  monkeypatch.setattr(io_utils, 'append_jsonl', real_append)
-  lines = []
-  resumed = experiment.train_and_evaluate(config, workdir, log=lines.append)
-  assert 'resuming from the checkpoint of step 20' in lines
-  fresh = experiment.train_and_evaluate(config, str(tmp_path / 'fresh'), log=lambda line: None)
-  for key in ('train_accuracy', 'val_accuracy', 'test_accuracy', 'final_loss'):
-    assert resumed[key] == fresh[key]
-  assert (io_utils.read_jsonl(os.path.join(workdir, 'metrics.jsonl'))
-          == io_utils.read_jsonl(str(tmp_path / 'fresh' / 'metrics.jsonl')))
-
-
 def test_unwritable_workdir(tmp_path):
   (tmp_path / 'f').write_text('x')
   with pytest.raises(UserError, match='is a file'):
@@ -267,7 +228,7 @@ def test_a_second_signal_during_the_checkpoint_save_exits_at_once(tmp_path, monk
   def save_with_a_second_signal(self, step, *args, **kwargs):
     saves.append(step)
     with pytest.raises(UserError, match='is in use by pid'):
-      experiment.train_and_evaluate(_small_config(), str(tmp_path), log=_quiet)
+      experiment.train_and_evaluate(_small_config(), str(tmp_path), log=quiet)
     os.kill(os.getpid(), signal.SIGINT)  # the second one, while the first is being handled
     return real_save(self, step, *args, **kwargs)
   monkeypatch.setattr(experiment.Checkpointer, 'save', save_with_a_second_signal)
@@ -280,11 +241,11 @@ def test_a_second_signal_during_the_checkpoint_save_exits_at_once(tmp_path, monk
     return original(self, state, start, length)
   monkeypatch.setattr(Trainer, 'run_chunk', run_chunk)
   with pytest.raises(_Exited) as exited:
-    experiment.train_and_evaluate(_small_config(), str(tmp_path), log=_quiet)
+    experiment.train_and_evaluate(_small_config(), str(tmp_path), log=quiet)
   assert exited.value.args == (128 + signal.SIGINT,)
   assert saves == [50]  # the first signal's save, cut short
-  assert capfd.readouterr().err == ('stopped: second SIGINT, exiting without waiting for the '
-                                    'checkpoint\n')
+  assert capfd.readouterr().err == ('stopped: second SIGINT, exiting at once; rerun the same '
+                                    'command to resume from the last checkpoint\n')
   assert signal.getsignal(signal.SIGINT) == before
 
 
@@ -305,13 +266,13 @@ def test_a_signal_after_training_finishes_writing_or_exits_at_once(tmp_path, mon
   before = signal.getsignal(signal.SIGINT)
   config = _small_config(num_steps=100)
   if count == 1:
-    results = experiment.train_and_evaluate(config, str(tmp_path), log=_quiet)
+    results = experiment.train_and_evaluate(config, str(tmp_path), log=quiet)
     assert json.loads((tmp_path / 'results.json').read_text())['steps'] == results['steps']
     assert capfd.readouterr().err == ''
   else:
     with pytest.raises(_Exited) as exited:
-      experiment.train_and_evaluate(config, str(tmp_path), log=_quiet)
+      experiment.train_and_evaluate(config, str(tmp_path), log=quiet)
     assert exited.value.args == (128 + signal.SIGINT,)
-    assert capfd.readouterr().err == ('stopped: second SIGINT, exiting without waiting for the '
-                                      'checkpoint\n')
+    assert capfd.readouterr().err == ('stopped: second SIGINT, exiting at once; rerun the same '
+                                      'command to resume from the last checkpoint\n')
   assert signal.getsignal(signal.SIGINT) == before

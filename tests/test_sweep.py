@@ -3,6 +3,8 @@
 import json
 import os
 import signal
+import subprocess
+import sys
 
 import jax
 import numpy as np
@@ -11,7 +13,7 @@ import pytest
 from hinge_jax import main, sweep
 from hinge_jax.errors import ConfigError, Interrupted
 from hinge_jax.train import Trainer
-from helpers import default_config
+from helpers import REPO, default_config
 
 BASE = {'num_steps': 40, 'eval_every_steps': 20, 'sanity.enabled': False}
 
@@ -206,3 +208,91 @@ def test_a_signal_stops_a_sweep_at_the_chunk_end_in_one_line(tmp_path, monkeypat
     sweep.run(config, str(tmp_path), log=lambda *a: None)
   assert e.value.signum == signal.SIGINT and starts == [0]
   assert signal.getsignal(signal.SIGINT) == before
+
+
+class _Exited(BaseException):
+  """What os._exit raises in the test below (the test process must live on)."""
+
+
+SECOND = ('stopped: second SIGINT, exiting at once; rerun the same command to restart the sweep '
+          '(a sweep keeps no checkpoint)\n')
+
+
+@pytest.mark.parametrize('when,count', [('training', 2), ('writing', 1), ('writing', 2)])
+def test_a_second_or_late_signal_during_a_sweep(tmp_path, monkeypatch, capfd, when, count):
+  """Two SIGINTs while a chunk runs, or one or two while the outputs are written: a second
+  exits at once with one line saying the sweep restarts (it keeps no checkpoint); a single
+  late one lets the sweep finish."""
+  def fake_exit(code):
+    raise _Exited(code)
+  monkeypatch.setattr(os, '_exit', fake_exit)
+  target = (Trainer, 'run_chunk') if when == 'training' else (sweep.results, 'write_sweep')
+  real = getattr(*target)
+
+  def with_signals(*args, **kwargs):
+    for _ in range(count):
+      os.kill(os.getpid(), signal.SIGINT)
+    return real(*args, **kwargs)
+  monkeypatch.setattr(*target, with_signals)
+  before = signal.getsignal(signal.SIGINT)
+  config = default_config(**{**BASE, 'sweep.grid': 'optimizer.learning_rate=0.02,0.2',
+                             'sweep.devices': 1})
+  if count == 1:
+    summary = sweep.run(config, str(tmp_path), log=lambda *a: None)
+    assert json.loads((tmp_path / 'sweep.json').read_text())['best'] == summary['best']
+    assert capfd.readouterr().err == ''
+  else:
+    with pytest.raises(_Exited) as exited:
+      sweep.run(config, str(tmp_path), log=lambda *a: None)
+    assert exited.value.args == (128 + signal.SIGINT,)
+    assert capfd.readouterr().err == SECOND
+  assert signal.getsignal(signal.SIGINT) == before
+
+
+# The sweep's child waits at its second chunk until the SIGINT has been handled, so the signal
+# lands during training whatever the machine's load.
+_STOPPED_CHILD = '''
+import signal, sys, time
+from hinge_jax.train import Trainer
+real = Trainer.run_chunk
+def run_chunk(self, state, start, length):
+  if start == 20:
+    print('training', flush=True)
+    handler, deadline = signal.getsignal(signal.SIGINT).__self__, time.time() + 120
+    while not handler.signum and time.time() < deadline:
+      time.sleep(0.01)
+  return real(self, state, start, length)
+Trainer.run_chunk = run_chunk
+sys.argv = ['main'] + sys.argv[1:]
+from hinge_jax import main
+main.run()
+'''
+
+
+def test_a_sweep_stopped_by_sigint_exits_130_in_one_line_and_the_rerun_completes(tmp_path,
+                                                                             monkeypatch):
+  overrides = {**BASE, 'sweep.grid': 'optimizer.learning_rate=0.02,0.2', 'sweep.devices': 1}
+  env = dict(os.environ)  # with this process's XLA_FLAGS: its compiled programs are reused
+  proc = subprocess.Popen([sys.executable, '-c', _STOPPED_CHILD, f'--workdir={tmp_path}',
+                           *(f'--config.{k}={v}' for k, v in overrides.items())],
+                          cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          text=True)
+  try:
+    for line in proc.stdout:
+      if line == 'training\n':
+        proc.send_signal(signal.SIGINT)
+        break
+    _, err = proc.communicate(timeout=120)
+  finally:
+    proc.kill()
+  lines = [line for line in err.splitlines() if line.strip()]
+  assert proc.returncode == 128 + signal.SIGINT, err
+  assert len(lines) == 1 and lines[0].startswith('stopped: SIGINT at step 40 of program 1/1'), err
+  assert 'rerun the same command to restart it' in lines[0] and 'Traceback' not in err
+  assert not (tmp_path / 'sweep.csv').exists() and not (tmp_path / '.lock').exists()
+  # The pictures are not what is tested here, and drawing them is most of the rerun's time.
+  monkeypatch.setattr(sweep.plots, 'draw_sweep', lambda *args: None)
+  monkeypatch.setattr(sweep.results.plots, 'draw', lambda *args, **kwargs: {})
+  summary = sweep.run(default_config(**overrides), str(tmp_path), log=lambda *a: None)
+  assert len(summary['members']) == 2
+  assert len((tmp_path / 'sweep.csv').read_text().splitlines()) == 3  # header and two members
