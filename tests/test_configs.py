@@ -27,6 +27,8 @@ NUM_STEPS = 4
 CIFAR_SIZES = {'num_train': 160, 'num_val': 40}  # of the fixture's 200 training images
 MNIST_SIZES = {'num_train': 40, 'num_val': 10}  # of its 60
 MAX_BATCH, MAX_DEV = 20, 10
+# Variants that another test runs end to end with stronger checks.
+COVERED_ELSEWHERE = {('probe', 'refit')}  # test_probe.py: against scikit-learn
 MEMBERS_PER_PROGRAM = 8  # every sweep, coarse or fine, runs the same size of compiled program
 
 
@@ -73,6 +75,8 @@ def _cases() -> list:
     files.append(pytest.param(stem, None, id=f'{stem}.py'))
     plain = _load(stem, None).to_dict()
     for arg in _variants(path):
+      if (stem, arg) in COVERED_ELSEWHERE:
+        continue
       if _load(stem, arg).to_dict() != plain:  # a variant that only names the default is the same run
         variants.append(pytest.param(stem, arg, id=f'{stem}.py:{arg}'))
   return files + variants
