@@ -55,18 +55,11 @@ def write_atomic(path: str, text: str) -> None:
     fd, tmp = tempfile.mkstemp(prefix='.' + os.path.basename(path) + '.', dir=directory)
   except OSError as e:
     raise _naming(e, path)
-  try:
+  with _renamed_or_removed(tmp, path):
     try:
       _write_all(fd, text.encode())
     finally:
       os.close(fd)
-    os.replace(tmp, path)
-  except BaseException as e:
-    with contextlib.suppress(OSError):
-      os.unlink(tmp)
-    if isinstance(e, OSError):
-      raise _naming(e, path)
-    raise
 
 
 def write_json(path: str, obj: Any) -> None:
@@ -79,8 +72,16 @@ def replacing(path: str, suffix: str = ''):
   """Yields a temporary path next to `path` for a writer; renamed over `path` when the block
   ends, removed when it fails (a full disk leaves the old file or none, never half of one)."""
   tmp = f'{path}.tmp{suffix}'
-  try:
+  with _renamed_or_removed(tmp, path):
     yield tmp
+
+
+@contextlib.contextmanager
+def _renamed_or_removed(tmp: str, path: str):
+  """Renames `tmp` over `path` when the block ends; removes it when the block fails (an OSError
+  then names `path`)."""
+  try:
+    yield
     os.replace(tmp, path)
   except BaseException as e:
     with contextlib.suppress(OSError):
