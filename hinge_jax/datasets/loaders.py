@@ -87,17 +87,7 @@ def load_npz(cfg) -> Dataset:
   for key in ('x_train', 'y_train'):
     if key not in arrays:
       raise DataError(f'{path} has no array {key!r} (found: {", ".join(sorted(arrays))})')
-  given = [s for s in ('val', 'test') if f'x_{s}' in arrays or f'y_{s}' in arrays]
-  for key in (f'{xy}_{s}' for s in given for xy in 'xy'):
-    if key not in arrays:
-      partner = ('y' if key[0] == 'x' else 'x') + key[1:]
-      raise DataError(f'{path} has {partner} but no {key}; give x_{key[2:]} and y_{key[2:]} '
-                      f'together')
-  if len(given) == 1:
-    other = 'test' if given[0] == 'val' else 'val'
-    raise DataError(f'{path} has x_{given[0]}, y_{given[0]} but no x_{other}, y_{other}; give '
-                    f'both splits, or neither (then both are cut from train by '
-                    f'dataset.val_fraction/test_fraction)')
+  given = given_splits(arrays, path)
   if given:
     x = {s: arrays[f'x_{s}'] for s in SPLITS}
     y = {s: arrays[f'y_{s}'] for s in SPLITS}
@@ -141,3 +131,19 @@ def read_npz(path: str) -> dict:
         raise DataError(f'dataset.path={path!r}: array {key!r} could not be read '
                         f'({type(e).__name__}: {e})')
   return arrays
+
+
+def given_splits(arrays: dict, where: str) -> list:
+  """The val/test splits `arrays` gives: both (each as x_ and y_) or neither, else one line."""
+  given = [s for s in ('val', 'test') if f'x_{s}' in arrays or f'y_{s}' in arrays]
+  for key in (f'{xy}_{s}' for s in given for xy in 'xy'):
+    if key not in arrays:
+      partner = ('y' if key[0] == 'x' else 'x') + key[1:]
+      raise DataError(f'{where} has {partner} but no {key}; give x_{key[2:]} and y_{key[2:]} '
+                      f'together')
+  if len(given) == 1:
+    other = 'test' if given[0] == 'val' else 'val'
+    raise DataError(f'{where} has x_{given[0]}, y_{given[0]} but no x_{other}, y_{other}; give '
+                    f'both splits, or neither (then both are cut from train by '
+                    f'dataset.val_fraction/test_fraction)')
+  return given

@@ -16,7 +16,7 @@ import zipfile
 import numpy as np
 
 from hinge_jax.datasets.base import SPLITS, Dataset, finalize
-from hinge_jax.datasets.loaders import LOADERS, common, declared_classes, split
+from hinge_jax.datasets.loaders import LOADERS, common, declared_classes, given_splits, split
 from hinge_jax.errors import DataError
 
 KEYS = tuple(f'{xy}_{s}' for s in SPLITS for xy in 'xy')
@@ -122,18 +122,7 @@ def check_keys(path: str, arrays: dict) -> list:
     if key not in arrays:
       raise DataError(f'dataset.path={path!r} has no {key!r} (found: '
                       f'{", ".join(sorted(arrays)) or "nothing"}); {_SAVE_HINT}')
-  given = [s for s in ('val', 'test') if f'x_{s}' in arrays or f'y_{s}' in arrays]
-  for s in given:
-    for key, partner in ((f'x_{s}', f'y_{s}'), (f'y_{s}', f'x_{s}')):
-      if key not in arrays:
-        raise DataError(f'dataset.path={path!r} has {partner} but no {key}; give x_{s} and y_{s} '
-                        f'together')
-  if len(given) == 1:
-    other = 'test' if given[0] == 'val' else 'val'
-    raise DataError(f'dataset.path={path!r} has x_{given[0]}, y_{given[0]} but no x_{other}, '
-                    f'y_{other}; give both splits, or neither (then both are cut from train by '
-                    f'dataset.val_fraction/test_fraction)')
-  return given
+  return given_splits(arrays, f'dataset.path={path!r}')
 
 
 def check_rank(path: str, arrays: dict) -> None:
