@@ -111,6 +111,15 @@ def is_disk_error(exc: BaseException) -> Optional[OSError]:
   return None
 
 
+
+def _disk_user_error(error: Exception, what: str) -> Optional[UserError]:
+  """The one line for a checkpoint write the disk refused (`cannot <what> (...)`), or None."""
+  disk = is_disk_error(error)
+  if disk is None:
+    return None
+  return UserError(f'cannot {what} ({disk.strerror or disk}); free space or fix permissions, '
+                   f'then rerun the same command to resume from the last checkpoint')
+
 class _DropClosedLoopTracebacks(io.TextIOBase):
   """A stderr that holds back tracebacks ending in 'Event loop is closed'.
 
@@ -212,12 +221,10 @@ class Checkpointer:
       fault_point('checkpoint')  # tests: SIGKILL while the save is in flight
       self._manager.wait_until_finished()
     except Exception as e:  # noqa: BLE001 - orbax wraps disk errors in several types
-      disk = is_disk_error(e)
-      if disk is None:
+      error = _disk_user_error(e, f'write the checkpoint of step {step} to {self.directory}')
+      if error is None:
         raise
-      raise UserError(f'cannot write the checkpoint of step {step} to {self.directory} '
-                      f'({disk.strerror or disk}); free space or fix permissions, then rerun '
-                      f'the same command to resume from the last checkpoint') from e
+      raise error from e
     seconds = time.perf_counter() - t0
     self.save_seconds.append(seconds)
     return seconds
@@ -304,9 +311,7 @@ class Checkpointer:
     except Exception as e:  # noqa: BLE001 - orbax wraps disk errors in several types
       if quiet:
         return
-      disk = is_disk_error(e)
-      if disk is None:
+      error = _disk_user_error(e, f'finish writing the checkpoints in {self.directory}')
+      if error is None:
         raise
-      raise UserError(f'cannot finish writing the checkpoints in {self.directory} '
-                      f'({disk.strerror or disk}); free space or fix permissions, then rerun '
-                      f'the same command to resume from the last checkpoint') from e
+      raise error from e
