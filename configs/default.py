@@ -125,6 +125,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.sweep.devices = 0  # shard the members over the first N local devices (0: all)
   # Choices that change shapes or code, as separate runs: python -m launch.run (launch/).
   c.sweep.structural = ''  # 'loss.name=multiclass_svm,softmax_cross_entropy; batch_size=100,200'
+  # The device mesh ('members', 'data'): see hinge_jax/mesh.py and docs/scaling.md.
+  c.mesh = ml_collections.ConfigDict()
+  c.mesh.data = 1  # devices on the data axis (rows of the splits split over them); -1: as needed
+  c.mesh.global_batch = False  # True: minibatches drawn over all rows, not per data shard
+  c.mesh.device_bytes = 0  # a device's free memory for mesh.data=-1 (0: read from the device)
   c.checkpoint_every_steps = 500  # also at the end and on SIGINT/SIGTERM; 0: only those
   c.checkpoint_keep = 3  # the newest checkpoints kept in workdir/checkpoints/
   return c

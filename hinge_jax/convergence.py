@@ -148,7 +148,7 @@ def objective_and_grad_norm_f64(params, hp: dict, dataset: Dataset, *, spec
   gives it: the configs' exact λ, not its float32 rounding). The data loss is `fullbatch`'s
   blocked pass, so the gradient of a hinge is `jax.grad`'s subgradient.
   """
-  cpu = jax.devices('cpu')[0]
+  cpu = jax.local_devices(backend='cpu')[0]  # this process's (another's cannot be read)
   with jax.enable_x64(True), jax.default_device(cpu):
     params = jax.tree.map(lambda a: jnp.asarray(np.asarray(a, np.float64)), params)
     hp = {k: jnp.asarray(np.asarray(v, np.uint32 if k == 'seed' else np.float64))

@@ -35,15 +35,17 @@ from hinge_jax.tuning import fullbatch_block_rows
 Array = jax.Array
 
 
-def blocks(data, num_valid: int) -> tuple[tuple, Array]:
+def blocks(data, num_valid: int, axis: str = '') -> tuple[tuple, Array]:
   """The training split as `((nb, blk, D) raw blocks, mean, scale)` and `(nb, blk)` labels.
 
   Labels of padding rows are −1 (masked out). Mean and scale travel with the blocks, so the
-  objective closes over nothing traced.
+  objective closes over nothing traced. `axis`: inside `jax.shard_map`, the mesh axis the
+  rows are split over (shard i holds the i-th equal run of rows).
   """
   x_raw, y = data.x['train'], data.y['train']
   size = fullbatch_block_rows(x_raw.shape[0])
-  y = jnp.where(jnp.arange(y.shape[0]) < num_valid, y, -1)
+  offset = jax.lax.axis_index(axis) * y.shape[0] if axis else 0
+  y = jnp.where(offset + jnp.arange(y.shape[0]) < num_valid, y, -1)
   return (x_raw.reshape(-1, size, x_raw.shape[-1]), data.mean, data.scale), y.reshape(-1, size)
 
 
@@ -119,6 +121,8 @@ def _value(params, x, yb, hp, *, spec):
     _, s = _scores(params, block[0], mean, scale, spec=spec)
     return total + _block_loss(s, block[1], hp, spec=spec), None
   total, _ = jax.lax.scan(body, jnp.zeros((), params['W'].dtype), (xb, yb))
+  if spec.data_axis:  # the shards' sums (XLA's all-reduce)
+    total = jax.lax.psum(total, spec.data_axis)
   return total / spec.num_train + penalty(params, hp, spec=spec)
 
 
@@ -135,6 +139,8 @@ def _value_and_grad(params, x, yb, hp, *, spec):
 
   zeros = (jnp.zeros((), w.dtype), jnp.zeros(w.shape, w.dtype), jnp.zeros(w.shape[0], w.dtype))
   (total, gw, gb), _ = jax.lax.scan(body, zeros, (xb, yb))
+  if spec.data_axis:  # the shards' sums (XLA's all-reduce)
+    total, gw, gb = jax.lax.psum((total, gw, gb), spec.data_axis)
   n = spec.num_train
   if spec.bias_trick:
     grads = {'W': jnp.concatenate([gw, gb[:, None]], axis=1) / n}

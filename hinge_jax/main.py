@@ -10,14 +10,17 @@ compilation cache is on (`--jax_cache_dir`, or `$HINGE_JAX_CACHE_DIR`; `off` dis
 Exit codes: 0 done, 2 bad input (one line on stderr), 3 training diverged, 128 + signal
 (130 SIGINT, 143 SIGTERM) when stopped by a signal after saving a checkpoint, or at once
 on a second signal. A run holds WORKDIR/.lock: a second run on that workdir exits 2.
+Several processes run as one program with `--coordinator=host:port --num_processes=N
+--process_id=i` (or under Slurm, from its environment): `hinge_jax/distributed.py`.
 """
 
 import sys
 
+import jax
 from absl import flags
 from absl import logging as absl_logging
 
-from hinge_jax import cli_utils, compile_cache, experiment, probe, sweep
+from hinge_jax import cli_utils, compile_cache, distributed, experiment, probe, sweep
 from hinge_jax.errors import DivergedError, Interrupted, UserError
 
 _CONFIG = None  # defined in run(): importing this module defines no flag
@@ -32,6 +35,9 @@ def train(config, workdir: str, *, overwrite: bool = False) -> None:
     probe.run(config, workdir, overwrite=overwrite)
   elif sweep.is_sweep(config):  # many members in one compiled program
     sweep.run(config, workdir, overwrite=overwrite)
+  elif jax.process_count() > 1:
+    raise UserError(f'a single run does not span processes yet ({jax.process_count()} were '
+                    f'started); declare a sweep (sweep.grid) to use them all, or run one process')
   else:
     experiment.train_and_evaluate(config, workdir, overwrite=overwrite)
 
@@ -40,6 +46,10 @@ def main(argv):
   del argv  # cli_utils.parse_flags refuses positional arguments
   absl_logging.set_verbosity(absl_logging.WARNING)  # orbax logs every file at INFO
   fl = flags.FLAGS
+  distributed.initialize(distributed.settings(
+      fl.coordinator, fl.num_processes, fl.process_id, timeout_s=fl.distributed_timeout_s,
+      heartbeat_s=fl.heartbeat_timeout_s))  # before JAX starts its backends
+  distributed.check_same_config(_CONFIG.value)
   compile_cache.enable(fl.jax_cache_dir, log=lambda line: print(line, file=sys.stderr))
   try:
     train(_CONFIG.value, fl.workdir or '', overwrite=fl.overwrite)
@@ -59,6 +69,7 @@ def run() -> None:
   flags.DEFINE_string('jax_cache_dir', None, 'JAX persistent compilation cache (default '
                       '$HINGE_JAX_CACHE_DIR or ~/.cache/hinge_jax/jax_cache; "off" disables it).')
   flags.mark_flag_as_required('workdir')
+  distributed.define_flags()
   _CONFIG = cli_utils.config_flag()
   cli_utils.run(main)
 

@@ -51,7 +51,7 @@ GPU_OPTIONS = (('xla_gpu_enable_triton_gemm', False),)
 def applies(spec, guard: str) -> bool:
   """Whether `chunk` trains `spec` under `guard` (see the module's docstring)."""
   return (spec.strategy == 'sgd' and spec.optimizer == 'sgd' and not spec.full_batch
-          and spec.shared_data and spec.bias_trick and not spec.max_norm
+          and not spec.data_axis and spec.shared_data and spec.bias_trick and not spec.max_norm
           and guard == 'deferred'
           and (spec.reg == 'none' or (spec.reg == 'l2' and spec.regularize_bias)))
 

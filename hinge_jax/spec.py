@@ -35,6 +35,8 @@ class Spec:
   fd_chunk: int = 256  # numerical_gradient: coordinates per vmapped batch
   memory_size: int = 10  # lbfgs: past steps remembered
   max_steps: int = 0  # the loop's cap (stop.max_steps; 0: num_steps)
+  data_axis: str = ''  # inside `jax.shard_map`: the mesh axis the rows are split over
+  data_shards: int = 1  # and its size (`sharded.py`)
 
   @property
   def last_step(self) -> int:

@@ -43,23 +43,34 @@ class DeviceData:
 
   @classmethod
   def create(cls, dataset: Dataset, eval_batch_size: int, sharding=None,
-             train_dtype=None) -> 'DeviceData':
+             train_dtype=None, rows=None, shards: int = 1) -> 'DeviceData':
     """Puts the splits on the device (replicated over `sharding`'s mesh when given).
 
     `train_dtype`: stores the training split in this dtype (bfloat16 for uint8 pixels under
-    `Tuning.fullbatch_bf16`: the same values), else as the dataset has it.
+    `Tuning.fullbatch_bf16`: the same values), else as the dataset has it. `shards > 1`: every
+    split is split by rows over `rows` (`mesh.Layout.rows`), padded to `shards` equal runs
+    of whole eval chunks.
     """
     largest = max(dataset.size(s) for s in SPLITS)
     chunk = -(-min(eval_batch_size, largest) // 128) * 128  # a multiple of 128 rows
+    if shards > 1:  # the fewest chunks that cover a shard of the largest split, made even
+      per_shard = -(-largest // shards)
+      chunk = -(-per_shard // -(-per_shard // chunk) // 128) * 128
     xs, ys = {}, {}
     for split in SPLITS:
       n = dataset.size(split)
-      pad = -(-max(n, 1) // chunk) * chunk - n
-      x = np.pad(dataset.x[split], ((0, pad), (0, 0)))
-      if split == 'train' and train_dtype is not None:
-        x = x.astype(train_dtype)  # ml_dtypes' bfloat16 on the host: uint8 values are exact
+      whole = chunk * shards
+      padded = -(-max(n, 1) // whole) * whole
+      dtype = train_dtype if split == 'train' and train_dtype is not None else None
+      if shards > 1:  # each device's rows only: no padded copy of the whole split
+        xs[split] = put_rows(dataset.x[split], padded, rows, dtype)
+        ys[split] = put_rows(dataset.y[split], padded, rows)
+        continue
+      x = np.pad(dataset.x[split], ((0, padded - n), (0, 0)))
+      if dtype is not None:
+        x = x.astype(dtype)  # ml_dtypes' bfloat16 on the host: uint8 values are exact
       xs[split] = jax.device_put(x, sharding)
-      ys[split] = jax.device_put(np.pad(dataset.y[split], (0, pad)), sharding)
+      ys[split] = jax.device_put(np.pad(dataset.y[split], (0, padded - n)), sharding)
     return cls(x=xs, y=ys, mean=jax.device_put(dataset.mean, sharding),
                scale=jax.device_put(np.float32(dataset.scale), sharding),
                bias_trick=dataset.bias_trick, sizes=tuple(dataset.size(s) for s in SPLITS),
@@ -70,6 +81,19 @@ class DeviceData:
 
   def features(self, x_raw: Array, pad: int = 0) -> Array:
     return preprocess(x_raw, self.mean, self.scale, bias_trick=self.bias_trick, pad=pad)
+
+
+def put_rows(a: np.ndarray, padded: int, sharding, dtype=None) -> Array:
+  """`a` zero-padded to `padded` rows as a global array split by rows over `sharding`: each
+  addressable device's rows are read from `a` (a memory map reads only those) and converted
+  to `dtype` alone, so the host never holds a padded copy of the whole array."""
+
+  def rows(index):
+    start, stop, _ = index[0].indices(padded)
+    part = np.asarray(a[min(start, len(a)):min(stop, len(a))])
+    part = np.pad(part, ((0, stop - start - len(part)),) + ((0, 0),) * (a.ndim - 1))
+    return part if dtype is None else part.astype(dtype)
+  return jax.make_array_from_callback((padded,) + a.shape[1:], sharding, rows)
 
 
 def initial_params(hp: dict, *, spec):
@@ -114,13 +138,28 @@ def initial_params_program(spec, sharding) -> Callable:
   return _params_program(spec.num_features, spec.num_classes, spec.bias_trick, sharding)
 
 
-def batch_indices(seed: Array, step: Array, *, spec) -> Array:
+def shard_rows(rows: int, *, spec) -> Array:
+  """Inside `jax.shard_map` over `spec.data_axis`: the valid (unpadded) rows this shard holds
+  of its `rows`; shard s holds the training rows [s·rows, (s+1)·rows)."""
+  start = jax.lax.axis_index(spec.data_axis) * rows
+  return jnp.clip(spec.num_train - start, 0, rows)
+
+
+def batch_indices(seed: Array, step: Array, *, spec, rows: int = 0) -> Array:
   """The minibatch at `step` for `seed`: `(B,)` training indices.
 
   With replacement (the assignment's way), or as shuffled epochs: one permutation per epoch
-  (the remainder of an epoch that does not fill a batch is skipped).
+  (the remainder of an epoch that does not fill a batch is skipped). Inside `jax.shard_map`
+  over `spec.data_axis` (rows split over S shards, `rows` each): shard s draws B/S of its own
+  valid rows uniformly with replacement from `fold_in(fold_in(data, step), s)`, local indices
+  (`step.shard_objective` weighs its mean by its share of the rows: unbiased).
   """
   data_key = stream_key(seed, 'data')
+  if spec.data_axis:
+    key = jax.random.fold_in(jax.random.fold_in(data_key, step),
+                             jax.lax.axis_index(spec.data_axis))
+    return jax.random.randint(key, (spec.batch_size // spec.data_shards,), 0,
+                              jnp.maximum(shard_rows(rows, spec=spec), 1))
   if spec.sampling == 'with_replacement':
     return jax.random.randint(jax.random.fold_in(data_key, step), (spec.batch_size,), 0,
                               spec.num_train)

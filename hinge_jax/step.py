@@ -12,8 +12,8 @@ import jax
 import jax.numpy as jnp
 
 from hinge_jax import fullbatch, lbfgs, optim, scaled, strategies
-from hinge_jax.objective import objective
-from hinge_jax.state import (DeviceData, TrainState, batch_indices, pad_features,
+from hinge_jax.objective import objective, penalty
+from hinge_jax.state import (DeviceData, TrainState, batch_indices, pad_features, shard_rows,
                              unpad_features)
 from hinge_jax.tuning import Tuning, forward_feature_blocks
 
@@ -53,6 +53,28 @@ def _over_members(fn: Callable, in_axes: tuple, k: int) -> Callable:
   return one
 
 
+def shard_objective(member_objective: Callable, weight: Array, *, spec) -> Callable:
+  """The minibatch objective over every data shard's draws: Σ_s weight_s·(shard s's mean
+  data loss) + λR, weight_s = its share of the rows (`batch_indices`). The data part and its
+  gradient are formed on each shard and psum'd (a psum is never differentiated)."""
+
+  def local(params, x, y, hp):
+    return weight * (member_objective(params, x, y, hp) - penalty(params, hp, spec=spec))
+
+  @jax.custom_vjp
+  def data_part(params, x, y, hp):
+    return jax.lax.psum(local(params, x, y, hp), spec.data_axis)
+
+  def fwd(params, x, y, hp):
+    return jax.lax.psum(jax.value_and_grad(local)(params, x, y, hp), spec.data_axis)
+
+  def bwd(grads, cotangent):
+    return (jax.tree.map(lambda g: cotangent * g, grads), None, None, None)
+
+  data_part.defvjp(fwd, bwd)
+  return lambda params, x, y, hp: data_part(params, x, y, hp) + penalty(params, hp, spec=spec)
+
+
 def train_step(state: TrainState, step: Array, data: DeviceData, hp: dict, *,
                spec, idx: Optional[Array] = None, guard: Optional[str] = None,
                feature_pad: int = 0) -> tuple[TrainState, Array]:
@@ -70,23 +92,28 @@ def train_step(state: TrainState, step: Array, data: DeviceData, hp: dict, *,
   else:
     member_objective = functools.partial(objective, spec=spec,
                                          feature_blocks=forward_feature_blocks(spec, k))
+    if spec.data_axis:  # each data shard's own draws (`batch_indices`)
+      rows = data.y['train'].shape[0]
+      member_objective = shard_objective(
+          member_objective, shard_rows(rows, spec=spec) / spec.num_train, spec=spec)
   update = functools.partial(strategies.get(spec.strategy).update, spec=spec,
                              objective=member_objective)
   if spec.full_batch and spec.optimizer in optim.LINE_SEARCH_OPTIMIZERS:  # lbfgs.py
-    x, y = fullbatch.blocks(data, spec.num_train)
+    x, y = fullbatch.blocks(data, spec.num_train, spec.data_axis)
     update = lambda params, opt_state, hp_, x_, y_, step_: lbfgs.members_step(
         params, opt_state, hp_, step_, value_fn=lambda p, h: member_objective(p, x_, y_, h),
         memory_size=spec.memory_size, over_members=lambda fn, axes: _over_members(fn, axes, k))
   elif spec.full_batch:
-    x, y = fullbatch.blocks(data, spec.num_train)
+    x, y = fullbatch.blocks(data, spec.num_train, spec.data_axis)
     update = _over_members(update, (0, 0, 0, None, None, None), k)
   elif spec.shared_data:  # one gather and one conversion serve all members
     if idx is None:
-      idx = batch_indices(hp['seed'][0], step, spec=spec)
+      idx = batch_indices(hp['seed'][0], step, spec=spec, rows=data.y['train'].shape[0])
     x, y = data.features(data.x['train'][idx], feature_pad), data.y['train'][idx]
     update = _over_members(update, (0, 0, 0, None, None, None), k)
   else:
-    idx = jax.vmap(lambda s: batch_indices(s, step, spec=spec))(hp['seed'])
+    rows = data.y['train'].shape[0]
+    idx = jax.vmap(lambda s: batch_indices(s, step, spec=spec, rows=rows))(hp['seed'])
     x, y = data.features(data.x['train'][idx], feature_pad), data.y['train'][idx]
     update = jax.vmap(update, in_axes=(0, 0, 0, 0, 0, None))
   params, opt_state, loss = update(state.params, state.opt_state, hp, x, y, step)
@@ -121,7 +148,9 @@ def scan_chunk(state, start, data, hp, *, spec, length, tuning, guard):
                                feature_pad=pad)
   state = pad_features(state, spec, pad)
   if spec.shared_data and not spec.full_batch:
-    indices = jax.vmap(lambda t: batch_indices(hp['seed'][0], t, spec=spec))(steps)
+    rows = data.y['train'].shape[0]
+    indices = jax.vmap(
+        lambda t: batch_indices(hp['seed'][0], t, spec=spec, rows=rows))(steps)
     state, chunk_losses = jax.lax.scan(
         lambda carry, inputs: one_step(carry, inputs[0], idx=inputs[1]),
         state, (steps, indices), unroll=unroll)

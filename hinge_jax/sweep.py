@@ -19,13 +19,15 @@ import math
 import os
 import re
 import signal
+import tempfile
 import time
 
 import jax
 import ml_collections
 import numpy as np
 
-from hinge_jax import config_lib, datasets, experiment, io_utils, metadata, plots, results
+from hinge_jax import (config_lib, datasets, distributed, experiment, io_utils, metadata, plots,
+                       results)
 from hinge_jax.convergence import FIELDS as CONVERGENCE_FIELDS, final_fields
 from hinge_jax.errors import ConfigError, DivergedError, Interrupted
 from hinge_jax.train import Spec, Trainer, check_fits
@@ -182,11 +184,12 @@ def device_budget_bytes(config) -> int:
 
 
 def sweep_devices(config) -> list:
-  """The devices the members are sharded over: the first `sweep.devices` (0: all local)."""
-  devices = jax.local_devices()
+  """The devices the members are sharded over: the first `sweep.devices` (0: all, of every
+  process of a multi-process run)."""
+  devices = jax.devices()
   n = int(config.sweep.get('devices', 0) or 0)
   if n < 0 or n > len(devices):
-    raise ConfigError(f'sweep.devices={n}: this host has {len(devices)} '
+    raise ConfigError(f'sweep.devices={n}: the run has {len(devices)} '
                       f'{jax.default_backend()} device(s); use 0 (all) to {len(devices)}')
   return devices[:n] if n else devices
 
@@ -197,7 +200,7 @@ def members_per_program(config, spec: Spec, eval_chunk: int, data_bytes: int, to
   forced = int(config.sweep.get('members_per_program', 0) or 0)
   if forced:
     return min(forced, total)
-  free = device_budget_bytes(config) - data_bytes
+  free = distributed.agreed_min(device_budget_bytes(config)) - data_bytes  # every process's
   fit = max(free // member_bytes(spec, eval_chunk), 1) * n_dev
   if fit >= total:
     return total
@@ -234,11 +237,20 @@ def run(config: ml_collections.ConfigDict, workdir: str, log=print, overwrite: b
   """Trains every member of the declared sweep and writes sweep.csv/json and the best run.
 
   A sweep is not checkpointed: rerunning it retrains every member (a workdir holding another
-  config is refused unless `overwrite`; one that another run holds is refused).
+  config is refused unless `overwrite`; one that another run holds is refused). In a
+  multi-process run process 0 writes the workdir; the others write to a scratch folder.
   """
   wall_start = time.perf_counter()
   config_lib.validate(config)
   points = expand(config)
+  if not distributed.is_writer():
+    with tempfile.TemporaryDirectory(prefix='hinge_jax_scratch_') as scratch:
+      return _locked_run(config, points, scratch, lambda *_: None, True, wall_start)
+  return _locked_run(config, points, workdir, log, overwrite, wall_start)
+
+
+def _locked_run(config, points: list[dict], workdir: str, log, overwrite: bool,
+                wall_start: float) -> dict:
   results.prepare_workdir(workdir)
   # SIGINT/SIGTERM stop at the end of the current chunk (Interrupted); a second exits at once.
   # A full disk at any writer is one line (the outputs are written after training).
@@ -289,22 +301,24 @@ def _run(config, points: list[dict], workdir: str, log, overwrite: bool, wall_st
       log(f'  program {p + 1}/{programs} step {step}/{config.num_steps}: best val_acc '
           f'{best:.4f}, diverged {int(np.sum(row["diverged"]))}/{per_program}')
 
-    reached = [0]
+    reached, stop = [0], [0]
 
     def on_chunk(step, state, pending):
       reached[0] = step
-      return not signals.signum  # a signal ends the sweep at this chunk's end
+      stop[0] = distributed.agreed_max(signals.signum)  # any process's signal stops them all
+      return not stop[0]  # a signal ends the sweep at this chunk's end
 
     state = trainer.fit(trainer.init(), on_eval=on_eval, on_chunk=on_chunk)
-    if signals.signum:
-      name = signal.Signals(signals.signum).name
-      raise Interrupted(signals.signum, reached[0],
+    if stop[0]:
+      name = signal.Signals(stop[0]).name
+      raise Interrupted(stop[0], reached[0],
                         f'{name} at step {reached[0]} of program {p + 1}/{programs}: the sweep '
                         f'was stopped (a sweep keeps no checkpoint); rerun the same command to '
                         f'restart it')
     finals = {split: trainer.evaluate(state.params, split) for split in datasets.SPLITS}
-    diverged, dsteps = np.asarray(state.diverged), np.asarray(state.diverged_step)
-    converged = final_fields(trainer.convergence_record, state.params,
+    diverged, dsteps = distributed.to_host((state.diverged, state.diverged_step))
+    host_params = distributed.to_host(state.params)
+    converged = final_fields(trainer.convergence_record, host_params,
                              config_lib.hyper_arrays(chunk_members, np.float64), dataset,
                              spec=spec, last_step=reached[0])
     for j in range(per_program):
@@ -315,7 +329,7 @@ def _run(config, points: list[dict], workdir: str, log, overwrite: bool, wall_st
                for s in datasets.SPLITS}
       finals_of[k] = final
       rows.append(_row(points[k], k, final, bool(diverged[j]), int(dsteps[j]), converged[j]))
-      params_of[k] = jax.tree.map(lambda a, j=j: np.asarray(a[j]), state.params)
+      params_of[k] = jax.tree.map(lambda a, j=j: a[j], host_params)
     compile_s = trainer.compile_time_s
 
   best = best_member(rows)

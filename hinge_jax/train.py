@@ -24,10 +24,11 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from hinge_jax import config_lib, losses, model, optim, strategies
+from hinge_jax import config_lib, distributed, losses, model, optim, sharded, strategies
 from hinge_jax.convergence import Convergence, StopRule, grad_norm_program, select_members
 from hinge_jax.datasets import Dataset
 from hinge_jax.errors import ConfigError
+from hinge_jax.mesh import Layout, layout_for
 from hinge_jax.objective import objective, penalty  # noqa: F401 - objective re-exported
 # Re-exported: the names callers have imported from `hinge_jax.train`
 from hinge_jax.spec import Spec
@@ -107,6 +108,8 @@ class Trainer:
   tuning: Tuning = Tuning()
   reruns: int = 0  # chunks a deferred guard found diverging and reran (`run_chunk`)
   stop: StopRule = StopRule()  # when a member has converged (`fit`)
+  layout: Optional[Layout] = None  # the ('members', 'data') mesh (`mesh.py`)
+  global_batch: bool = False  # mesh.global_batch: minibatches drawn over all rows
   convergence_record: Optional[Convergence] = None  # the last `fit`'s (`convergence.py`)
   # compiled programs, shared by `with_hyper` and `with_tuning` copies (chunks keyed by tuning)
   _compiled: dict = dataclasses.field(default_factory=dict)
@@ -117,29 +120,28 @@ class Trainer:
              tuning: Optional[Tuning] = None) -> 'Trainer':
     """Puts data and the members' hyperparameters on the device(s).
 
-    With several `devices` (default: all local devices) and a number of members divisible by
-    their count, the members axis is sharded over a 1-D mesh ('members') and the data are
-    replicated: each device trains its own share of the members, with no communication.
+    The devices (default: every process's, `jax.devices()`) form a ('members', 'data') mesh
+    (`mesh.py`): `config.mesh.data` of them split every split's rows, and the members are
+    sharded over the rest when they divide evenly among them (no data axis: the data are
+    replicated and each device trains its share of the members with no communication).
     `spec` overrides the static settings (a sweep cut into programs shares one spec).
     `tuning`: speed settings of the training program (default `Tuning()`); its defaults that
     depend on the members a device trains are decided here (`Tuning.for_members`).
     """
     hp_np = config_lib.hyper_arrays(member_configs)
     spec = spec or Spec.create(config, dataset, hp_np)
-    devices = list(jax.local_devices() if devices is None else devices)
-    k, shards = len(member_configs), 1
-    if len(devices) > 1 and k > 1 and k % len(devices) == 0:
-      shards = len(devices)
-      mesh = jax.sharding.Mesh(np.asarray(devices), ('members',))
-      member_sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec('members'))
-      replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
-    else:
-      replicated = member_sharding = jax.sharding.SingleDeviceSharding(devices[0])
-    tuning = (tuning or Tuning()).for_members(spec, k // shards)
-    data = DeviceData.create(dataset, int(config.eval_batch_size), replicated,
-                             train_dtype=tuning.train_dtype(spec, dataset))
+    k = len(member_configs)
+    split_bytes = sum(dataset.x[s].nbytes + dataset.y[s].nbytes for s in dataset.x)
+    layout = layout_for(config, devices, k, split_bytes, 0)
+    if layout.data_shards > 1:
+      sharded.check_minibatches(config, spec, layout.data_shards)
+    tuning = (tuning or Tuning()).for_members(spec, k // layout.member_shards)
+    data = DeviceData.create(dataset, int(config.eval_batch_size), layout.replicated,
+                             train_dtype=tuning.train_dtype(spec, dataset), rows=layout.rows,
+                             shards=layout.data_shards)
     trainer = cls(spec=spec, data=data, hp={}, eval_every=int(config.eval_every_steps),
-                  member_sharding=member_sharding, tuning=tuning,
+                  member_sharding=layout.members, layout=layout, tuning=tuning,
+                  global_batch=bool((config.get('mesh') or {}).get('global_batch', False)),
                   stop=StopRule.from_config(config))
     return trainer.with_hyper(hp_np)
 
@@ -155,7 +157,7 @@ class Trainer:
     member-dependent defaults decided as `create` does). The data stay as stored: a
     `fullbatch_bf16` that would store them otherwise is refused."""
     k = self.num_members
-    tuning = tuning.for_members(self.spec, k // len(self.member_sharding.device_set))
+    tuning = tuning.for_members(self.spec, k // self.layout.member_shards)
     if tuning.fullbatch_bf16 != self.tuning.fullbatch_bf16:
       raise ValueError('with_tuning keeps the stored data: create a Trainer for another '
                        'fullbatch_bf16')
@@ -180,7 +182,12 @@ class Trainer:
     return self._compiled['init'](params, self.hp)
 
   def chunk_program(self, length: int, *, rerun: bool = False):
-    """The jitted program of `length` steps (`step.chunk_program`), before compiling."""
+    """The jitted program of `length` steps (`step.chunk_program`; with a data axis, under
+    `jax.shard_map`, `sharded.chunk_program`, unless minibatches are drawn globally: then XLA
+    gathers each batch's rows from the shards), before compiling."""
+    if self.layout.data_shards > 1 and (self.spec.full_batch or not self.global_batch):
+      return sharded.chunk_program(self.spec, length, self.tuning, self.layout, self.data,
+                                   rerun=rerun)
     return chunk_program(self.spec, length, self.tuning, rerun=rerun)
 
   def compiled_chunk(self, state: TrainState, length: int, *, rerun: bool = False):
@@ -218,7 +225,7 @@ class Trainer:
     if self.tuning.guard_mode(self.spec) != 'deferred':
       return self.compiled_chunk(state, length)(state, *args)
     out, chunk_losses, exact = self.compiled_chunk(state, length)(state, *args)
-    if bool(exact):
+    if bool(distributed.to_host(exact)):
       return out, chunk_losses
     self.reruns += 1
     return self.compiled_chunk(state, length, rerun=True)(state, *args)
@@ -228,26 +235,39 @@ class Trainer:
     n = self.data.size(split)
     chunk, total = self.data.chunk, None
     key = ('eval', str(self.data.x[split].dtype))  # the training split may be stored apart
-    if key not in self._compiled:
+    if key not in self._compiled or 'penalty' not in self._compiled:
       t0 = time.perf_counter()
       spec = self.spec
-      self._compiled[key] = _shared_program(
-          eval_chunk, _EvalFields(spec.loss, spec.squared, spec.num_classes),
-          params, self.data.x[split][:chunk], self.data.y[split][:chunk],
-          jnp.ones((chunk,), bool), self.data, self.hp)
+      if self.layout.data_shards == 1:
+        self._compiled[key] = _shared_program(
+            eval_chunk, _EvalFields(spec.loss, spec.squared, spec.num_classes),
+            params, self.data.x[split][:chunk], self.data.y[split][:chunk],
+            jnp.ones((chunk,), bool), self.data, self.hp)
+      else:
+        self._compiled[key] = None  # `sharded.eval_program`s below
       if 'penalty' not in self._compiled:
         self._compiled['penalty'] = _shared_program(
             penalty_values, _PenaltyFields(spec.reg, spec.regularize_bias, spec.bias_trick),
             params, self.hp)
       self.compile_time_s += time.perf_counter() - t0
-    for start in range(0, max(n, 1), chunk):
+    sharded_key = ('eval', split)  # with a data axis: one program per split, sums over 'data'
+    if self.layout.data_shards > 1 and sharded_key not in self._compiled:
+      t0 = time.perf_counter()
+      fields = _EvalFields(self.spec.loss, self.spec.squared, self.spec.num_classes)
+      self._compiled[sharded_key] = sharded.eval_program(
+          eval_chunk, fields, self.layout, self.data, split).lower(
+              params, self.data, self.hp).compile()
+      self.compile_time_s += time.perf_counter() - t0
+    for start in (range(0, max(n, 1), chunk) if self.layout.data_shards == 1 else ()):
       valid = jnp.arange(start, start + chunk) < n
       part = self._compiled[key](params, self.data.x[split][start:start + chunk],
                                  self.data.y[split][start:start + chunk], valid, self.data,
                                  self.hp)
       total = part if total is None else jax.tree.map(jnp.add, total, part)
-    total = jax.tree.map(np.asarray, total)
-    penalties = np.asarray(self._compiled['penalty'](params, self.hp))
+    if self.layout.data_shards > 1:
+      total = self._compiled[sharded_key](params, self.data, self.hp)
+    total = distributed.to_host(total)  # (K,) per member, gathered from every process
+    penalties = distributed.to_host(self._compiled['penalty'](params, self.hp))
     conf = total['confusion']
     with np.errstate(invalid='ignore', divide='ignore'):
       acc = np.trace(conf, axis1=1, axis2=2) / n if n else np.full(self.num_members, np.nan)
@@ -298,7 +318,7 @@ class Trainer:
       if held is not None:
         state = select_members(record.converged, held, state)
       step += length
-      values = np.asarray(batch_losses, np.float64)
+      values = distributed.to_host(batch_losses).astype(np.float64)
       finite = np.isfinite(values)
       acc['sum'] = acc['sum'] + np.where(finite, values, 0.0).sum(axis=0)
       acc['count'] = acc['count'] + finite.sum(axis=0)
@@ -309,7 +329,7 @@ class Trainer:
         newly = record.check(step, train['loss'], self._grad_norms(state.params))
         if newly.any():
           held = select_members(newly, state, state if held is None else held)
-        stop = bool(np.all(record.converged | np.asarray(state.diverged)))
+        stop = bool(np.all(record.converged | distributed.to_host(state.diverged)))
       if step % self.eval_every == 0 or step == last or stop:
         if train is None:
           train = self.evaluate(state.params, 'train')
@@ -318,10 +338,10 @@ class Trainer:
                'val_accuracy': val['accuracy'], 'val_loss': val['loss'],
                'batch_loss': np.where(acc['count'] > 0,
                                       acc['sum'] / np.maximum(acc['count'], 1), np.nan),
-               'learning_rate': np.asarray(jax.vmap(functools.partial(
+               'learning_rate': distributed.to_host(jax.vmap(functools.partial(
                    optim.learning_rate, self.spec.schedule, step - 1,
                    num_steps=self.spec.num_steps, decay_steps=self.spec.decay_steps))(self.hp)),
-               'diverged': np.asarray(state.diverged)}
+               'diverged': distributed.to_host(state.diverged)}
         acc = {'sum': np.zeros(k), 'count': np.zeros(k, np.int64)}
         if on_eval is not None and on_eval(step, state, row) is False:
           stop = True
@@ -345,7 +365,7 @@ class Trainer:
       self._compiled[key] = grad_norm_program(self.spec).lower(
           params, self.data, self.hp).compile()
       self.compile_time_s += time.perf_counter() - t0
-    return np.asarray(self._compiled[key](params, self.data, self.hp))
+    return distributed.to_host(self._compiled[key](params, self.data, self.hp))
 
 
 def check_fits(config: ml_collections.ConfigDict, dataset: Dataset) -> None:

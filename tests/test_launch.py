@@ -163,3 +163,54 @@ def test_collect_reads_a_failed_submitit_run_s_error_from_its_job_log(tmp_path):
   assert collect.run_status(runs[2], str(tmp_path))[:2] == (
       'failed', "error: the config has no field 'nam'")
   assert collect.run_status(runs[1], str(tmp_path))[0] == 'failed'  # its own launch.log
+
+
+# ------------------------------------------------------ one run as several processes
+
+
+def test_slurm_multinode_dry_run_prints_one_sbatch_script_per_run(tmp_path):
+  proc = run_main('--config=configs/default.py', f'--workdir={tmp_path}', '--executor=slurm',
+                  '--nodes=2', '--gpus_per_node=4', '--slurm_partition=gpu', '--timeout_min=30',
+                  '--dry_run', '--config.seed=3',
+                  '--config.sweep.structural=loss.name=multiclass_svm,one_vs_all',
+                  module='launch.run')
+  assert proc.returncode == 0, proc.stderr
+  scripts = proc.stdout.split('#!/bin/bash')[1:]
+  assert len(scripts) == 2  # one job per structural run, each of 2 nodes × 4 tasks
+  for script, loss in zip(scripts, ('multiclass_svm', 'one_vs_all')):
+    for line in ('#SBATCH --nodes=2', '#SBATCH --ntasks-per-node=4', '#SBATCH --gpus-per-node=4',
+                 '#SBATCH --partition=gpu', '#SBATCH --time=30'):
+      assert line in script.splitlines()
+    srun = next(l for l in script.splitlines() if l.startswith('srun '))
+    assert f'-m hinge_jax.main --config=configs/default.py --workdir={tmp_path}/' in srun
+    assert f'--config.loss.name={loss}' in srun and '--config.seed=3' in srun
+    assert '--coordinator' not in srun  # each task reads Slurm's environment
+  assert not os.listdir(tmp_path)
+
+
+def test_local_multiprocess_dry_run_prints_every_process(tmp_path, capfd):
+  launch_run.launch(default_config(), 'configs/default.py', str(tmp_path), [],
+                    executor='local_multiprocess', num_processes=3, dry_run=True)
+  lines = capfd.readouterr().out.strip().splitlines()
+  assert [l.split('--process_id=')[1] for l in lines] == ['0', '1', '2']
+  assert all('--num_processes=3 ' in l and '--coordinator=localhost:PORT' in l for l in lines)
+
+
+@pytest.mark.parametrize('executor, kwargs, words', [
+    ('local', {'nodes': 2}, '--nodes applies to --executor=slurm'),
+    ('submitit_local', {'nodes': 2}, '--nodes applies to --executor=slurm'),
+    ('local', {'num_processes': 2}, 'not to --executor=local'),
+    ('slurm', {'nodes': 2, 'gpus_per_node': 0}, 'at least one node and one GPU per node'),
+])
+def test_multiprocess_options_of_the_wrong_executor_are_refused(tmp_path, executor, kwargs,
+                                                                words):
+  with pytest.raises(UserError, match=words.replace('.', r'\.')):
+    launch_run.launch(default_config(), 'configs/default.py', str(tmp_path), [],
+                      executor=executor, dry_run=True, **kwargs)
+
+
+def test_slurm_without_srun_is_one_line(tmp_path, monkeypatch):
+  monkeypatch.setenv('PATH', str(tmp_path))  # no srun here
+  with pytest.raises(UserError, match='--executor=slurm: .*srun.*--dry_run'):
+    launch_run.launch(default_config(), 'configs/default.py', str(tmp_path / 'b'), [],
+                      executor='slurm', nodes=1, gpus_per_node=1)

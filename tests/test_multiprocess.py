@@ -1,0 +1,221 @@
+"""Several processes as one JAX program (hinge_jax/distributed.py): settings and bad input.
+
+The processes are real (`python -m hinge_jax.main` with `--coordinator`, CPU collectives over
+gloo, 4 simulated devices each); every multi-process test starts its processes once.
+"""
+
+import concurrent.futures
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+import pytest
+
+from hinge_jax import distributed, sweep
+from hinge_jax.errors import UserError
+from helpers import REPO, default_config, run_main
+from launch import multiprocess, run as launch_run
+
+SLURM = {'SLURM_JOB_ID': '7', 'SLURM_NTASKS': '4', 'SLURM_PROCID': '2'}
+
+
+def _free_port() -> int:
+  with socket.socket() as s:
+    s.bind(('localhost', 0))
+    return s.getsockname()[1]
+
+
+def _start(args_of: list, devices: int = 4) -> list:
+  """Starts one `hinge_jax.main` per argument list, `devices` CPU devices each."""
+  env = dict(os.environ, XLA_FLAGS=f'--xla_force_host_platform_device_count={devices}')
+  return [subprocess.Popen([sys.executable, '-m', 'hinge_jax.main', *args], cwd=REPO, env=env,
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+          for args in args_of]
+
+
+def _errors(proc, timeout=120) -> list[str]:
+  _, err = proc.communicate(timeout=timeout)
+  return [l for l in err.splitlines() if l.startswith('error:')]
+
+
+def test_no_flags_and_no_slurm_is_one_process():
+  assert distributed.settings(None, None, None, environ={}) is None
+  assert distributed.settings(None, None, None, environ={**SLURM, 'SLURM_NTASKS': '1'}) is None
+
+
+def test_flags_give_the_settings():
+  s = distributed.settings('node0:1234', 2, 1, timeout_s=5, environ={})
+  assert (s.coordinator, s.num_processes, s.process_id, s.timeout_s, s.slurm) == (
+      'node0:1234', 2, 1, 5, False)
+
+
+def test_slurm_environment_gives_the_settings():
+  s = distributed.settings(None, None, None, environ=SLURM)
+  assert (s.coordinator, s.num_processes, s.process_id, s.slurm) == (None, 4, 2, True)
+  assert distributed.settings(None, 4, 2, environ=SLURM).num_processes == 4  # agreeing flags
+
+
+@pytest.mark.parametrize('args, environ, words', [
+    ((None, 2, None), SLURM, '--num_processes=2 but Slurm started SLURM_NTASKS=4'),
+    ((None, None, 0), SLURM, '--process_id=0 but this is Slurm task SLURM_PROCID=2'),
+    ((None, 2, 0), {}, '--coordinator missing'),
+    (('h:1', None, None), {}, '--num_processes, --process_id missing'),
+    (('h:1', 2, 2), {}, '--process_id=2 must be in 0..1'),
+    (('h', 2, 0), {}, "--coordinator='h' is not host:port"),
+])
+def test_inconsistent_settings_are_refused(args, environ, words):
+  with pytest.raises(UserError, match=words.replace('.', r'\.')):
+    distributed.settings(*args, environ=environ)
+
+
+def test_fingerprint_follows_the_config():
+  a, b = default_config(), default_config(seed=1)
+  assert distributed.fingerprint(a) == distributed.fingerprint(default_config())
+  assert distributed.fingerprint(a) != distributed.fingerprint(b)
+
+
+def test_unreachable_coordinator_is_one_line_after_the_timeout(tmp_path):
+  t0 = time.monotonic()
+  proc = run_main(f'--workdir={tmp_path}', f'--coordinator=localhost:{_free_port()}',
+                  '--num_processes=2', '--process_id=1', '--distributed_timeout_s=1')
+  assert proc.returncode == 2
+  assert proc.stderr.startswith('error: cannot reach the coordinator localhost:'), proc.stderr
+  assert len(proc.stderr.strip().splitlines()) == 1
+  assert time.monotonic() - t0 < 60  # no hang
+  assert not os.listdir(tmp_path)
+
+
+def test_processes_with_different_configs_stop_in_one_line(tmp_path):
+  port = _free_port()
+  common = ['--num_processes=2', f'--coordinator=localhost:{port}', '--distributed_timeout_s=60']
+  procs = _start([[f'--workdir={tmp_path}', '--process_id=0', *common],
+                  [f'--workdir={tmp_path}', '--process_id=1', *common, '--config.seed=1']])
+  for proc in procs:
+    assert _errors(proc) == ['error: process(es) 1 run a different config than process 0 '
+                             '(config fingerprints differ); start every process with the same '
+                             '--config and overrides']
+    assert proc.returncode == 2
+  assert not os.listdir(tmp_path)  # nothing written
+
+
+def test_a_process_that_dies_stops_the_others_in_one_line(tmp_path, capsys):
+  sleeper = [sys.executable, '-c', 'import sys, time; i = int(sys.argv[-1].split("=")[1]); '
+             'time.sleep(60) if i == 0 else sys.exit(3)']
+  t0 = time.monotonic()
+  code = multiprocess.run_local(sleeper, 2, str(tmp_path), cwd=REPO)
+  assert code == 3 and time.monotonic() - t0 < 30  # process 0 was stopped, not waited for
+  assert capsys.readouterr().err == (
+      f'error: process 1 of 2 exited with code 3 (see {tmp_path}/process_1.log); the others '
+      f'were stopped\n')
+
+
+SWEEP = {'sweep.grid': 'optimizer.learning_rate=0.01,0.1; reg.strength=1e-3,3e-3,1e-2,3e-2',
+         'num_steps': 10, 'eval_every_steps': 5, 'sanity.enabled': False}
+# Two members, full batch, the rows over all 8 devices: the data axis spans both processes
+# (gradients and evaluation sums psum'd over gloo).
+DATA_SHARDED = {'sweep.grid': 'reg.strength=1e-3,1e-2', 'batch_size': 0, 'mesh.data': 8,
+                'num_steps': 5, 'eval_every_steps': 5, 'sanity.enabled': False}
+
+
+@pytest.fixture(scope='module', params=[SWEEP, DATA_SHARDED], ids=['sweep', 'data_sharded'])
+def runs(request, tmp_path_factory):
+  """The same run as 2 processes × 4 devices (one JAX program, through submitit's local
+  executor) and, meanwhile, in this process on its 8 devices: their workdirs."""
+  fields = request.param
+  base = tmp_path_factory.mktemp('runs')
+  overrides = [f'--config.{k}={v}' for k, v in fields.items()]
+  assert len(jax.devices()) == 8  # this process's backend starts before XLA_FLAGS changes
+  mp = pytest.MonkeyPatch()
+  mp.setenv('XLA_FLAGS', '--xla_force_host_platform_device_count=4')  # read by the processes
+  try:
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+      codes = pool.submit(launch_run.launch, default_config(**fields), 'configs/default.py',
+                          str(base / 'two'), overrides, executor='submitit_local',
+                          num_processes=2)
+      sweep.run(default_config(**fields), str(base / 'one'), log=lambda *_: None)
+      assert codes.result() == [0]
+  finally:
+    mp.undo()
+  return base / 'one', base / 'two' / 'run'
+
+
+def _untimed(path):
+  data = json.loads(path.read_text())
+  for key in ('compile_time_s', 'wall_time_s', 'metadata'):  # metadata: git state, time
+    data.pop(key, None)
+  return data
+
+
+def _close(a, b, rtol):
+  """Equal structure and non-float values; floats equal to `rtol` (0: exactly)."""
+  if isinstance(a, dict):
+    return a.keys() == b.keys() and all(_close(a[k], b[k], rtol) for k in a)
+  if isinstance(a, list):
+    return len(a) == len(b) and all(_close(x, y, rtol) for x, y in zip(a, b))
+  if isinstance(a, float) and isinstance(b, float):
+    return a == b or abs(a - b) <= rtol * max(abs(a), abs(b))
+  return a == b
+
+
+def test_two_processes_give_the_results_and_params_of_one(runs, request):
+  one, two = runs
+  # members over processes: bit for bit. Rows over processes: the all-reduce between processes
+  # (gloo) may add in another order than within one, so float32 rounding apart.
+  rtol = 0 if 'sweep]' in request.node.name else 1e-5
+  summary = json.loads((two / 'sweep.json').read_text())
+  assert summary['devices'] == 8  # both processes' devices
+  for name in ('sweep.json', 'results.json'):
+    assert _close(_untimed(one / name), _untimed(two / name), rtol)
+  if not rtol:
+    assert (one / 'sweep.csv').read_text() == (two / 'sweep.csv').read_text()
+  rows = [json.loads((d / 'sweep.json').read_text())['members'] for d in (one, two)]
+  assert [[r[k] for k in r if 'accuracy' in k] for r in rows[0]] == [
+      [r[k] for k in r if 'accuracy' in k] for r in rows[1]]  # accuracies exactly
+  p1, p2 = np.load(one / 'params.npz'), np.load(two / 'params.npz')
+  assert sorted(p1) == sorted(p2)
+  for k in p1:
+    np.testing.assert_allclose(p2[k], p1[k], rtol=rtol, atol=1e-7 if rtol else 0)
+
+
+def test_a_single_run_over_two_processes_is_refused_in_one_line(tmp_path, capsys):
+  env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=4')
+  code = multiprocess.run_local(
+      [sys.executable, '-m', 'hinge_jax.main', f'--workdir={tmp_path / "run"}'], 2,
+      str(tmp_path / 'logs'), cwd=REPO, env=env)
+  assert code == 2
+  assert capsys.readouterr().err.startswith('error: process ')
+  log = (tmp_path / 'logs' / 'process_0.log').read_text().splitlines()
+  assert [l for l in log if l.startswith('error:')] == [
+      'error: a single run does not span processes yet (2 were started); declare a sweep '
+      '(sweep.grid) to use them all, or run one process']
+
+
+def test_a_signal_to_one_process_stops_every_process_at_the_same_chunk(tmp_path):
+  port = _free_port()
+  common = ['--num_processes=2', f'--coordinator=localhost:{port}', '--config.num_steps=100000',
+            '--config.eval_every_steps=50', '--config.sanity.enabled=False',
+            '--config.sweep.grid=reg.strength=1e-3,1e-2,1e-1,1']
+  logs = [tmp_path / f'process_{i}.out' for i in range(2)]
+  env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=4')
+  procs = []
+  for i in range(2):
+    with open(logs[i], 'w') as out:
+      procs.append(subprocess.Popen(
+          [sys.executable, '-m', 'hinge_jax.main', f'--workdir={tmp_path / "run"}',
+           f'--process_id={i}', *common], cwd=REPO, env=env, stdout=out,
+          stderr=subprocess.STDOUT))
+  deadline = time.monotonic() + 240
+  while 'step 50/' not in logs[0].read_text():  # process 0 logs the sweep's progress
+    assert time.monotonic() < deadline and procs[0].poll() is None, logs[0].read_text()
+    time.sleep(0.2)
+  procs[1].send_signal(signal.SIGTERM)  # process 0 gets none
+  codes = [p.wait(timeout=120) for p in procs]
+  assert codes == [143, 143], [l.read_text()[-2000:] for l in logs]
+  stopped = [l for l in logs[0].read_text().splitlines() if l.startswith('stopped:')]
+  assert len(stopped) == 1 and stopped[0].startswith('stopped: SIGTERM at step ')
