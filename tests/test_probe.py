@@ -116,12 +116,20 @@ def test_log_grid_spans_the_bounds():
   assert probe.lambdas(one) == [1e-4]
 
 
-def test_bad_features_are_one_line_on_the_command_line(tmp_path):
-  folder = tmp_path / 'emb'
+def _small_embeddings(folder, *, nan=False, drop=()):
+  """A small embeddings folder (40/20/20 rows); `nan`: one NaN in x_val; `drop`: files removed."""
   _embeddings(folder, n=(40, 20, 20))
-  x = np.load(folder / 'x_val.npy')
-  x[3, 2] = np.nan
-  np.save(folder / 'x_val.npy', x)
+  if nan:
+    x = np.load(folder / 'x_val.npy')
+    x[3, 2] = np.nan
+    np.save(folder / 'x_val.npy', x)
+  for name in drop:
+    os.remove(folder / name)
+  return folder
+
+
+def test_bad_features_are_one_line_on_the_command_line(tmp_path):
+  folder = _small_embeddings(tmp_path / 'emb', nan=True)
   np.save(folder / 'x_test.npy', np.load(folder / 'x_test.npy')[:, None, :])
   result = run_main('--config=configs/probe.py', f'--config.dataset.path={folder}',
                     f'--workdir={tmp_path / "run"}')
@@ -132,10 +140,8 @@ def test_bad_features_are_one_line_on_the_command_line(tmp_path):
 
 
 def test_an_empty_validation_split_is_refused(tmp_path):
-  folder = tmp_path / 'emb'
-  _embeddings(folder, n=(40, 20, 20))
-  for name in ('x_val.npy', 'y_val.npy', 'x_test.npy', 'y_test.npy'):
-    os.remove(folder / name)
+  folder = _small_embeddings(tmp_path / 'emb', drop=('x_val.npy', 'y_val.npy', 'x_test.npy',
+                                                     'y_test.npy'))
   config = _config(folder, **{'dataset.val_fraction': 0.0})
   with pytest.raises(DataError, match='the validation split is empty, and the probe chooses'):
     main.train(config, str(tmp_path / 'run'))
@@ -143,10 +149,6 @@ def test_an_empty_validation_split_is_refused(tmp_path):
 
 
 def test_nan_features_are_refused(tmp_path):
-  folder = tmp_path / 'emb'
-  _embeddings(folder, n=(40, 20, 20))
-  x = np.load(folder / 'x_val.npy')
-  x[3, 2] = np.nan
-  np.save(folder / 'x_val.npy', x)
+  folder = _small_embeddings(tmp_path / 'emb', nan=True)
   with pytest.raises(DataError, match=r'the features hold 1 NaN or infinite values \(val: 1'):
     main.train(_config(folder), str(tmp_path / 'run'))
