@@ -18,6 +18,7 @@ from typing import Optional
 
 import numpy as np
 
+from hinge_jax.datasets import rows
 from hinge_jax.errors import DataError
 
 MAX_CLASSES = 100_000
@@ -126,9 +127,13 @@ def _non_finite(v: np.ndarray, rows: int) -> int:
 
 
 def finite(name: str, x: dict) -> None:
-  """No NaN or infinite feature (float splits only: integer pixels are always finite)."""
-  bad = {split: _non_finite(v, max(FINITE_BLOCK // max(v[:1].size, 1), 1))
-         for split, v in x.items() if np.issubdtype(v.dtype, np.floating)}
+  """No NaN or infinite feature (float splits only: integer pixels are always finite); each
+  process counts its block of rows (`rows.process_block`) and the counts are added."""
+  floats = [split for split, v in x.items() if np.issubdtype(v.dtype, np.floating)]
+  blocks = {split: rows.process_block(len(x[split])) for split in floats}  # this process's
+  counts = np.asarray([_non_finite(x[s][slice(*blocks[s])], max(FINITE_BLOCK // max(
+      x[s][:1].size, 1), 1)) for s in floats], np.int64)
+  bad = dict(zip(floats, (int(c) for c in rows.summed(counts))))
   if sum(bad.values()):
     where = ', '.join(f'{split}: {n}' for split, n in bad.items() if n)
     raise DataError(f'{name}: the features hold {sum(bad.values())} NaN or infinite values '
