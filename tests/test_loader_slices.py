@@ -44,11 +44,10 @@ def _problem(loss='multiclass_svm', k=2, n=1300, d=7, c=3):
   return ds, spec, params, config_lib.hyper_arrays(configs, np.float64)
 
 
-@pytest.mark.parametrize('loss', ['multiclass_svm', 'softmax_cross_entropy'])
-def test_partial_sums_over_blocks_give_the_objective_and_gradient(loss):
+def test_partial_sums_over_blocks_give_the_objective_and_gradient():
   """Three processes' blocks (one of them ending in a part block of < 512 rows), the penalty
   counted once: their float64 sums equal the one-pass objective to 1e-12 (summation order)."""
-  ds, spec, params, hp = _problem(loss)
+  ds, spec, params, hp = _problem()  # the loss does not matter: every loss sums the same way
   want_value, want_norm = objective_and_grad_norm_f64(params, hp, ds, spec=spec)
   value, grad = 0.0, None
   with jax.enable_x64(True):
