@@ -21,7 +21,7 @@ import ml_collections
 import numpy as np
 
 from hinge_jax import fullbatch
-from hinge_jax.datasets import Dataset
+from hinge_jax.datasets import Dataset, rows
 from hinge_jax.objective import penalty
 
 Array = jax.Array
@@ -122,11 +122,14 @@ def grad_norm_program(spec):
   return jax.jit(functools.partial(_grad_norms, spec=spec))
 
 
-def host_parts(dataset: Dataset, dtype=np.float64) -> tuple:
-  """The training split in `fullbatch.blocks`' layout, on the host, without copying it: the
-  whole blocks of `HOST_BLOCK_ROWS` rows as a view, and the remaining rows as one padded
-  block (label −1). Returns `(parts, mean, scale)`, `parts` a tuple of `(x blocks, labels)`."""
-  x, y = dataset.x['train'], np.asarray(dataset.y['train'], np.int32)
+def host_parts(dataset: Dataset, dtype=np.float64, block: Optional[tuple] = None) -> tuple:
+  """The training split (its rows `[start, stop)` when `block` is given) in `fullbatch.blocks`'
+  layout, on the host, without copying it: the whole blocks of `HOST_BLOCK_ROWS` rows as a
+  view, and the remaining rows as one padded block (label −1). Returns `(parts, mean,
+  scale)`, `parts` a tuple of `(x blocks, labels)`."""
+  start, stop = block or (0, dataset.size('train'))
+  x = dataset.x['train'][start:stop]
+  y = np.asarray(dataset.y['train'][start:stop], np.int32)
   n, d = x.shape
   whole = n // HOST_BLOCK_ROWS * HOST_BLOCK_ROWS
   parts = []
@@ -153,8 +156,42 @@ def objective_and_grad_norm_f64(params, hp: dict, dataset: Dataset, *, spec
     params = jax.tree.map(lambda a: jnp.asarray(np.asarray(a, np.float64)), params)
     hp = {k: jnp.asarray(np.asarray(v, np.uint32 if k == 'seed' else np.float64))
           for k, v in hp.items()}
-    value, norm = _value_and_norm_program(spec)(params, host_parts(dataset), hp)
-    return np.asarray(value, np.float64), np.asarray(norm, np.float64)
+    if jax.process_count() == 1:
+      value, norm = _value_and_norm_program(spec)(params, host_parts(dataset), hp)
+      return np.asarray(value, np.float64), np.asarray(norm, np.float64)
+    block = rows.process_block(dataset.size('train'))
+    value, grad = partial_value_and_grad(params, hp, dataset, spec=spec, block=block,
+                                         with_penalty=jax.process_index() == 0)
+    value, grad = rows.summed((value, grad))  # every process's rows, added
+    return value, np.sqrt(sum(np.sum(g * g, axis=tuple(range(1, g.ndim)))
+                              for g in jax.tree.leaves(grad)))
+
+
+def partial_value_and_grad(params, hp: dict, dataset: Dataset, *, spec, block: tuple,
+                           with_penalty: bool) -> tuple:
+  """(K,) float64 data loss of the training rows `[start, stop)` (its share of the mean over
+  all N) and its gradient tree, plus the penalty's when `with_penalty`: the partial sums of
+  processes' blocks add up to the objective and its gradient. Call under `jax.enable_x64`."""
+  value, grad = _partial_program(spec, with_penalty)(params, host_parts(dataset, block=block), hp)
+  return np.asarray(value, np.float64), jax.tree.map(lambda g: np.asarray(g, np.float64), grad)
+
+
+@functools.lru_cache(maxsize=None)
+def _partial_program(spec, with_penalty: bool):
+  """`partial_value_and_grad`'s sums, jitted once per spec (see `_value_and_norm_program`)."""
+  data_loss = fullbatch.make_objective(spec=spec)
+
+  def one(p, data, member_hp):
+    parts, mean, scale = data
+    no_penalty = {**member_hp, 'reg_strength': jnp.zeros_like(member_hp['reg_strength'])}
+    value, g = jax.value_and_grad(functools.partial(penalty, spec=spec))(p, member_hp)
+    if not with_penalty:
+      value, g = jnp.zeros_like(value), jax.tree.map(jnp.zeros_like, g)
+    for x, y in parts:
+      v, gp = jax.value_and_grad(data_loss)(p, (x, mean, scale), y, no_penalty)
+      value, g = value + v, jax.tree.map(jnp.add, g, gp)
+    return value, g
+  return jax.jit(jax.vmap(one, in_axes=(0, None, 0)))
 
 
 @functools.lru_cache(maxsize=None)

@@ -109,12 +109,10 @@ def make_layout(devices: Sequence, num_members: int, data: int) -> Layout:
                 rows=NamedSharding(mesh, P(DATA)), replicated=NamedSharding(mesh, P()))
 
 
-def layout_for(config, devices: Optional[Sequence], num_members: int, sharded_bytes: int,
-               replicated_bytes: int) -> Layout:
-  """`make_layout` for `config.mesh` (absent: data=1) over `devices` (default: every
-  process's devices, `jax.devices()`)."""
+def shards_for(config, devices: Sequence, sharded_bytes: int, replicated_bytes: int) -> int:
+  """The data axis's size for `config.mesh` (absent: data=1) over `devices`, as `data_shards`
+  decides it from the smallest free memory of any process (so all make the same layout)."""
   block = config.get('mesh') or {}
-  devices = list(jax.devices() if devices is None else devices)
   requested = int(block.get('data', 1))
   override = int(block.get('device_bytes', 0) or 0)
   mine = distributed.local_device(devices)  # another process's device cannot be asked
@@ -122,8 +120,15 @@ def layout_for(config, devices: Optional[Sequence], num_members: int, sharded_by
     if override or 'bytes_limit' in (mine.memory_stats() or {}):
       data_shards(1, len(devices), sharded_bytes, replicated_bytes,
                   distributed.agreed_min(device_bytes(mine, override)), fraction=1.0)
-    return make_layout(devices, num_members, 1)
-  # every process decides from the smallest free memory, so all make the same layout
+    return 1
   available = distributed.agreed_min(device_bytes(mine, override))
-  d = data_shards(requested, len(devices), sharded_bytes, replicated_bytes, available)
-  return make_layout(devices, num_members, d)
+  return data_shards(requested, len(devices), sharded_bytes, replicated_bytes, available)
+
+
+def layout_for(config, devices: Optional[Sequence], num_members: int, sharded_bytes: int,
+               replicated_bytes: int) -> Layout:
+  """`make_layout` for `config.mesh` (`shards_for`) over `devices` (default: every
+  process's devices, `jax.devices()`)."""
+  devices = list(jax.devices() if devices is None else devices)
+  return make_layout(devices, num_members,
+                     shards_for(config, devices, sharded_bytes, replicated_bytes))

@@ -26,8 +26,8 @@ import jax
 import ml_collections
 import numpy as np
 
-from hinge_jax import (config_lib, datasets, distributed, experiment, io_utils, metadata, plots,
-                       results)
+from hinge_jax import (config_lib, datasets, distributed, experiment, io_utils, mesh, metadata,
+                       plots, results)
 from hinge_jax.convergence import FIELDS as CONVERGENCE_FIELDS, final_fields
 from hinge_jax.errors import ConfigError, DivergedError, Interrupted
 from hinge_jax.train import Spec, Trainer, check_fits
@@ -195,16 +195,22 @@ def sweep_devices(config) -> list:
 
 
 def members_per_program(config, spec: Spec, eval_chunk: int, data_bytes: int, total: int,
-                        n_dev: int) -> int:
-  """How many members fit in one program (a multiple of the device count when sharded)."""
+                        n_dev: int, shards: int = 1) -> int:
+  """How many members fit in one program (a multiple of the members axis when sharded).
+
+  With `shards` devices on the data axis a device holds 1/`shards` of the splits and the
+  members go over the other `n_dev // shards` devices.
+  """
   forced = int(config.sweep.get('members_per_program', 0) or 0)
   if forced:
     return min(forced, total)
-  free = distributed.agreed_min(device_budget_bytes(config)) - data_bytes  # every process's
-  fit = max(free // member_bytes(spec, eval_chunk), 1) * n_dev
+  member_devices = max(n_dev // shards, 1)
+  # every process's smallest budget, less this device's share of the splits
+  free = distributed.agreed_min(device_budget_bytes(config)) - -(-data_bytes // shards)
+  fit = max(free // member_bytes(spec, eval_chunk), 1) * member_devices
   if fit >= total:
     return total
-  return max(fit // n_dev * n_dev, 1)
+  return max(fit // member_devices * member_devices, 1)
 
 
 def _row(values: dict, k: int, final: dict, diverged: bool, step: int,
@@ -273,9 +279,12 @@ def _run(config, points: list[dict], workdir: str, log, overwrite: bool, wall_st
   k_total = len(members)
   data_bytes = sum(dataset.x[s].nbytes + dataset.y[s].nbytes for s in datasets.SPLITS)
   eval_chunk = min(int(config.eval_batch_size), max(dataset.size(s) for s in datasets.SPLITS))
-  per_program = members_per_program(config, spec, eval_chunk, data_bytes, k_total, n_dev)
-  if per_program > 1 and per_program % n_dev:
-    per_program = -(-per_program // n_dev) * n_dev  # pad so the members shard evenly
+  shards = mesh.shards_for(config, devices, data_bytes, 0)
+  per_program = members_per_program(config, spec, eval_chunk, data_bytes, k_total, n_dev,
+                                    shards)
+  member_devices = n_dev // shards
+  if per_program > 1 and per_program % member_devices:  # pad so the members shard evenly
+    per_program = -(-per_program // member_devices) * member_devices
   programs = -(-k_total // per_program)
   log(experiment.describe(config, dataset))
   log(f'sweep: {k_total} members, {programs} program(s) of {per_program} on {n_dev} '

@@ -12,7 +12,7 @@ from jax.sharding import PartitionSpec as P
 
 import reference
 from helpers import array_dataset, default_config
-from hinge_jax import mesh, sharded, state
+from hinge_jax import mesh, sharded, state, sweep
 from hinge_jax import step as step_lib
 from hinge_jax.errors import ConfigError
 from hinge_jax.objective import objective
@@ -210,3 +210,21 @@ def test_put_rows_pads_and_splits_like_numpy():
   assert out.dtype == np.float32
   np.testing.assert_array_equal(np.asarray(out), np.pad(a, ((0, 6), (0, 0))).astype(np.float32))
   assert sorted(s.index[0].start or 0 for s in out.addressable_shards) == [0, 4, 8, 12]
+
+
+@pytest.mark.parametrize('shards', [1, 2, 4, 8])
+def test_sweep_estimate_counts_a_device_share_of_the_data(shards):
+  """With S data shards a device holds 1/S of the splits: the members that fit per device are
+  (budget − data/S) // member bytes, on 8/S member devices (checked against that arithmetic),
+  and with the data most of the budget, more data shards admit more members."""
+  ds = _dataset()
+  config = default_config(**{'mesh.data': shards})
+  spec = sweep.Spec.create(config, ds, {'seed': np.zeros(1, np.uint32), 'max_norm': np.zeros(1)})
+  one = sweep.member_bytes(spec, 256)
+  data_bytes, budget = 78 * one, 80 * one  # the data: 78 members' worth; 2 left over at S=1
+  config.sweep.memory_budget_bytes = budget
+  got = sweep.members_per_program(config, spec, 256, data_bytes, 10_000, 8, shards)
+  per_device = (budget - -(-data_bytes // shards)) // one
+  assert got == per_device * (8 // shards)
+  if shards > 1:
+    assert got > sweep.members_per_program(config, spec, 256, data_bytes, 10_000, 8, 1)

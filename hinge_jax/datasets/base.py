@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from hinge_jax.datasets import validate
+from hinge_jax.datasets import rows, validate
 from hinge_jax.errors import DataError
 
 SPLITS = ('train', 'val', 'test')
@@ -117,8 +117,18 @@ def finalize(name: str, x: dict, y: dict, *, num_classes: Optional[int], center:
   y = {k: np.asarray(v, np.int32) for k, v in y.items()}
   if not np.isfinite(scale):
     raise DataError(f'dataset.scale={scale} must be a finite number')
-  mean = (x['train'].mean(axis=0, dtype=np.float64).astype(np.float32) if center
-          else np.zeros(x['train'].shape[1], np.float32))
+  mean = train_mean(x['train']) if center else np.zeros(x['train'].shape[1], np.float32)
   names = tuple(class_names) or tuple(str(c) for c in range(num_classes))
   return Dataset(name=name, x=x, y=y, num_classes=num_classes, image_shape=image_shape,
                  class_names=names, mean=mean, scale=float(scale), bias_trick=bias_trick)
+
+
+def train_mean(x: np.ndarray) -> np.ndarray:
+  """The `(D,)` float32 mean of the rows `x`, summed in float64. Several processes: each sums
+  only its block (`rows.process_block`) and the sums are added (`rows.summed`), so a memory
+  map is read 1/P per process (the summation order differs from one process's)."""
+  if jax.process_count() == 1:
+    return x.mean(axis=0, dtype=np.float64).astype(np.float32)
+  start, stop = rows.process_block(len(x))
+  total = rows.summed(x[start:stop].sum(axis=0, dtype=np.float64))
+  return (total / max(len(x), 1)).astype(np.float32)

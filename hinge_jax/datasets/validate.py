@@ -18,6 +18,7 @@ from typing import Optional
 
 import numpy as np
 
+from hinge_jax.datasets import rows
 from hinge_jax.errors import DataError
 
 MAX_CLASSES = 100_000
@@ -118,17 +119,23 @@ def num_classes(name: str, y: dict, declared: Optional[int]) -> int:
   return _check_count(name, declared)
 
 
-def _non_finite(v: np.ndarray, rows: int) -> int:
-  """NaN/inf count of `v`, `rows` rows at a time: a memory-mapped file is read once, with no
+def _non_finite(v: np.ndarray, step: int) -> int:
+  """NaN/inf count of `v`, `step` rows at a time: a memory-mapped file is read once, with no
   full-size temporary."""
-  return sum(int(v[i:i + rows].size - np.count_nonzero(np.isfinite(v[i:i + rows])))
-             for i in range(0, len(v), rows))
+  return sum(int(v[i:i + step].size - np.count_nonzero(np.isfinite(v[i:i + step])))
+             for i in range(0, len(v), step))
 
 
 def finite(name: str, x: dict) -> None:
-  """No NaN or infinite feature (float splits only: integer pixels are always finite)."""
-  bad = {split: _non_finite(v, max(FINITE_BLOCK // max(v[:1].size, 1), 1))
-         for split, v in x.items() if np.issubdtype(v.dtype, np.floating)}
+  """No NaN or infinite feature (float splits only: integer pixels are always finite); each
+  process counts its block of rows (`rows.process_block`) and the counts are added."""
+  floats = [split for split, v in x.items() if np.issubdtype(v.dtype, np.floating)]
+  if not floats:
+    return
+  blocks = {split: rows.process_block(len(x[split])) for split in floats}  # this process's
+  counts = np.asarray([_non_finite(x[s][slice(*blocks[s])], max(FINITE_BLOCK // max(
+      x[s][:1].size, 1), 1)) for s in floats], np.int64)
+  bad = dict(zip(floats, (int(c) for c in rows.summed(counts))))
   if sum(bad.values()):
     where = ', '.join(f'{split}: {n}' for split, n in bad.items() if n)
     raise DataError(f'{name}: the features hold {sum(bad.values())} NaN or infinite values '
