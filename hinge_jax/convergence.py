@@ -156,7 +156,9 @@ def objective_and_grad_norm_f64(params, hp: dict, dataset: Dataset, *, spec
     params = jax.tree.map(lambda a: jnp.asarray(np.asarray(a, np.float64)), params)
     hp = {k: jnp.asarray(np.asarray(v, np.uint32 if k == 'seed' else np.float64))
           for k, v in hp.items()}
-    if jax.process_count() == 1:
+    # each process reads its rows only where the data axis spans processes (then no process
+    # holds every row); else every process reads all, as one process does: the same bits
+    if spec.data_shards <= jax.local_device_count():
       value, norm = _value_and_norm_program(spec)(params, host_parts(dataset), hp)
       return np.asarray(value, np.float64), np.asarray(norm, np.float64)
     block = rows.process_block(dataset.size('train'))

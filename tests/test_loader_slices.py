@@ -64,7 +64,7 @@ def test_partial_sums_over_blocks_give_the_objective_and_gradient():
 
 
 WORKER = r'''
-import json, sys
+import dataclasses, json, sys
 import jax
 jax.config.update('jax_cpu_collectives_implementation', 'gloo')
 port, pid, path = sys.argv[1:]
@@ -79,6 +79,7 @@ cfg = default_config(**{'dataset.name': 'npy', 'dataset.path': path, 'dataset.sc
 ds = datasets.load(cfg.dataset)
 configs = [cfg, default_config(**{'reg.strength': 0.5})]
 spec = Spec.create(cfg, ds, config_lib.hyper_arrays(configs))
+spec = dataclasses.replace(spec, data_shards=2)  # the data axis over both processes' devices
 rng = np.random.default_rng(2)
 params = {'W': rng.standard_normal((2, ds.num_classes, ds.raw_dim)),
           'b': rng.standard_normal((2, ds.num_classes))}
