@@ -336,7 +336,8 @@ def _train(config, workdir: str, log, overwrite: bool, wall_start: float, closer
                                                         'test_accuracy', 'final_loss')})
     closers.remove(tb.close)
     tb.close()
-  outputs.draw_plots(workdir, results, params, dataset, log=log, resume_hint=RESUMES)
+  if distributed.is_writer():  # another process's pictures would go to its scratch folder
+    outputs.draw_plots(workdir, results, params, dataset, log=log, resume_hint=RESUMES)
   if diverged:
     raise DivergedError(
         diverged_step,
