@@ -5,8 +5,8 @@ strategy's state, divergence flags; every leaf with its leading members axis K),
 `meta`, a small JSON object: the step, the members' seeds and the PRNG implementation (the
 keys of every random stream derive from them, `streams.stream_key`), a fingerprint of the
 config, the shape of every leaf, the counts of processes and devices, and whatever the
-caller adds (`extra`). Typed PRNG key
-leaves, if a state holds any, are stored as their raw `key_data` and wrapped again on restore.
+caller adds (`extra`). Typed PRNG key leaves, if a state holds any, are stored as their raw
+`key_data` and wrapped again on restore.
 
 `Checkpointer.restore_latest` walks back from the newest step: a checkpoint that cannot be
 read is set aside (moved to `<directory>-corrupt/<step>`) with one line saying so, and the one

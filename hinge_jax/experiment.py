@@ -210,8 +210,8 @@ def _train(config, workdir: str, log, overwrite: bool, wall_start: float, closer
   check_spans_processes(config, dataset)
 
   def previous_run():  # process 0's --overwrite clears the checkpoints before anyone reads them
-    outputs.check_previous_run(workdir, config, overwrite=overwrite, log=log)
     with disk_errors(workdir, RESUMES):
+      outputs.check_previous_run(workdir, config, overwrite=overwrite, log=log)
       outputs.write_config(workdir, config)
   in_every_process(previous_run)
   trainer = Trainer.create(config, dataset, [config])

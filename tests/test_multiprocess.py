@@ -18,7 +18,7 @@ import jax
 import numpy as np
 import pytest
 
-from hinge_jax import distributed, experiment, sweep
+from hinge_jax import distributed, experiment, io_utils, sweep
 from hinge_jax.errors import UserError
 from helpers import REPO, TIMING_KEYS, default_config, quiet, run_main
 from launch import multiprocess, run as launch_run
@@ -306,6 +306,19 @@ def test_an_interrupted_two_process_run_resumes_to_the_results_of_one(single, tm
   _same_run(one, run)
   assert [json.loads(l)['step'] for l in (run / 'metrics.jsonl').read_text().splitlines()] == [
       5, 10, 15]
+
+
+def test_a_workdir_in_use_stops_every_process_in_one_line(tmp_path):
+  run = tmp_path / 'run'
+  run.mkdir()
+  with io_utils.WorkdirLock(str(run)):  # another run holds it: process 0 cannot start
+    codes, outs = _codes(_single_run(run), run)
+  assert codes == [2, 2], outs
+  errors = [[l for l in out.splitlines() if l.startswith('error:')] for out in outs]
+  assert errors[0][0].startswith(f'error: --workdir={run} is in use by pid {os.getpid()} ')
+  assert errors == [errors[0][:1], ['error: process 0 stopped before training (its error line '
+                                    'says why); fix that and start every process again']]
+  assert os.listdir(run) == []  # nothing written (the holder removed its lock)
 
 
 def test_resuming_with_another_process_count_is_refused_in_one_line(single, tmp_path):
