@@ -16,6 +16,7 @@ Several processes run as one program with `--coordinator=host:port --num_process
 
 import sys
 
+import jax
 from absl import flags
 from absl import logging as absl_logging
 
