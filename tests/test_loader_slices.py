@@ -5,6 +5,7 @@ The reference is the single-process pass over every row (`objective_and_grad_nor
 tests/test_sklearn_optimum.py checks against NumPy) and NumPy's float64 mean.
 """
 
+import io
 import json
 import os
 import socket
@@ -15,9 +16,11 @@ import jax
 import numpy as np
 import pytest
 
-from helpers import REPO, array_dataset, default_config
+from helpers import (REPO, array_dataset, default_config, image_splits, prepare_tfds,
+                     write_cifar_folder)
 from hinge_jax import config_lib, datasets
 from hinge_jax.convergence import objective_and_grad_norm_f64, partial_value_and_grad
+from hinge_jax.datasets import cifar, cifar_rows, lazy, rows
 from hinge_jax.datasets.rows import process_block
 from hinge_jax.spec import Spec
 
@@ -141,3 +144,134 @@ def test_two_processes_read_halves_and_agree_with_one(tmp_path):
     np.testing.assert_allclose(got['mean'], ds.mean, rtol=1e-6)
     np.testing.assert_allclose(got['value'], value, rtol=1e-12)
     np.testing.assert_allclose(got['norm'], norm, rtol=1e-12)
+
+
+# ------------------------------------------------- loaders: each process reads only its rows
+# "Process p of P" in one process: `rows.several` is True and `rows.process_block` answers for
+# p (the sums over processes are then this block's own). A spy on each format's reader shows
+# what was read; the reference is the whole array as written, or the one-process load.
+
+
+def _as_process(monkeypatch, p, count):
+  real = rows.process_block
+  monkeypatch.setattr(rows, 'several', lambda: True)
+  monkeypatch.setattr(rows, 'process_block', lambda n, index=None, count_=None: real(
+      n, p if index is None else index, count if count_ is None else count_))
+
+
+def test_rows_views_read_nothing_and_reads_match_numpy():
+  a = np.arange(7 * 6, dtype=np.float64).reshape(7, 2, 3)
+  asked = []
+  r = lazy.Rows(lambda idx: (asked.append(idx.tolist()), a[idx])[1], a.shape, a.dtype)
+  view = r.take([6, 0, 2, 4, 5]).rows(1, 4).reshape(3, 6).astype(np.float32)
+  assert not asked and view.shape == (3, 6) and view.nbytes == 3 * 6 * 4
+  want = a[[0, 2, 4]].reshape(3, 6).astype(np.float32)
+  for key in (slice(None), slice(1, None), [2, 0, 2], 1, -1, (slice(0, 2), 3), (2, slice(1, 4)),
+              np.array([True, False, True])):
+    np.testing.assert_array_equal(view[key], want[key])
+  assert asked[-1] == [0, 4]  # view[[True, False, True]]: source rows 0 and 4 only, sorted
+  assert view[[2, 0, 2]].dtype == np.float32 and np.asarray(view).dtype == np.float32
+  assert asked[2] == [0, 4]  # view[[2, 0, 2]] (source 4, 0, 4): each source row read once
+  np.testing.assert_array_equal(np.asarray(view), want)
+  with pytest.raises(IndexError):
+    r.take([7])
+
+
+@pytest.fixture(scope='module')
+def cifar_files(tmp_path_factory):
+  root = tmp_path_factory.mktemp('cifar_rows')
+  folder, written = write_cifar_folder(root, per_batch=40, num_test=40)
+  return str(root), folder, written
+
+
+def _cifar_config(data_dir, **fields):
+  return default_config(**{'dataset.name': 'cifar10', 'dataset.data_dir': data_dir,
+                           'dataset.num_train': 150, 'dataset.num_val': 50,
+                           'dataset.num_test': 0, 'dataset.num_dev': 10, 'dataset.scale': 1.0,
+                           'dataset.cache': False, **fields}).dataset
+
+
+@pytest.mark.parametrize('p', [0, 1, 2])
+def test_cifar_process_decodes_only_the_batch_files_under_its_blocks(cifar_files, monkeypatch,
+                                                                     p):
+  """Process p of 3 loads CIFAR-10 (train 150, val 50, test 40 rows of 5×40 + 40): only the
+  files under its blocks of each split are decoded, and its rows are the written ones."""
+  data_dir, folder, written = cifar_files
+  decoded = []
+  real = cifar.read_batch
+  monkeypatch.setattr(cifar, 'read_batch',
+                      lambda path: (decoded.append(os.path.basename(path)), real(path))[1])
+  _as_process(monkeypatch, p, 3)
+  ds = datasets.load(_cifar_config(data_dir))
+  blocks = {s: process_block(n, p, 3) for s, n in (('train', 150), ('val', 50), ('test', 40))}
+  first = {'train': 0, 'val': 150, 'test': 0}  # the split's first row in its files
+  want = set()
+  for s, (start, stop) in blocks.items():
+    if s == 'test':
+      want.add('test_batch')
+    else:
+      want |= {f'data_batch_{(first[s] + r) // 40 + 1}' for r in range(start, stop)}
+  assert set(decoded) == want and len(want) < 6
+  assert len(decoded) == len(set(decoded))  # each file decoded once, however often it is read
+  start, stop = blocks['train']
+  rows_written = written['train_images'].reshape(200, -1)
+  np.testing.assert_array_equal(ds.x['train'][start:stop], rows_written[start:stop])
+  np.testing.assert_array_equal(ds.y['train'][start:stop], written['train_labels'][start:stop])
+  np.testing.assert_array_equal(  # the mean: this block's float64 sum over all 150 rows
+      ds.mean, (rows_written[start:stop].sum(0, dtype=np.float64) / 150).astype(np.float32))
+  assert not os.path.exists(os.path.join(folder, 'hinge_jax_cache'))
+
+
+def test_cifar_batch_lengths_are_read_without_the_image_bytes(cifar_files, monkeypatch):
+  _, folder, _ = cifar_files
+  read = []
+
+  class Counting(io.FileIO):
+    def readinto(self, b):
+      n = super().readinto(b)
+      read.append(n or 0)
+      return n
+
+  monkeypatch.setattr(cifar_rows, '_open', lambda path, mode: io.BufferedReader(
+      Counting(path, mode), 4096))
+  monkeypatch.setattr(cifar, 'read_batch', lambda path: pytest.fail(f'decoded {path}'))
+  for name in cifar.TRAIN_FILES + (cifar.TEST_FILE,):
+    read.clear()
+    assert cifar_rows.batch_length(os.path.join(folder, name)) == 40
+    assert sum(read) < os.path.getsize(os.path.join(folder, name)) / 4  # 40·3,072 image bytes
+
+
+@pytest.mark.parametrize('p', [0, 1])
+def test_tfds_process_requests_only_its_records(tmp_path_factory, monkeypatch, p):
+  """Process p of 2 loads TFDS's cifar10 (60 + 20 records, stored shuffled): the records it
+  decodes are exactly those of its blocks' rows; every record's id is read undecoded."""
+  pytest.importorskip('tensorflow_datasets')
+  from hinge_jax.datasets import tfds_data
+  root = tmp_path_factory.mktemp('tfds_rows')
+  written = image_splits((32, 32, 3), num_train=60, num_test=20, seed=4)
+  prepare_tfds('cifar10', root, written, cache=False)
+  requested, record_of = {}, {}
+  real = tfds_data._records
+
+  def spy(source, keys):
+    records = real(source, keys)
+    decoded = not isinstance(records[0]['image'], bytes)
+    requested.setdefault((str(source.split), decoded), set()).update(keys)
+    record_of.update({r['id'].decode(): k for k, r in zip(keys, records)})
+    return records
+
+  monkeypatch.setattr(tfds_data, '_records', spy)
+  _as_process(monkeypatch, p, 2)
+  ds = datasets.load(_cifar_config(str(root), **{'dataset.num_train': 40,
+                                                 'dataset.num_val': 20}))
+  want = {'train': set(), 'test': set()}
+  for split, source, first, n in (('train', 'train', 0, 40), ('val', 'train', 40, 20),
+                                  ('test', 'test', 0, 20)):
+    start, stop = process_block(n, p, 2)
+    want[source] |= {record_of[f'{source}_{first + r:05d}'] for r in range(start, stop)}
+  assert requested == {('train', False): set(range(60)), ('test', False): set(range(20)),
+                       ('train', True): want['train'], ('test', True): want['test']}
+  start, stop = process_block(40, p, 2)
+  np.testing.assert_array_equal(ds.x['train'][start:stop],
+                                written['train'][0][start:stop].reshape(stop - start, -1))
+  np.testing.assert_array_equal(ds.y['train'][start:stop], written['train'][1][start:stop])

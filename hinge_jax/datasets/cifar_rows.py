@@ -2,8 +2,8 @@
 
 A process of a multi-process run (`rows.several`) gets `lazy.Rows` over the folder: rows
 0..N−1 are the training batch files end to end (`data_batch_1` first), and reading rows
-decodes just the files that hold them, each whole (a pickle cannot be read in part), the
-last one kept for the labels that follow its images. The files' lengths come from
+decodes just the files that hold them, each whole (a pickle cannot be read in part) and
+once. The files' lengths come from
 `batch_length`, which walks a file's pickle without reading its image bytes.
 """
 
@@ -89,20 +89,21 @@ def batch_length(path: str) -> int:
 
 
 class BatchFiles:
-  """Batch files read end to end as one array of rows; the last file decoded is kept."""
+  """Batch files read end to end as one array of rows; a file is decoded once and kept (a
+  process keeps only the files under its rows: at most the 150 MB of CIFAR's training set)."""
 
   def __init__(self, paths: list):
     self.paths = list(paths)
     self.starts = np.cumsum([0] + [batch_length(p) for p in self.paths])
-    self._last = (None, None)
+    self._decoded = {}
 
   def __len__(self) -> int:
     return int(self.starts[-1])
 
   def _decode(self, i: int) -> tuple:
-    if self._last[0] != i:
-      self._last = (i, cifar.read_batch(self.paths[i]))
-    return self._last[1]
+    if i not in self._decoded:
+      self._decoded[i] = cifar.read_batch(self.paths[i])
+    return self._decoded[i]
 
   def read(self, field: int, idx: np.ndarray) -> np.ndarray:
     """Images (`field` 0) or labels (1) of the sorted rows `idx`, file by file."""
