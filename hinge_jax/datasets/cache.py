@@ -129,7 +129,7 @@ def load_or_build(cache_dir: str, build: Callable[[], tuple[dict, dict]], *, wha
       return hit
   if by_rows:
     logging.info('%s: no usable cache in %s; each process reads its rows from the source '
-                 '(one process writes the cache)', what, cache_dir)
+                 '(a one-process run writes the cache)', what, cache_dir)
     return open_rows()
   arrays, info = build()
   if use_cache:
