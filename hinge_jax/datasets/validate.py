@@ -160,7 +160,7 @@ def finite(name: str, x: dict) -> None:
     return
   blocks = {split: rows.process_block(len(x[split])) for split in floats}  # this process's
   counts = np.asarray([_non_finite(x[s][slice(*blocks[s])], max(FINITE_BLOCK // max(
-      x[s][:1].size, 1), 1)) for s in floats], np.int64)
+      int(np.prod(x[s].shape[1:])), 1), 1)) for s in floats], np.int64)
   bad = dict(zip(floats, (int(c) for c in rows.summed(counts))))
   if sum(bad.values()):
     where = ', '.join(f'{split}: {n}' for split, n in bad.items() if n)
