@@ -23,6 +23,8 @@ from hinge_jax.convergence import objective_and_grad_norm_f64, partial_value_and
 from hinge_jax.datasets import cache, cifar, cifar_rows, lazy, rows
 from hinge_jax.datasets.rows import process_block
 from hinge_jax.errors import DataError
+from hinge_jax.mesh import make_layout
+from hinge_jax.state import DeviceData
 from hinge_jax.spec import Spec
 
 
@@ -82,6 +84,8 @@ CIFAR = {'dataset.name': 'cifar10', 'dataset.data_dir': cifar_dir, 'dataset.num_
 from hinge_jax import config_lib, datasets
 from hinge_jax.convergence import objective_and_grad_norm_f64
 from hinge_jax.errors import DataError
+from hinge_jax.mesh import make_layout
+from hinge_jax.state import DeviceData
 from hinge_jax.spec import Spec
 cfg = default_config(**{'dataset.name': 'npy', 'dataset.path': path, 'dataset.scale': 1.0})
 ds = datasets.load(cfg.dataset)
@@ -394,3 +398,21 @@ def test_one_block_of_every_row_loads_what_one_process_does(cifar_files, tmp_pat
                                                                     several.y['train'],
                                                                     lazy.Rows)
   _same(one, several)
+
+
+@pytest.mark.parametrize('shards', [1, 4])
+def test_device_data_from_rows_equals_the_arrays(cifar_files, monkeypatch, shards):
+  """`DeviceData.create` takes `lazy.Rows` splits as it takes arrays: replicated (read
+  whole) or laid over 4 data shards (each device's rows read alone)."""
+  cfg = _cifar_config(cifar_files[0])
+  one = datasets.load(cfg)
+  layout = make_layout(jax.devices(), 2, shards)
+  want = DeviceData.create(one, 128, layout.replicated, rows=layout.rows, shards=shards)
+  monkeypatch.setattr(rows, 'several', lambda: True)
+  got = DeviceData.create(datasets.load(cfg), 128, layout.replicated, rows=layout.rows,
+                          shards=shards)
+  assert isinstance(datasets.load(cfg).x['train'], lazy.Rows)
+  for split in datasets.SPLITS:
+    for a, b in ((want.x[split], got.x[split]), (want.y[split], got.y[split])):
+      assert a.dtype == b.dtype and a.sharding == b.sharding
+      np.testing.assert_array_equal(np.asarray(a), np.asarray(b))

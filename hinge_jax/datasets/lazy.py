@@ -4,8 +4,9 @@ A `Rows` has an array's `shape`, `dtype`, `nbytes` and `len`; indexing it with a
 index array reads just those rows (an ndarray, as NumPy's fancy indexing returns one), and
 `np.asarray` reads them all. Cutting a split out of it (`rows`, `take`), flattening it
 (`reshape`) and converting it (`astype`) make views that read nothing. The readers behind it:
-a memory map, CIFAR's batch files (`cifar_rows`), TFDS records (`tfds_data`). `rows`, `take`
-and `reshape` below are the loaders' way to cut arrays that may be either kind.
+a memory map, CIFAR's batch files (`cifar_rows`), TFDS records (`tfds_data`). The functions
+`rows`, `take`, `astype` and `wrap` below cut and convert arrays of either kind, an ndarray
+exactly as before.
 """
 
 from typing import Callable, Optional

@@ -16,8 +16,8 @@ import zipfile
 import numpy as np
 
 from hinge_jax.datasets.base import SPLITS, Dataset, finalize
-from hinge_jax.datasets.npz import object_refused, open_npz
 from hinge_jax.datasets.loaders import LOADERS, common, declared_classes, given_splits, split
+from hinge_jax.datasets.npz import object_refused, open_npz
 from hinge_jax.errors import DataError
 
 KEYS = tuple(f'{xy}_{s}' for s in SPLITS for xy in 'xy')
