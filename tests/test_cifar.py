@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from hinge_jax import datasets, experiment
-from hinge_jax.datasets import cache, cifar, protocol
+from hinge_jax.datasets import cache, cifar, cifar_rows, protocol
 from hinge_jax.errors import ConfigError, DataError
 from helpers import channel_major_rows, default_config, write_cifar_folder
 
@@ -277,3 +277,27 @@ def test_neither_the_folder_nor_tfds_data_is_one_line_naming_both(tmp_path):
   assert '\n' not in line and 'not prepared' in line and 'hinge_jax.prepare' in line
   assert str(tmp_path) in line and 'cifar-10-batches-py' in line
   assert not os.path.exists(workdir / 'results.json')
+
+
+def test_batch_length_walk_runs_no_code_and_counts_like_the_decoder(tmp_path, monkeypatch):
+  """`cifar_rows.batch_length` walks a pickle without its image bytes: a malicious file is
+  refused as `read_batch` refuses it (no code runs), and a file whose labels are NumPy
+  scalars (outside the walk's stand-ins) is counted by the full decode."""
+  marker = tmp_path / 'ran'
+  path = tmp_path / 'data_batch_1'
+  path.write_bytes(pickle.dumps({b'data': Payload(str(marker)), b'labels': [0]}, protocol=2))
+  with pytest.raises(DataError, match='refused'):
+    cifar_rows.batch_length(str(path))
+  assert not marker.exists()
+  data = np.zeros((3, 3072), np.uint8)
+  path.write_bytes(pickle.dumps({b'data': data, b'labels': list(np.arange(3))}, protocol=2))
+  with pytest.raises(DataError, match='refused global'):  # np.int64 needs numpy's scalar
+    cifar.read_batch(str(path))
+  path.write_bytes(pickle.dumps({b'data': data, b'labels': [0, 1, 2]}, protocol=4))
+  assert cifar_rows.batch_length(str(path)) == 3 == len(cifar.read_batch(str(path))[1])
+  for protocol in (2, 4):  # long byte strings skipped, in frames (4) or not (2)
+    big = {b'data': np.zeros((50, 3072), np.uint8), b'labels': [1] * 50}
+    path.write_bytes(pickle.dumps(big, protocol=protocol))
+    with monkeypatch.context() as m:
+      m.setattr(cifar, 'read_batch', lambda p: pytest.fail('decoded whole'))
+      assert cifar_rows.batch_length(str(path)) == 50

@@ -15,7 +15,7 @@ import re
 
 import ml_collections
 
-from hinge_jax.datasets import cifar, featurize, protocol, tfds_data
+from hinge_jax.datasets import cifar, cifar_rows, featurize, protocol, tfds_data
 from hinge_jax.datasets import npy, synthetic_images  # noqa: F401 - register their loaders
 from hinge_jax.datasets.base import SPLITS, Dataset, preprocess
 from hinge_jax.datasets.loaders import LOADERS
@@ -33,7 +33,8 @@ def load_cifar10(cfg) -> Dataset:
   folder = cifar.find_folder(data_dir)
   if folder is None:
     return load_tfds(cfg)
-  arrays, info = cifar.load_arrays(folder, use_cache=bool(cfg.get('cache', True)))
+  arrays, info = cifar.load_arrays(folder, use_cache=bool(cfg.get('cache', True)),
+                                   open_rows=lambda: cifar_rows.open_folder(folder))
   return protocol.make_dataset(cfg, 'cifar10', arrays, info)
 
 

@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from hinge_jax.datasets import rows, validate
+from hinge_jax.datasets import lazy, rows, validate
 from hinge_jax.errors import DataError
 
 SPLITS = ('train', 'val', 'test')
@@ -95,26 +95,34 @@ def split_by_fractions(x: np.ndarray, y: np.ndarray, *, val_fraction: float,
                     f'out of {n}; lower them')
   cuts = {'train': order[:n_train], 'val': order[n_train:n_train + n_val],
           'test': order[n_train + n_val:]}
-  return ({k: x[v] for k, v in cuts.items()}, {k: y[v] for k, v in cuts.items()})
+  if rows.several():  # permuted views: each process reads only its block's rows later
+    x, y = lazy.wrap(x), lazy.wrap(y)
+  return ({k: lazy.take(x, v) for k, v in cuts.items()},
+          {k: lazy.take(y, v) for k, v in cuts.items()})
 
 
 def finalize(name: str, x: dict, y: dict, *, num_classes: Optional[int], center: bool,
              scale: float, bias_trick: bool, image_shape=None, class_names=()) -> Dataset:
   """Checks raw splits (`validate`: before anything is compiled) and computes the training-set
-  preprocessing constants. `num_classes=None` infers C from the labels by `validate`'s rule."""
+  preprocessing constants. `num_classes=None` infers C from the labels by `validate`'s rule.
+  Several processes: conversions stay lazy (`lazy.Rows`) and every check reads only this
+  process's block of rows."""
   for split in SPLITS:
-    x.setdefault(split, x['train'][:0])
-    y.setdefault(split, y['train'][:0])
+    x.setdefault(split, lazy.rows(x['train'], 0, 0))
+    y.setdefault(split, lazy.rows(y['train'], 0, 0))
   validate.arrays(name, x, y)
   num_classes = validate.num_classes(name, y, num_classes)
   dim = int(np.prod(x['train'].shape[1:]))
   for split in SPLITS:
     x[split] = x[split].reshape(len(x[split]), dim)
     if x[split].dtype not in KEPT_DTYPES:  # uint8, float16, float32 stay; the rest → float32
+      if rows.several():  # converted as each process reads its rows
+        x[split] = lazy.wrap(x[split])
       with np.errstate(over='ignore'):  # beyond float32's range: inf, reported by `finite`
-        x[split] = np.asarray(x[split], np.float32)
+        x[split] = lazy.astype(x[split], np.float32)
   validate.finite(name, x)
-  y = {k: np.asarray(v, np.int32) for k, v in y.items()}
+  y = {k: lazy.astype(lazy.wrap(v) if rows.several() and v.dtype != np.int32 else v, np.int32)
+       for k, v in y.items()}
   if not np.isfinite(scale):
     raise DataError(f'dataset.scale={scale} must be a finite number')
   mean = train_mean(x['train']) if center else np.zeros(x['train'].shape[1], np.float32)
@@ -127,8 +135,8 @@ def train_mean(x: np.ndarray) -> np.ndarray:
   """The `(D,)` float32 mean of the rows `x`, summed in float64. Several processes: each sums
   only its block (`rows.process_block`) and the sums are added (`rows.summed`), so a memory
   map is read 1/P per process (the summation order differs from one process's)."""
-  if jax.process_count() == 1:
+  if not rows.several():
     return x.mean(axis=0, dtype=np.float64).astype(np.float32)
   start, stop = rows.process_block(len(x))
-  total = rows.summed(x[start:stop].sum(axis=0, dtype=np.float64))
+  total = rows.summed(np.asarray(x[start:stop]).sum(axis=0, dtype=np.float64))
   return (total / max(len(x), 1)).astype(np.float32)

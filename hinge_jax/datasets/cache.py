@@ -17,6 +17,7 @@ import numpy as np
 from absl import logging
 
 from hinge_jax import io_utils
+from hinge_jax.datasets import rows
 
 FORMAT = 1
 META = 'cache.json'
@@ -53,12 +54,15 @@ class CacheError(Exception):
   """The cache exists but cannot be used (the message says why, in a few words)."""
 
 
-def read(cache_dir: str, source: Optional[dict] = None) -> Optional[tuple[dict, dict]]:
+def read(cache_dir: str, source: Optional[dict] = None,
+         mapped: bool = False) -> Optional[tuple[dict, dict]]:
   """The cached `(arrays, info)`, or None when there is no cache.
 
   Args:
     cache_dir: the cache folder.
     source: the current source signature; a different recorded one makes the cache stale.
+    mapped: memory-map the arrays and check their shapes, dtypes and file sizes but not their
+      CRC-32, which would read every byte (a process of a multi-process run reads its rows).
 
   Raises:
     CacheError: the cache is incomplete, truncated, corrupted or stale.
@@ -80,24 +84,29 @@ def read(cache_dir: str, source: Optional[dict] = None) -> Optional[tuple[dict, 
   for name, entry in entries.items():
     path = os.path.join(cache_dir, entry['file'])
     try:
-      array = np.load(path, allow_pickle=False)
+      array = np.load(path, allow_pickle=False, mmap_mode='r' if mapped and entry.get('bytes') else None)
     except (OSError, ValueError, EOFError) as e:
       raise CacheError(f'{entry["file"]} cannot be read ({type(e).__name__}: {e})')
     if list(array.shape) != entry['shape'] or array.dtype.str != entry['dtype']:
       raise CacheError(f'{entry["file"]} holds {array.dtype.str}{list(array.shape)}, '
                        f'expected {entry["dtype"]}{entry["shape"]}')
-    if checksum(array) != entry['crc32']:
+    if not mapped and checksum(array) != entry['crc32']:
       raise CacheError(f'{entry["file"]} fails its checksum')
     arrays[name] = array
   return arrays, info
 
 
 def load_or_build(cache_dir: str, build: Callable[[], tuple[dict, dict]], *, what: str,
-                  source: Optional[dict] = None, use_cache: bool = True) -> tuple[dict, dict]:
+                  source: Optional[dict] = None, use_cache: bool = True,
+                  open_rows: Optional[Callable[[], tuple[dict, dict]]] = None
+                  ) -> tuple[dict, dict]:
   """Serves `(arrays, info)` from the cache, or builds them and writes the cache.
 
   A damaged or stale cache is reported in one warning line and rebuilt. A cache that cannot
-  be written (read-only data folder) is reported and skipped: the run goes on.
+  be written (read-only data folder) is reported and skipped: the run goes on. A process of
+  a multi-process run (`rows.several`, with `open_rows` given) memory-maps the cache
+  (`read(mapped=True)`), or else opens the source by rows, and writes nothing: it reads only
+  the rows it uses.
 
   Args:
     cache_dir: where the cache lives.
@@ -105,17 +114,23 @@ def load_or_build(cache_dir: str, build: Callable[[], tuple[dict, dict]], *, wha
     what: the data's name, for messages.
     source: a JSON-able signature of the source (sizes, times); None: not checked.
     use_cache: False decodes every time and writes nothing.
+    open_rows: opens the source as `lazy.Rows` (several processes).
   """
+  by_rows = open_rows is not None and rows.several()
   if use_cache:
     try:
-      hit = read(cache_dir, source)
+      hit = read(cache_dir, source, mapped=by_rows)
     except CacheError as e:
-      logging.warning('%s: the cache in %s is not usable (%s); rebuilding it from the source',
-                      what, cache_dir, e)
+      logging.warning('%s: the cache in %s is not usable (%s); %s', what, cache_dir, e,
+                      'reading the source' if by_rows else 'rebuilding it from the source')
       hit = None
     if hit is not None:
       logging.info('%s: loaded from the cache in %s', what, cache_dir)
       return hit
+  if by_rows:
+    logging.info('%s: no usable cache in %s; each process reads its rows from the source '
+                 '(a one-process run writes the cache)', what, cache_dir)
+    return open_rows()
   arrays, info = build()
   if use_cache:
     try:

@@ -142,29 +142,35 @@ def source_signature(folder: str) -> dict:
   return out
 
 
-def read_folder(folder: str) -> tuple[dict, dict]:
-  """Decodes the whole folder: `(arrays, info)` in the cache's layout."""
-  train = [read_batch(os.path.join(folder, name)) for name in TRAIN_FILES]
-  test_images, test_labels = read_batch(os.path.join(folder, TEST_FILE))
-  class_names = list(CLASS_NAMES)
+def class_names(folder: str) -> list:
+  """The names in `batches.meta`, or `CLASS_NAMES` when it is missing or unusable."""
   meta_path = os.path.join(folder, META_FILE)
   if os.path.isfile(meta_path):
     try:
       names = [n.decode() if isinstance(n, bytes) else str(n)
                for n in _key(restricted_load(meta_path), 'label_names')]
       if len(names) == len(CLASS_NAMES):
-        class_names = names
+        return names
     except Exception:  # noqa: BLE001 - the names are cosmetic; keep the known ones
       pass
+  return list(CLASS_NAMES)
+
+
+def read_folder(folder: str) -> tuple[dict, dict]:
+  """Decodes the whole folder: `(arrays, info)` in the cache's layout."""
+  train = [read_batch(os.path.join(folder, name)) for name in TRAIN_FILES]
+  test_images, test_labels = read_batch(os.path.join(folder, TEST_FILE))
   arrays = {'train_images': np.concatenate([b[0] for b in train]),
             'train_labels': np.concatenate([b[1] for b in train]),
             'test_images': test_images, 'test_labels': test_labels}
-  return arrays, {'class_names': class_names, 'image_shape': list(IMAGE_SHAPE),
+  return arrays, {'class_names': class_names(folder), 'image_shape': list(IMAGE_SHAPE),
                   'source': folder}
 
 
-def load_arrays(folder: str, *, use_cache: bool = True) -> tuple[dict, dict]:
-  """The folder's arrays, from the cache in `folder/hinge_jax_cache` when it is valid."""
+def load_arrays(folder: str, *, use_cache: bool = True, open_rows=None) -> tuple[dict, dict]:
+  """The folder's arrays, from the cache in `folder/hinge_jax_cache` when it is valid;
+  several processes: `open_rows()` (`cifar_rows.open_folder`) without a valid cache."""
   return cache.load_or_build(os.path.join(folder, 'hinge_jax_cache'),
                              lambda: read_folder(folder), what=f'cifar10 ({folder})',
-                             source=source_signature(folder), use_cache=use_cache)
+                             source=source_signature(folder), use_cache=use_cache,
+                             open_rows=open_rows)

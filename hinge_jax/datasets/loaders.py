@@ -6,11 +6,13 @@ TFDS, synthetic_images) live in their own modules and register here too.
 """
 
 import os
+import zipfile
 from typing import Callable, Optional
 
 import ml_collections
 import numpy as np
 
+from hinge_jax.datasets import npz, rows
 from hinge_jax.datasets.base import SPLITS, Dataset, finalize, split_by_fractions
 from hinge_jax.errors import ConfigError, DataError
 from hinge_jax.registry import Registry
@@ -79,11 +81,16 @@ def load_npz(cfg) -> Dataset:
   val/test splits are cut from train by `dataset.val_fraction`/`test_fraction`. The number
   of classes is `dataset.num_classes` if set (> 0), else the largest label + 1; the arrays
   are checked by `validate`'s rules (shapes, lengths, integer labels, class-id range).
+  Several processes: the stored members are memory-mapped (`npz.open_npz`), so each process
+  reads only its rows; a compressed member is read whole.
   """
   path = cfg.get('path', '')
   if not path or not os.path.isfile(path):
     raise DataError(f'dataset.path={path!r} is not a file; point it at a .npz with x_train, y_train')
-  arrays = read_npz(path)
+  if rows.several() and zipfile.is_zipfile(path):  # each process reads only its rows
+    arrays = npz.open_npz(path)
+  else:
+    arrays = read_npz(path)
   for key in ('x_train', 'y_train'):
     if key not in arrays:
       raise DataError(f'{path} has no array {key!r} (found: {", ".join(sorted(arrays))})')

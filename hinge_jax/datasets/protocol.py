@@ -24,7 +24,7 @@ from typing import Optional
 
 import numpy as np
 
-from hinge_jax.datasets import validate
+from hinge_jax.datasets import lazy, rows, validate
 from hinge_jax.datasets.base import Dataset, finalize
 from hinge_jax.errors import ConfigError, DataError
 
@@ -58,9 +58,13 @@ def cut(train_x: np.ndarray, train_y: np.ndarray, test_x: Optional[np.ndarray],
   if order not in ORDERS:
     raise ConfigError(f'dataset.order={order!r} is not known; choose one of: {", ".join(ORDERS)}')
   n = len(train_y)
+  if rows.several():  # every cut a view: each process reads only its block's rows later
+    train_x, train_y = lazy.wrap(train_x), lazy.wrap(train_y)
+    if test_x is not None:
+      test_x, test_y = lazy.wrap(test_x), lazy.wrap(test_y)
   if order == 'shuffled':
     perm = np.random.default_rng([seed, 0]).permutation(n)
-    train_x, train_y = train_x[perm], train_y[perm]
+    train_x, train_y = lazy.take(train_x, perm), lazy.take(train_y, perm)
   if test_x is None:
     if num_test == 0:
       raise DataError(f'{name} has no test split; set dataset.num_test > 0 to hold out that '
@@ -70,28 +74,32 @@ def cut(train_x: np.ndarray, train_y: np.ndarray, test_x: Optional[np.ndarray],
     reserve = 0
     if order == 'shuffled':
       perm = np.random.default_rng([seed, 1]).permutation(len(test_y))
-      test_x, test_y = test_x[perm], test_y[perm]
+      test_x, test_y = lazy.take(test_x, perm), lazy.take(test_y, perm)
   n_train = num_train or n - num_val - reserve
   if n_train <= 0 or n_train + num_val + reserve > n:
     parts = [f'dataset.num_train={num_train or "0 (the rest)"}', f'dataset.num_val={num_val}']
     parts += [f'dataset.num_test={num_test}'] if reserve else []
     raise DataError(f'{name}: {" + ".join(parts)} ask for more than the {n} training images; '
                     f'lower them')
-  x = {'train': train_x[:n_train], 'val': train_x[n_train:n_train + num_val]}
-  y = {'train': train_y[:n_train], 'val': train_y[n_train:n_train + num_val]}
+  x = {'train': lazy.rows(train_x, 0, n_train),
+       'val': lazy.rows(train_x, n_train, n_train + num_val)}
+  y = {'train': lazy.rows(train_y, 0, n_train),
+       'val': lazy.rows(train_y, n_train, n_train + num_val)}
   if test_x is None:
     start = n_train + num_val
-    x['test'], y['test'] = train_x[start:start + num_test], train_y[start:start + num_test]
+    x['test'] = lazy.rows(train_x, start, start + num_test)
+    y['test'] = lazy.rows(train_y, start, start + num_test)
   else:
     if num_test > len(test_y):
       raise DataError(f'{name}: dataset.num_test={num_test} is more than the {len(test_y)} test '
                       f'images; use dataset.num_test <= {len(test_y)} (0: all)')
-    x['test'], y['test'] = test_x[:num_test or len(test_y)], test_y[:num_test or len(test_y)]
+    x['test'] = lazy.rows(test_x, 0, num_test or len(test_y))
+    y['test'] = lazy.rows(test_y, 0, num_test or len(test_y))
   if num_dev > n_train:
     raise DataError(f'{name}: dataset.num_dev={num_dev} is more than the {n_train} training '
                     f'images; lower it')
   dev = np.sort(np.random.default_rng([seed, 2]).choice(n_train, num_dev, replace=False))
-  x['dev'], y['dev'] = x['train'][dev], y['train'][dev]
+  x['dev'], y['dev'] = lazy.take(x['train'], dev), lazy.take(y['train'], dev)
   return x, y
 
 
@@ -121,5 +129,5 @@ def make_dataset(cfg, name: str, arrays: dict, info: dict) -> Dataset:
                      scale=float(cfg.get('scale', 1.0)),
                      bias_trick=bool(cfg.get('bias_trick', False)))
   dataset.x['dev'] = dev_x.reshape(len(dev_x), int(np.prod(dev_x.shape[1:])))  # num_dev=0 too
-  dataset.y['dev'] = np.asarray(dev_y, np.int32)
+  dataset.y['dev'] = lazy.astype(dev_y, np.int32)
   return dataset

@@ -24,6 +24,21 @@ def process_block(n: int, index: Optional[int] = None, count: Optional[int] = No
   return min(index * per, n), min((index + 1) * per, n)
 
 
+def several() -> bool:
+  """Whether this run spans processes: then the loaders hand over row-readable arrays
+  (`lazy`) and each process reads only its block."""
+  return jax.process_count() > 1
+
+
+def gathered(a) -> np.ndarray:
+  """Every process's host array `a` stacked in process order, `(P, ...)` (all processes must
+  call it together); one process: `a[None]`."""
+  a = np.asarray(a)
+  if jax.process_count() == 1:
+    return a[None]
+  return np.asarray(multihost_utils.process_allgather(a[None], tiled=True))
+
+
 def summed(tree):
   """Every process's `tree` of host arrays added up, in process order, float64 kept (all
   processes must call it together); one process: the tree itself."""

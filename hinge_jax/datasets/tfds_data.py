@@ -19,7 +19,7 @@ from typing import Optional
 
 import numpy as np
 
-from hinge_jax.datasets import cache
+from hinge_jax.datasets import cache, lazy
 from hinge_jax.datasets.cifar import FOLDER as cifar_folder
 from hinge_jax.errors import ConfigError, DataError
 
@@ -94,9 +94,10 @@ def _check_features(name: str, features) -> tuple[tuple, list]:
   return shape, names
 
 
-def _data_source(tfds, builder, name: str, split: str, data_dir: str):
+def _data_source(tfds, builder, name: str, split: str, data_dir: str, decoders=None):
   try:
-    return tfds.data_source(name, split=split, data_dir=data_dir, download=False)
+    return tfds.data_source(name, split=split, data_dir=data_dir, download=False,
+                            **({'decoders': decoders} if decoders else {}))
   except Exception as e:  # noqa: BLE001 - classified below into one line
     if not builder.is_prepared():
       alt = (f' (or put the original {cifar_folder} folder in {data_dir})'
@@ -147,6 +148,26 @@ def original_order(ids: list) -> Optional[np.ndarray]:
   return np.argsort(numbers, kind='stable')
 
 
+def _decode(records, keys: list, images: np.ndarray, labels: np.ndarray, at: int, *,
+            name: str, split: str, image_shape: tuple) -> list:
+  """Fills rows `at`, … of `images`, `labels` from `records` (for record `keys`); their ids."""
+  ids = []
+  for i, (k, record) in enumerate(zip(keys, records), at):
+    image = np.asarray(record['image'])
+    if image.shape != image_shape or image.dtype != np.uint8:
+      raise DataError(f'{name} {split} example {k}: image {image.dtype}{list(image.shape)}, '
+                      f'expected uint8{list(image_shape)}')
+    images[i] = image
+    labels[i] = int(record['label'])
+    ids.append(record.get('id') if hasattr(record, 'get') else None)
+  return ids
+
+
+def _check_labels(labels: np.ndarray, name: str, split: str, num_classes: int) -> None:
+  if len(labels) and (labels.min() < 0 or labels.max() >= num_classes):
+    raise DataError(f'{name} {split}: labels outside 0..{num_classes - 1}')
+
+
 def decode_split(source, name: str, split: str, image_shape: tuple,
                  num_classes: int) -> tuple[np.ndarray, np.ndarray]:
   """All records of one split → images `(N, H, W, C)` uint8 and labels `(N,)` int32."""
@@ -156,20 +177,53 @@ def decode_split(source, name: str, split: str, image_shape: tuple,
   ids = []
   for start in range(0, n, _CHUNK):
     keys = list(range(start, min(n, start + _CHUNK)))
-    for k, record in zip(keys, _records(source, keys)):
-      image = np.asarray(record['image'])
-      if image.shape != image_shape or image.dtype != np.uint8:
-        raise DataError(f'{name} {split} example {k}: image {image.dtype}{list(image.shape)}, '
-                        f'expected uint8{list(image_shape)}')
-      images[k] = image
-      labels[k] = int(record['label'])
-      ids.append(record.get('id') if hasattr(record, 'get') else None)
-  if n and (labels.min() < 0 or labels.max() >= num_classes):
-    raise DataError(f'{name} {split}: labels outside 0..{num_classes - 1}')
+    ids += _decode(_records(source, keys), keys, images, labels, start, name=name, split=split,
+                   image_shape=image_shape)
+  _check_labels(labels, name, split, num_classes)
   order = original_order(ids)
   if order is not None:
     images, labels = images[order], labels[order]
   return images, labels
+
+
+class RecordRows:
+  """A split's records as rows (record order): reading rows requests only those records,
+  the last request's images and labels kept for the labels that follow the images."""
+
+  def __init__(self, source, name: str, split: str, image_shape: tuple, num_classes: int):
+    self.source, self.name, self.split = source, name, split
+    self.image_shape, self.num_classes = image_shape, num_classes
+    self._last = (None, None)
+
+  def read(self, field: int, idx: np.ndarray) -> np.ndarray:
+    """Images (`field` 0) or labels (1) of the sorted records `idx`."""
+    if self._last[0] != idx.tobytes():
+      images = np.empty((len(idx),) + self.image_shape, np.uint8)
+      labels = np.empty((len(idx),), np.int32)
+      for start in range(0, len(idx), _CHUNK):
+        keys = [int(k) for k in idx[start:start + _CHUNK]]
+        _decode(_records(self.source, keys), keys, images, labels, start, name=self.name,
+                split=self.split, image_shape=self.image_shape)
+      _check_labels(labels, self.name, self.split, self.num_classes)
+      self._last = (idx.tobytes(), (images, labels))
+    return self._last[1][field]
+
+  def arrays(self, order: Optional[np.ndarray]) -> tuple:
+    """`(images, labels)` as `lazy.Rows`, row r being record `order[r]` (None: record r)."""
+    n = len(self.source)
+    return (lazy.Rows(lambda idx: self.read(0, idx), (n,) + self.image_shape, np.uint8, order,
+                      what=f'{self.name} {self.split}'),
+            lazy.Rows(lambda idx: self.read(1, idx), (n,), np.int32, order,
+                      what=f'{self.name} {self.split}'))
+
+
+def read_ids(source) -> list:
+  """Every record's `id` (the source opened with the images left undecoded)."""
+  ids = []
+  for start in range(0, len(source), _CHUNK):
+    keys = list(range(start, min(len(source), start + _CHUNK)))
+    ids += [r.get('id') if hasattr(r, 'get') else None for r in _records(source, keys)]
+  return ids
 
 
 @contextlib.contextmanager
@@ -190,7 +244,15 @@ def read_tfds(name: str, data_dir: str) -> tuple[dict, dict]:
     return _read_tfds(name, data_dir)
 
 
-def _read_tfds(name: str, data_dir: str) -> tuple[dict, dict]:
+def open_tfds(name: str, data_dir: str) -> tuple[dict, dict]:
+  """`read_tfds`'s `(arrays, info)` with `lazy.Rows` for arrays: reading rows decodes only
+  their records. The original files' order (`original_order`) needs every record's id: those
+  are read with the images left undecoded."""
+  with _quiet_tfds():
+    return _read_tfds(name, data_dir, by_rows=True)
+
+
+def _read_tfds(name: str, data_dir: str, by_rows: bool = False) -> tuple[dict, dict]:
   tfds = _import_tfds(name)
   builder = _builder(tfds, name, data_dir)
   image_shape, class_names = _check_features(name, builder.info.features)
@@ -201,6 +263,15 @@ def _read_tfds(name: str, data_dir: str) -> tuple[dict, dict]:
   for split in ('train', 'test'):
     if split in splits:
       source = _data_source(tfds, builder, name, split, data_dir)
+      if by_rows:
+        order = None
+        if 'id' in builder.info.features.keys():
+          order = original_order(read_ids(_data_source(
+              tfds, builder, name, split, data_dir,
+              decoders={'image': tfds.decode.SkipDecoding()})))
+        reader = RecordRows(source, name, split, image_shape, len(class_names))
+        arrays[f'{split}_images'], arrays[f'{split}_labels'] = reader.arrays(order)
+        continue
       arrays[f'{split}_images'], arrays[f'{split}_labels'] = decode_split(
           source, name, split, image_shape, len(class_names))
   return arrays, {'class_names': class_names, 'image_shape': list(image_shape),
@@ -208,6 +279,8 @@ def _read_tfds(name: str, data_dir: str) -> tuple[dict, dict]:
 
 
 def load_arrays(name: str, data_dir: str, *, use_cache: bool = True) -> tuple[dict, dict]:
-  """A TFDS dataset's arrays, from the cache when it is valid (no TFDS import then)."""
+  """A TFDS dataset's arrays, from the cache when it is valid (no TFDS import then); several
+  processes: each reads only its rows of the cache or, without one, of the records."""
   return cache.load_or_build(cache_dir(name, data_dir), lambda: read_tfds(name, data_dir),
-                             what=f'{name} ({data_dir})', use_cache=use_cache)
+                             what=f'{name} ({data_dir})', use_cache=use_cache,
+                             open_rows=lambda: open_tfds(name, data_dir))

@@ -85,21 +85,45 @@ def _check_count(name: str, num_classes) -> int:
   return int(num_classes)
 
 
+def _block(v) -> np.ndarray:
+  """This process's block of labels `v` as int64 (all of them in a one-process run)."""
+  start, stop = rows.process_block(len(v)) if rows.several() else (0, len(v))
+  return np.asarray(v[start:stop]).astype(np.int64)
+
+
+def _extremes(present: dict) -> tuple[dict, dict]:
+  """Each split's smallest and largest label; several processes: over every block."""
+  if not rows.several():
+    return ({s: int(v.min()) for s, v in present.items()},
+            {s: int(v.max()) for s, v in present.items()})
+  big = np.iinfo(np.int64).max
+  parts = {s: _block(v) for s, v in present.items()}
+  local = np.asarray([[p.min() if len(p) else big, -p.max() if len(p) else big]
+                      for p in parts.values()], np.int64).reshape(-1, 2)
+  low, high = rows.gathered(local).min(axis=0).T
+  return ({s: int(a) for s, a in zip(parts, low)}, {s: -int(b) for s, b in zip(parts, high)})
+
+
+def _seen(present: dict, top: int) -> np.ndarray:
+  """Which class ids 0..top occur in some split (every block's, summed over processes)."""
+  seen = np.zeros(max(top + 1, 0), np.int64)
+  for v in present.values():
+    ids = _block(v)
+    seen[ids[ids >= 0]] = 1
+  return rows.summed(seen) > 0 if rows.several() else seen > 0
+
+
 def num_classes(name: str, y: dict, declared: Optional[int]) -> int:
-  """C by the module's rule (`declared` by the loader, or None: inferred); labels in range."""
+  """C by the module's rule (`declared` by the loader, or None: inferred); labels in range.
+  Several processes: each reads only its block of each split's labels."""
   present = {split: v for split, v in y.items() if len(v)}
-  lows = {split: int(v.min()) for split, v in present.items()}
-  highs = {split: int(v.max()) for split, v in present.items()}
+  lows, highs = _extremes(present)
   top = max(highs.values())
   if declared is None:
     if top >= MAX_CLASSES:
       raise DataError(f'{name}: the largest label is {top}; labels must be class ids 0..C-1 '
                       f'with C at most {MAX_CLASSES:,}: {_RELABEL}')
-    seen = np.zeros(max(top + 1, 0), bool)
-    for v in present.values():
-      ids = v.astype(np.int64)
-      seen[ids[ids >= 0]] = True
-    missing = np.flatnonzero(~seen)
+    missing = np.flatnonzero(~_seen(present, top))
     if len(missing):
       raise DataError(f'{name}: the labels go up to {top} but {len(missing)} of the class ids '
                       f'0..{top} never occur (first {missing[0]}); with dataset.num_classes=0 '
@@ -108,7 +132,9 @@ def num_classes(name: str, y: dict, declared: Optional[int]) -> int:
     declared = max(top + 1, 1)
   for split, v in present.items():
     if lows[split] < 0 or highs[split] >= declared:
-      bad = int(np.count_nonzero((v < 0) | (v >= declared)))
+      ids = _block(v)
+      bad = np.count_nonzero((ids < 0) | (ids >= declared))
+      bad = int(rows.summed(np.int64(bad)) if rows.several() else bad)
       raise DataError(f'{name}: {bad} {split} labels are outside [0, {declared}) (min '
                       f'{lows[split]}, max {highs[split]}); labels must be class ids '
                       f'0..{declared - 1}, none negative: {_RELABEL} (npz: or set '
@@ -134,7 +160,7 @@ def finite(name: str, x: dict) -> None:
     return
   blocks = {split: rows.process_block(len(x[split])) for split in floats}  # this process's
   counts = np.asarray([_non_finite(x[s][slice(*blocks[s])], max(FINITE_BLOCK // max(
-      x[s][:1].size, 1), 1)) for s in floats], np.int64)
+      int(np.prod(x[s].shape[1:])), 1), 1)) for s in floats], np.int64)
   bad = dict(zip(floats, (int(c) for c in rows.summed(counts))))
   if sum(bad.values()):
     where = ', '.join(f'{split}: {n}' for split, n in bad.items() if n)
