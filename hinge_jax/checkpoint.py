@@ -4,13 +4,18 @@ A checkpoint at step t holds two items: `state`, the `TrainState` pytree (params
 strategy's state, divergence flags; every leaf with its leading members axis K), and
 `meta`, a small JSON object: the step, the members' seeds and the PRNG implementation (the
 keys of every random stream derive from them, `streams.stream_key`), a fingerprint of the
-config, the shape of every leaf, and whatever the caller adds (`extra`). Typed PRNG key
-leaves, if a state holds any, are stored as their raw `key_data` and wrapped again on restore.
+config, the shape of every leaf, the counts of processes and devices, and whatever the
+caller adds (`extra`). Typed PRNG key leaves, if a state holds any, are stored as their raw
+`key_data` and wrapped again on restore.
 
 `Checkpointer.restore_latest` walks back from the newest step: a checkpoint that cannot be
 read is set aside (moved to `<directory>-corrupt/<step>`) with one line saying so, and the one
 before it is used. A checkpoint written for other shapes, seeds or another config stops
 with one `UserError` line instead of being restored into the wrong run.
+
+In a multi-process run every process saves and restores together into the same directory:
+process 0 writes `meta` and finalizes each step, and every process writes the shards of the
+arrays that its devices hold. A checkpoint is resumed by as many processes as wrote it.
 """
 
 import contextlib
@@ -31,7 +36,9 @@ from typing import Any, Callable, Optional
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
+from jax.experimental import multihost_utils
 
+from hinge_jax import distributed
 from hinge_jax.errors import UserError
 
 # Errors that mean "the disk cannot take it": reported as one line, the run can be resumed.
@@ -45,13 +52,17 @@ def fault_point(site: str, before=None) -> None:
   """Fault injection for tests: HINGE_JAX_FAULT=<site>:<n> SIGKILLs this process at the n-th
   call of `site` (after `before()`, e.g. half a line written); <site>:<n>:<ms> instead starts
   a timer there that SIGKILLs it <ms> milliseconds later, wherever the run is by then (a
-  moment keyed on the run's progress, not on its start-up). Unset, it does nothing."""
+  moment keyed on the run's progress, not on its start-up); <site>:<n>:term sends it a SIGTERM
+  there instead, which the run handles (a stop at the next chunk). Unset, it does nothing."""
   spec = os.environ.get('HINGE_JAX_FAULT', '')
   if not spec.startswith(site + ':'):
     return
   _FAULT_CALLS[site] = _FAULT_CALLS.get(site, 0) + 1
   parts = spec.split(':')
   if _FAULT_CALLS[site] != int(parts[1]):
+    return
+  if parts[2:] == ['term']:
+    os.kill(os.getpid(), signal.SIGTERM)
     return
   if len(parts) > 2:
     timer = threading.Timer(int(parts[2]) / 1000, os.kill, (os.getpid(), signal.SIGKILL))
@@ -194,7 +205,9 @@ class Checkpointer:
     self.save_seconds: list[float] = []
     options = ocp.CheckpointManagerOptions(
         max_to_keep=max(int(keep), 1), create=True, cleanup_tmp_directories=True,
-        enable_async_checkpointing=False)  # a save is on disk when save() returns
+        enable_async_checkpointing=False,  # a save is on disk when save() returns
+        # every process calls save and restore; process 0 writes meta and finalizes a step
+        multiprocessing_options=ocp.options.MultiprocessingOptions(primary_host=0))
     self._manager = ocp.CheckpointManager(self.directory, item_names=('state', 'meta'),
                                           options=options)
 
@@ -212,6 +225,7 @@ class Checkpointer:
     meta = {'step': int(step), 'seeds': [int(s) for s in np.asarray(seeds).ravel()],
             'prng_impl': str(jax.config.jax_default_prng_impl),
             'config_fingerprint': config_fingerprint, 'shapes': shapes(state),
+            'processes': jax.process_count(), 'devices': jax.device_count(),
             'extra': extra or {}}
     try:
       if step in self._manager.all_steps():
@@ -238,6 +252,11 @@ class Checkpointer:
     fix = 'use another --workdir, or pass --overwrite to start this run afresh'
     if config_fingerprint and meta.get('config_fingerprint') not in ('', config_fingerprint):
       raise UserError(f'{where} was written by a different config; {fix}')
+    written = int(meta.get('processes', 1))  # a checkpoint from before the count: one process
+    if written != jax.process_count():
+      raise UserError(f'{where} was written by {written} process(es), this run has '
+                      f'{jax.process_count()}; rerun with {written} process(es) to resume it, '
+                      f'or pass --overwrite to start this run afresh')
     want, got = shapes(like), meta.get('shapes', {})
     if want != got:
       name = next(k for k in [*want, *got] if want.get(k) != got.get(k))  # params first
@@ -251,16 +270,20 @@ class Checkpointer:
                       f'({jax.config.jax_default_prng_impl}); {fix}')
 
   def _set_aside(self, step: int) -> str:
-    """Moves an unreadable step out of orbax's sight (kept for inspection, not deleted)."""
+    """Moves an unreadable step out of orbax's sight (kept for inspection, not deleted); in a
+    multi-process run process 0 moves it and the others wait for the move."""
     target_dir = self.directory + '-corrupt'
-    os.makedirs(target_dir, exist_ok=True)
     stamp = time.strftime('%Y%m%d-%H%M%S')
     target = os.path.join(target_dir, f'{step}-{stamp}')
-    n = 1
-    while os.path.lexists(target):
-      n += 1
-      target = os.path.join(target_dir, f'{step}-{stamp}-{n}')
-    shutil.move(os.path.join(self.directory, str(step)), target)
+    if distributed.is_writer():
+      os.makedirs(target_dir, exist_ok=True)
+      n = 1
+      while os.path.lexists(target):
+        n += 1
+        target = os.path.join(target_dir, f'{step}-{stamp}-{n}')
+      shutil.move(os.path.join(self.directory, str(step)), target)
+    if jax.process_count() > 1:
+      multihost_utils.sync_global_devices(f'hinge_jax checkpoint set aside {step}')
     self._manager.reload()
     return target
 
@@ -284,12 +307,17 @@ class Checkpointer:
         self._fall_back(step, steps[:len(steps) - 1 - i], e)
         continue
       self._check(step, meta, like, seeds, config_fingerprint)
+      error = None
       try:
         restored = self._manager.restore(step, args=ocp.args.Composite(
             state=ocp.args.StandardRestore(_encode(like))))['state']
         jax.block_until_ready(restored)
       except Exception as e:  # noqa: BLE001
-        self._fall_back(step, steps[:len(steps) - 1 - i], e)
+        error = e
+      # a process may fail to read its own shards only: every process falls back together
+      if distributed.agreed_max(int(error is not None)):
+        self._fall_back(step, steps[:len(steps) - 1 - i],
+                        error or OSError('another process could not read its shards'))
         continue
       return Restored(step=step, state=_decode(restored, like), meta=meta)
     return None

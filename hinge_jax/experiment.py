@@ -8,23 +8,31 @@ lock on its workdir (`io_utils.WorkdirLock`): a second run there stops in one li
 holding a run of another config is refused unless `overwrite`. Besides the JSON files the run writes TensorBoard events
 (`workdir/tensorboard/`) and pictures (`workdir/plots/`); the files are written by
 `hinge_jax.results`, as a sweep's are.
+
+A run can span several processes (`hinge_jax/distributed.py`) when its rows lie over every
+process's devices (`mesh.data`): process 0 takes the lock and writes the workdir, the others
+write to a scratch folder, and all of them save and restore the checkpoints together, in the
+workdir's `checkpoints/` (orbax writes each array's shards from the process that holds them).
 """
 
+import contextlib
 import os
 import signal
 import sys
+import tempfile
 import threading
 import time
+from typing import Any, Callable
 
 import jax
 import ml_collections
 import numpy as np
 
 from hinge_jax import config_lib, datasets, io_utils, metadata, results as outputs, sanity
-from hinge_jax import initial, strategies
+from hinge_jax import distributed, initial, mesh, strategies
 from hinge_jax.checkpoint import Checkpointer, fingerprint
 from hinge_jax.convergence import Convergence, final_fields
-from hinge_jax.errors import DivergedError, Interrupted
+from hinge_jax.errors import DivergedError, Interrupted, UserError
 from hinge_jax.progress import Progress
 from hinge_jax.summary import SummaryLog, flat_hparams
 from hinge_jax.train import Trainer, check_fits
@@ -121,33 +129,91 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   Raises `UserError` for bad input (before training) and for a full or read-only disk at any
   writer (one line; rerunning resumes), `Interrupted` after saving a checkpoint when
   SIGINT/SIGTERM arrived, and `DivergedError` after writing results when the loss became
-  NaN/inf.
+  NaN/inf. In a multi-process run every process calls it; process 0 writes `workdir`.
   """
   wall_start = time.perf_counter()
   config_lib.validate(config)
-  outputs.prepare_workdir(workdir)
+  checkpoints = os.path.join(workdir, 'checkpoints') if workdir else ''
+  if not distributed.is_writer():  # outputs to a scratch folder; the checkpoints are shared
+    with tempfile.TemporaryDirectory(prefix='hinge_jax_scratch_') as scratch:
+      return _locked(config, scratch, lambda *_: None, True, wall_start,
+                     os.path.abspath(checkpoints))
+  return _locked(config, workdir, log, overwrite, wall_start, checkpoints)
+
+
+def in_every_process(fn: Callable[[], Any]) -> Any:
+  """`fn()`, set-up that may stop some processes only (process 0's workdir lock, its previous
+  run): when any process raises `UserError` there, every process stops in one line instead of
+  waiting for it at the next collective. All processes must call it together."""
+  error, failed = None, 0
+  try:
+    out = fn()
+  except UserError as e:
+    error, failed = e, jax.process_index() + 1
+  first = distributed.agreed_max(failed)
+  if error is not None:
+    raise error
+  if first:
+    raise UserError(f'process {first - 1} stopped before training (its error line says why); '
+                    f'fix that and start every process again')
+  return out
+
+
+def _locked(config, workdir: str, log, overwrite: bool, wall_start: float,
+            checkpoints: str) -> dict:
+  """train_and_evaluate under the workdir's lock, its writers closed quietly on an error."""
   # A second run on this workdir stops at the lock, in one line. The outer StopSignals keeps
   # the handlers until everything is written: a late first signal lets the writing finish, a
   # second one exits at once (the training loop nests its own, which stops at a chunk's end).
   closers = []  # the open writers' close(quiet=True): run when the run ends in an error
-  with io_utils.WorkdirLock(workdir), StopSignals():
+  with contextlib.ExitStack() as stack:
+    def lock():
+      outputs.prepare_workdir(workdir)
+      stack.enter_context(io_utils.WorkdirLock(workdir))
+    in_every_process(lock)
+    stack.enter_context(StopSignals())
     try:
       with disk_errors(workdir, RESUMES):
-        return _train(config, workdir, log, overwrite, wall_start, closers)
+        return _train(config, workdir, log, overwrite, wall_start, closers, checkpoints)
     except BaseException:
       for close in reversed(closers):  # quiet: a second failure must not replace the first line
         close(quiet=True)
       raise
 
 
-def _train(config, workdir: str, log, overwrite: bool, wall_start: float, closers: list) -> dict:
+def check_spans_processes(config: ml_collections.ConfigDict, dataset) -> None:
+  """A single run over several processes must have devices of each: its one member lies on
+  the data axis alone, so `mesh.data` must reach into every process's devices."""
+  if jax.process_count() == 1:
+    return
+  split_bytes = sum(dataset.x[s].nbytes + dataset.y[s].nbytes for s in dataset.x)
+  layout = mesh.layout_for(config, None, 1, split_bytes, 0)
+  used = (layout.mesh.devices.flat if layout.mesh is not None else jax.devices()[:1])
+  owners = sorted({d.process_index for d in used})
+  if len(owners) < jax.process_count():
+    n = len(jax.devices())
+    requested = (config.get('mesh') or {}).get('data', 1)
+    raise UserError(
+        f'a single run over {jax.process_count()} processes must use devices of every one, but '
+        f'mesh.data={requested} lays it on {layout.data_shards} device(s) of process(es) '
+        f'{", ".join(map(str, owners))}; set --config.mesh.data={n} (its rows over all {n} '
+        f'devices), or run one process')
+
+
+def _train(config, workdir: str, log, overwrite: bool, wall_start: float, closers: list,
+           checkpoints: str) -> dict:
   """train_and_evaluate's body, run while this process holds the workdir's lock. Every write
-  is under `disk_errors` (one line naming the file); `closers` gets each writer it opens."""
+  is under `disk_errors` (one line naming the file); `closers` gets each writer it opens.
+  `checkpoints`: the checkpoint directory (process 0's workdir's, for every process)."""
   dataset = datasets.load(config.dataset)
   check_fits(config, dataset)
-  outputs.check_previous_run(workdir, config, overwrite=overwrite, log=log)
-  with disk_errors(workdir, RESUMES):
-    outputs.write_config(workdir, config)
+  check_spans_processes(config, dataset)
+
+  def previous_run():  # process 0's --overwrite clears the checkpoints before anyone reads them
+    with disk_errors(workdir, RESUMES):
+      outputs.check_previous_run(workdir, config, overwrite=overwrite, log=log)
+      outputs.write_config(workdir, config)
+  in_every_process(previous_run)
   trainer = Trainer.create(config, dataset, [config])
   log(describe(config, dataset))
 
@@ -155,9 +221,8 @@ def _train(config, workdir: str, log, overwrite: bool, wall_start: float, closer
   num_steps, every = trainer.spec.last_step, int(config.checkpoint_every_steps)
   config_id = fingerprint(outputs.config_record(config))
   seeds = np.asarray(trainer.hp['seed'])
-  with disk_errors(os.path.join(workdir, 'checkpoints'), RESUMES):
-    ckpt = Checkpointer(os.path.join(workdir, 'checkpoints'), keep=int(config.checkpoint_keep),
-                        log=log)
+  with disk_errors(checkpoints, RESUMES):
+    ckpt = Checkpointer(checkpoints, keep=int(config.checkpoint_keep), log=log)
   closers.append(ckpt.close)
   state = trainer.init()
   if initial.path_of(config):  # W0 from a file (the demo's export) instead of init_scale·randn
@@ -207,9 +272,10 @@ def _train(config, workdir: str, log, overwrite: bool, wall_start: float, closer
     stopped['step'] = step
     if step >= num_steps:
       return True  # the final checkpoint follows
-    if signals.signum:
+    signum = distributed.agreed_max(signals.signum)  # any process's signal stops them all
+    if signum:
       save(step, state, pending=pending)
-      stopped['signum'] = signals.signum
+      stopped['signum'] = signum
       return False
     if every and step % every == 0:
       save(step, state, pending=pending)
@@ -234,16 +300,16 @@ def _train(config, workdir: str, log, overwrite: bool, wall_start: float, closer
   ckpt.close()  # raises a one-line UserError when the disk failed a write
   train_time = time.perf_counter() - train_start
   compile_in_loop = trainer.compile_time_s - compile_before
-  diverged = bool(np.asarray(state.diverged)[0])
-  diverged_step = int(np.asarray(state.diverged_step)[0])
+  flag, at, params = distributed.to_host((state.diverged, state.diverged_step, state.params))
+  diverged, diverged_step = bool(flag[0]), int(at[0])
   final = summarize(trainer, state.params)
   record = trainer.convergence_record if not done else (
       Convergence.from_json(trainer.stop, saved_record) if saved_record else None)
-  convergence = final_fields(record, state.params, config_lib.hyper_arrays([config], np.float64),
+  convergence = final_fields(record, params, config_lib.hyper_arrays([config], np.float64),
                              dataset, spec=trainer.spec,
                              last_step=stopped['step'])[0]
   with disk_errors(workdir, RESUMES):
-    outputs.save_params(os.path.join(workdir, 'params.npz'), state.params)
+    outputs.save_params(os.path.join(workdir, 'params.npz'), params)
   saves = ckpt.save_seconds
   results = outputs.run_results(
       final, dataset, config, steps=diverged_step if diverged else stopped['step'],
@@ -270,7 +336,8 @@ def _train(config, workdir: str, log, overwrite: bool, wall_start: float, closer
                                                         'test_accuracy', 'final_loss')})
     closers.remove(tb.close)
     tb.close()
-  outputs.draw_plots(workdir, results, state.params, dataset, log=log, resume_hint=RESUMES)
+  if distributed.is_writer():  # another process's pictures would go to its scratch folder
+    outputs.draw_plots(workdir, results, params, dataset, log=log, resume_hint=RESUMES)
   if diverged:
     raise DivergedError(
         diverged_step,

@@ -35,10 +35,7 @@ def train(config, workdir: str, *, overwrite: bool = False) -> None:
     probe.run(config, workdir, overwrite=overwrite)
   elif sweep.is_sweep(config):  # many members in one compiled program
     sweep.run(config, workdir, overwrite=overwrite)
-  elif jax.process_count() > 1:
-    raise UserError(f'a single run does not span processes yet ({jax.process_count()} were '
-                    f'started); declare a sweep (sweep.grid) to use them all, or run one process')
-  else:
+  else:  # one member; over several processes its rows lie over all of them (mesh.data)
     experiment.train_and_evaluate(config, workdir, overwrite=overwrite)
 
 

@@ -1,6 +1,7 @@
 """Checkpointer: any number of members, typed keys, keep-last, fallback, refusals."""
 
 import errno
+import json
 import os
 
 import jax
@@ -118,6 +119,31 @@ def test_a_checkpoint_of_another_run_is_refused(tmp_path, like, seeds, fingerpri
   with pytest.raises(UserError, match=needle + '.*--overwrite'):
     ckpt.restore_latest(like, seeds=seeds, config_fingerprint=fingerprint)
   assert ckpt.steps() == [4]  # refused, not set aside
+
+
+def _edit_meta(directory, step, edit):
+  path = os.path.join(directory, str(step), 'meta', 'metadata')
+  with open(path) as f:
+    meta = json.load(f)
+  edit(meta)
+  with open(path, 'w') as f:
+    json.dump(meta, f)
+
+
+def test_meta_records_the_processes_and_devices_and_refuses_another_process_count(tmp_path):
+  state = {'w': jnp.ones((1, 3))}
+  ckpt = Checkpointer(str(tmp_path), log=lambda line: None)
+  ckpt.save(4, state, seeds=[0])
+  meta = ckpt.restore_latest(state, seeds=[0]).meta
+  assert (meta['processes'], meta['devices']) == (1, len(jax.devices()))
+  _edit_meta(tmp_path, 4, lambda m: m.update(processes=2))  # as two processes write it
+  with pytest.raises(UserError) as e:
+    Checkpointer(str(tmp_path)).restore_latest(state, seeds=[0])
+  assert str(e.value) == (
+      f'the checkpoint of step 4 in {tmp_path} was written by 2 process(es), this run has 1; '
+      f'rerun with 2 process(es) to resume it, or pass --overwrite to start this run afresh')
+  _edit_meta(tmp_path, 4, lambda m: m.pop('processes'))  # from before the count: one process
+  assert Checkpointer(str(tmp_path)).restore_latest(state, seeds=[0]).step == 4
 
 
 def test_full_disk_on_save_is_one_line_and_keeps_earlier_checkpoints(tmp_path, monkeypatch):

@@ -7,6 +7,7 @@ gloo, 4 simulated devices each); every multi-process test starts its processes o
 import concurrent.futures
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -17,9 +18,9 @@ import jax
 import numpy as np
 import pytest
 
-from hinge_jax import distributed, sweep
+from hinge_jax import distributed, experiment, io_utils, sweep
 from hinge_jax.errors import UserError
-from helpers import REPO, default_config, run_main
+from helpers import REPO, TIMING_KEYS, default_config, quiet, run_main
 from launch import multiprocess, run as launch_run
 
 SLURM = {'SLURM_JOB_ID': '7', 'SLURM_NTASKS': '4', 'SLURM_PROCID': '2'}
@@ -183,7 +184,7 @@ def test_two_processes_give_the_results_and_params_of_one(runs, request):
     np.testing.assert_allclose(p2[k], p1[k], rtol=rtol, atol=1e-7 if rtol else 0)
 
 
-def test_a_single_run_over_two_processes_is_refused_in_one_line(tmp_path, capsys):
+def test_a_single_run_on_the_devices_of_one_process_is_refused_in_one_line(tmp_path, capsys):
   env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=4')
   code = multiprocess.run_local(
       [sys.executable, '-m', 'hinge_jax.main', f'--workdir={tmp_path / "run"}'], 2,
@@ -192,8 +193,9 @@ def test_a_single_run_over_two_processes_is_refused_in_one_line(tmp_path, capsys
   assert capsys.readouterr().err.startswith('error: process ')
   log = (tmp_path / 'logs' / 'process_0.log').read_text().splitlines()
   assert [l for l in log if l.startswith('error:')] == [
-      'error: a single run does not span processes yet (2 were started); declare a sweep '
-      '(sweep.grid) to use them all, or run one process']
+      'error: a single run over 2 processes must use devices of every one, but mesh.data=1 '
+      'lays it on 1 device(s) of process(es) 0; set --config.mesh.data=8 (its rows over all 8 '
+      'devices), or run one process']
 
 
 def test_a_signal_to_one_process_stops_every_process_at_the_same_chunk(tmp_path):
@@ -219,3 +221,114 @@ def test_a_signal_to_one_process_stops_every_process_at_the_same_chunk(tmp_path)
   assert codes == [143, 143], [l.read_text()[-2000:] for l in logs]
   stopped = [l for l in logs[0].read_text().splitlines() if l.startswith('stopped:')]
   assert len(stopped) == 1 and stopped[0].startswith('stopped: SIGTERM at step ')
+
+
+# One member, full batch, its rows over all 8 devices (both processes'); a checkpoint every 5
+# steps. A single run over processes: process 0 writes, every process saves the checkpoints.
+SINGLE = {'batch_size': 0, 'mesh.data': 8, 'num_steps': 15, 'eval_every_steps': 5,
+          'checkpoint_every_steps': 5, 'sanity.enabled': False}
+
+
+def _single_run(workdir, faults=('', '')) -> list:
+  """Starts SINGLE as 2 processes × 4 devices (process i with HINGE_JAX_FAULT=faults[i]);
+  returns their Popen objects (output in workdir's sibling process_i.out)."""
+  port = _free_port()
+  procs = []
+  for i in range(2):
+    env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=4',
+               HINGE_JAX_FAULT=faults[i])
+    with open(f'{workdir}.process_{i}.out', 'w') as out:
+      procs.append(subprocess.Popen(
+          [sys.executable, '-m', 'hinge_jax.main', f'--workdir={workdir}', f'--process_id={i}',
+           '--num_processes=2', f'--coordinator=localhost:{port}',
+           *[f'--config.{k}={v}' for k, v in SINGLE.items()]],
+          cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT))
+  return procs
+
+
+def _codes(procs, workdir) -> list:
+  codes = [p.wait(timeout=240) for p in procs]
+  return codes, [open(f'{workdir}.process_{i}.out').read() for i in range(2)]
+
+
+@pytest.fixture(scope='module')
+def single(tmp_path_factory):
+  """SINGLE as 2 processes × 4 devices and, meanwhile, in this process on its 8 devices:
+  their workdirs."""
+  base = tmp_path_factory.mktemp('single')
+  procs = _single_run(base / 'two')
+  experiment.train_and_evaluate(default_config(**SINGLE), str(base / 'one'), log=quiet)
+  codes, outs = _codes(procs, base / 'two')
+  assert codes == [0, 0], outs
+  return base / 'one', base / 'two'
+
+
+def _same_run(one, two):
+  """Equal results.json (timings apart; floats to float32 rounding, accuracies exactly) and
+  params.npz to float32 rounding: the all-reduce between processes may add in another order."""
+  a, b = (_untimed(d / 'results.json') for d in (one, two))
+  for data in (a, b):
+    for key in TIMING_KEYS:
+      data.pop(key, None)
+  assert _close(a, b, 1e-5)
+  assert [a[k] for k in a if 'accuracy' in k] == [b[k] for k in b if 'accuracy' in k]
+  p1, p2 = np.load(one / 'params.npz'), np.load(two / 'params.npz')
+  assert sorted(p1) == sorted(p2)
+  for k in p1:
+    np.testing.assert_allclose(p2[k], p1[k], rtol=1e-5, atol=1e-7)
+
+
+def test_a_single_run_over_two_processes_gives_the_results_and_params_of_one(single):
+  one, two = single
+  _same_run(one, two)
+  # process 0 alone wrote the workdir: the same files, one TensorBoard log, each row once
+  assert sorted(os.listdir(two)) == sorted(os.listdir(one))
+  assert len(os.listdir(two / 'tensorboard')) == len(os.listdir(one / 'tensorboard')) == 1
+  rows = [json.loads(l) for l in (two / 'metrics.jsonl').read_text().splitlines()]
+  assert [r['step'] for r in rows] == [5, 10, 15]
+  assert sorted(os.listdir(two / 'checkpoints')) == ['10', '15', '5']
+
+
+def test_an_interrupted_two_process_run_resumes_to_the_results_of_one(single, tmp_path):
+  one, _ = single
+  run = tmp_path / 'run'
+  # process 1 gets a SIGTERM at its first checkpoint (step 5): both stop at the next chunk
+  codes, outs = _codes(_single_run(run, faults=('', 'checkpoint:1:term')), run)
+  assert codes == [143, 143], outs
+  for out in outs:
+    assert [l for l in out.splitlines() if l.startswith('stopped:')] == [
+        f'stopped: SIGTERM at step 10 of 15: saved a checkpoint in {run}/checkpoints; rerun '
+        f'the same command to resume']
+  assert sorted(os.listdir(run / 'checkpoints')) == ['10', '5']
+  codes, outs = _codes(_single_run(run), run)
+  assert codes == [0, 0], outs
+  assert 'resuming from the checkpoint of step 10' in outs[0]
+  _same_run(one, run)
+  assert [json.loads(l)['step'] for l in (run / 'metrics.jsonl').read_text().splitlines()] == [
+      5, 10, 15]
+
+
+def test_a_workdir_in_use_stops_every_process_in_one_line(tmp_path):
+  run = tmp_path / 'run'
+  run.mkdir()
+  with io_utils.WorkdirLock(str(run)):  # another run holds it: process 0 cannot start
+    codes, outs = _codes(_single_run(run), run)
+  assert codes == [2, 2], outs
+  errors = [[l for l in out.splitlines() if l.startswith('error:')] for out in outs]
+  assert errors[0][0].startswith(f'error: --workdir={run} is in use by pid {os.getpid()} ')
+  assert errors == [errors[0][:1], ['error: process 0 stopped before training (its error line '
+                                    'says why); fix that and start every process again']]
+  assert os.listdir(run) == []  # nothing written (the holder removed its lock)
+
+
+def test_resuming_with_another_process_count_is_refused_in_one_line(single, tmp_path):
+  _, two = single
+  run = tmp_path / 'run'
+  shutil.copytree(two, run)
+  with pytest.raises(UserError) as e:  # this process: 1 process, the same 8 devices
+    experiment.train_and_evaluate(default_config(**SINGLE), str(run), log=quiet)
+  assert str(e.value) == (
+      f'the checkpoint of step 15 in {run}/checkpoints was written by 2 process(es), this run '
+      f'has 1; rerun with 2 process(es) to resume it, or pass --overwrite to start this run '
+      f'afresh')
+  assert (run / 'results.json').read_text() == (two / 'results.json').read_text()
