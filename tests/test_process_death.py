@@ -272,20 +272,43 @@ def test_a_hung_coordinator_stops_the_other_in_one_line(tmp_path):
 LINGER = """
 import sys, time
 from hinge_jax import distributed
-port, process_id, linger = sys.argv[1:]
-s = distributed.settings(f'localhost:{port}', 2, int(process_id), process_timeout_s=1)
+port, process_id, num_processes, timeout_s, linger = map(int, sys.argv[1:])
+s = distributed.settings(f'localhost:{port}', num_processes, process_id,
+                         process_timeout_s=timeout_s)
 distributed.initialize(s)
 with distributed.watchdog(s):
-  time.sleep(float(linger))  # the run's own work: one process ends well after the other
+  print('watching', flush=True)
+  time.sleep(linger)  # the run's own work
 """
+
+
+def _lingering(lingers: list[int], timeout_s: int) -> list:
+  port = _free_port()
+  return [subprocess.Popen([sys.executable, '-c', LINGER, str(port), str(i), str(len(lingers)),
+                            str(timeout_s), str(linger)], cwd=REPO, stdout=subprocess.PIPE,
+                           stderr=subprocess.STDOUT, text=True)
+          for i, linger in enumerate(lingers)]
 
 
 @pytest.mark.parametrize('late', [0, 1])
 def test_a_process_that_finishes_first_stops_nobody(late):
-  port = _free_port()
-  procs = [subprocess.Popen([sys.executable, '-c', LINGER, str(port), str(i),
-                             '4' if i == late else '0'], cwd=REPO, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True) for i in range(2)]
+  procs = _lingering([4 if i == late else 0 for i in range(2)], timeout_s=1)
   outs = [p.communicate(timeout=120)[0] for p in procs]
   assert [p.returncode for p in procs] == [0, 0], outs
-  assert not [l for out in outs for l in out.splitlines() if l.startswith('error:')], outs
+  assert [out.strip() for out in outs] == ['watching', 'watching']  # no error line
+
+
+def test_every_survivor_says_the_same_line_and_process_0_ends_last():
+  procs = _lingering([60, 60, 60], timeout_s=2)
+  try:
+    assert [p.stdout.readline() for p in procs] == ['watching\n'] * 3  # all joined
+    procs[2].send_signal(signal.SIGKILL)
+    outs = [p.communicate(timeout=30)[0] for p in procs[:2]]
+  finally:
+    for p in procs:
+      p.kill()
+      p.wait()
+  line = ('error: process 2 of 3 stopped responding (no heartbeat for 2 s); stopping the others '
+          '- see its log')
+  assert [p.returncode for p in procs[:2]] == [2, 2], outs
+  assert [out.strip() for out in outs] == [line, line]  # process 1 was not aborted by JAX
