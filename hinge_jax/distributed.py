@@ -259,6 +259,7 @@ class Watchdog:
   def _halt(self, line: str, *, store: bool) -> None:
     """Prints `error: line`, tells the others (through the store) and ends this process."""
     self._halting.acquire()  # never released: a second verdict waits for the end
+    self._stop.set()  # no more beats over 'stopped'
     print(f'error: {line}', file=sys.stderr, flush=True)
     if store:  # bounded: a store that stops answering now must not keep this process alive
       tell = threading.Thread(target=self._tell_others, args=(line,), daemon=True)
