@@ -1,4 +1,5 @@
-"""Several processes as one JAX program (`jax.distributed`): settings, start-up checks, writer.
+"""Several processes as one JAX program (`jax.distributed`): settings, start-up checks, writer,
+and a watchdog that stops the others in one line when a process dies.
 
 Settings come from `--coordinator=host:port --num_processes=N --process_id=i`, or from Slurm's
 environment (SLURM_NTASKS, SLURM_PROCID; JAX finds the coordinator in the node list). Before
@@ -7,17 +8,21 @@ here, so bad input is one line: a coordinator that cannot be reached within the 
 process count that disagrees with Slurm's, processes started with different configs.
 """
 
+import contextlib
 import dataclasses
 import hashlib
 import json
 import os
 import socket
+import sys
+import threading
 import time
 from typing import Mapping, Optional
 
 import jax
 import numpy as np
 from absl import flags
+from jax._src import distributed as jax_distributed  # its client: the key-value store
 from jax.experimental import multihost_utils
 
 from hinge_jax.errors import UserError
@@ -30,8 +35,9 @@ class Settings:
   num_processes: int
   process_id: int
   timeout_s: int = 300  # to reach the coordinator and for every process to register
-  heartbeat_s: int = 100  # a process silent this long is taken as dead; the others stop
+  heartbeat_s: int = 100  # JAX's own: a process silent this long ends the others (an abort)
   slurm: bool = False
+  process_timeout_s: int = 30  # ours, below JAX's: a process silent this long, one line
 
 
 def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
@@ -45,8 +51,11 @@ def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
                        'SLURM_PROCID).', flag_values=flag_values)
   flags.DEFINE_integer('distributed_timeout_s', 300, 'Seconds to reach the coordinator and for '
                        'every process to join.', flag_values=flag_values)
-  flags.DEFINE_integer('heartbeat_timeout_s', 100, 'Seconds after which a silent process is '
-                       'taken as dead and the others stop.', flag_values=flag_values)
+  flags.DEFINE_integer('heartbeat_timeout_s', 100, 'Seconds after which JAX takes a silent '
+                       'process as dead and aborts the others.', flag_values=flag_values)
+  flags.DEFINE_integer('process_timeout_s', 30, 'Seconds after which a silent process (or an '
+                       'unanswering coordinator) stops the others with one error line; below '
+                       'half of --heartbeat_timeout_s.', flag_values=flag_values)
 
 
 def _slurm_tasks(environ: Mapping[str, str]) -> Optional[tuple[int, int]]:
@@ -62,11 +71,18 @@ def _slurm_tasks(environ: Mapping[str, str]) -> Optional[tuple[int, int]]:
 
 def settings(coordinator: Optional[str], num_processes: Optional[int],
              process_id: Optional[int], *, timeout_s: int = 300, heartbeat_s: int = 100,
+             process_timeout_s: int = 30,
              environ: Mapping[str, str] = os.environ) -> Optional[Settings]:
   """The settings the flags and the environment give; None for a single process."""
   if timeout_s <= 0 or heartbeat_s <= 0:
     raise UserError(f'--distributed_timeout_s={timeout_s} and --heartbeat_timeout_s='
                     f'{heartbeat_s} must be positive (seconds)')
+  # JAX ends the others between half and all of its heartbeat timeout after a death (a C++
+  # abort); the watchdog must speak first.
+  if not 0 < process_timeout_s < heartbeat_s / 2:
+    raise UserError(f'--process_timeout_s={process_timeout_s} must be positive and below half '
+                    f'of --heartbeat_timeout_s={heartbeat_s} (seconds); lower it or raise '
+                    f'--heartbeat_timeout_s')
   slurm = _slurm_tasks(environ)
   if slurm is not None and slurm[0] > 1:
     ntasks, procid = slurm
@@ -77,7 +93,8 @@ def settings(coordinator: Optional[str], num_processes: Optional[int],
     if process_id is not None and process_id != procid:
       raise UserError(f'--process_id={process_id} but this is Slurm task SLURM_PROCID={procid}; '
                       f'drop --process_id under Slurm')
-    return Settings(coordinator, ntasks, procid, timeout_s, heartbeat_s, slurm=True)
+    return Settings(coordinator, ntasks, procid, timeout_s, heartbeat_s, slurm=True,
+                    process_timeout_s=process_timeout_s)
   given = {'--coordinator': coordinator, '--num_processes': num_processes,
            '--process_id': process_id}
   if all(v is None for v in given.values()):
@@ -94,7 +111,8 @@ def settings(coordinator: Optional[str], num_processes: Optional[int],
     raise UserError(f'--coordinator={coordinator!r} is not host:port, e.g. node0:12345')
   if num_processes == 1:
     return None
-  return Settings(coordinator, num_processes, process_id, timeout_s, heartbeat_s)
+  return Settings(coordinator, num_processes, process_id, timeout_s, heartbeat_s,
+                  process_timeout_s=process_timeout_s)
 
 
 def wait_for_coordinator(address: str, timeout_s: float) -> None:
@@ -128,6 +146,170 @@ def initialize(s: Optional[Settings]) -> None:
                                heartbeat_timeout_seconds=s.heartbeat_s)
   except (ValueError, TypeError, RuntimeError) as e:
     raise UserError(f'jax.distributed.initialize failed: {" ".join(str(e).split())}')
+
+
+_ALIVE = 'hinge_jax/alive/'  # process_<i>: a beat counter, then 'done' or 'stopped'
+_VERDICT = 'verdict'  # under _ALIVE: the line of the first process to see a death
+
+
+class Watchdog:
+  """Ends this process with one `error:` line, exit code 2, when another stops responding.
+
+  On daemon threads (so it beats while the main thread waits inside a compiled program) each
+  process bumps a counter in the coordination service's key-value store, served by process 0,
+  and reads everyone's. A counter unchanged for `timeout_s` on this process's clock names a
+  dead or stuck process; a store silent that long, a lost coordinator. The first verdict goes
+  into the store, so every process prints the same line; process 0 ends last, since the
+  others' store ends with it. JAX's own heartbeat would end them later, with a C++ abort.
+  """
+
+  def __init__(self, client, process_id: int, num_processes: int, timeout_s: float, *,
+               clock=time.monotonic, sleep=time.sleep, end=os._exit):
+    self.client, self.process_id, self.timeout_s = client, process_id, timeout_s
+    self.num_processes = num_processes
+    self.period = min(1.0, timeout_s / 10)
+    self._clock, self._sleep, self._end = clock, sleep, end
+    now = clock()
+    self._answered = now  # the store's last answer
+    self._seen = {i: (None, now) for i in range(num_processes) if i != process_id}
+    self._verdict = None  # as last read from the store
+    self._beats = 0
+    self._stop = threading.Event()
+    self._halting = threading.Lock()  # held until the process ends
+    self._threads = [threading.Thread(target=f, name=f'hinge_jax_watchdog_{f.__name__}',
+                                      daemon=True) for f in (self._beating, self._watching)]
+
+  def start(self) -> 'Watchdog':
+    for t in self._threads:
+      t.start()
+    return self
+
+  def beat(self) -> None:
+    """One round: this process's counter up, everyone's read (a store error raises)."""
+    self._beats += 1
+    self._set(f'process_{self.process_id}', str(self._beats))
+    entries = self._entries()
+    now = self._clock()
+    self._answered, self._verdict = now, entries.get(_VERDICT)
+    for i, (value, _) in self._seen.items():
+      if entries.get(f'process_{i}') != value:
+        self._seen[i] = (entries.get(f'process_{i}'), now)
+
+  def verdict(self) -> Optional[str]:
+    """The line to stop with, or None while every process responds."""
+    now = self._clock()
+    if self._verdict:
+      return self._verdict
+    if not self._answering(now):
+      return (f'lost the coordinator (process 0): no answer for {self.timeout_s:g} s; '
+              f'stopping - see its log')
+    silent = [i for i, (value, since) in self._seen.items()
+              if value != 'done' and now - since > self.timeout_s]
+    if not silent:
+      return None
+    who = (f'process {silent[0]}' if len(silent) == 1 else
+           f'processes {", ".join(map(str, silent))}')
+    logs = 'its log' if len(silent) == 1 else 'their logs'
+    return (f'{who} of {self.num_processes} stopped responding (no heartbeat for '
+            f'{self.timeout_s:g} s); stopping the others - see {logs}')
+
+  def _answering(self, now: float) -> bool:
+    """Whether the store answered within the timeout (process 0's own always counts)."""
+    return self.process_id == 0 or now - self._answered <= self.timeout_s
+
+  def stop(self, *, done: bool) -> None:
+    """Stops beating; `done` (every process ends together) tells the others not to wait for
+    this one. Without it (this process alone failed), they stop after `timeout_s`."""
+    self._stop.set()
+    for t in self._threads:
+      if t.ident is not None:  # started
+        t.join(self.timeout_s)
+    if done:
+      with contextlib.suppress(Exception):
+        self._set(f'process_{self.process_id}', 'done')
+
+  def await_verdict(self) -> None:
+    """Waits long enough for a verdict on any process that died before now (it ends this
+    process); returns if none comes."""
+    self._sleep(self.timeout_s + 3 * self.period + 1)
+
+  def _set(self, name: str, value: str, overwrite: bool = True) -> None:
+    self.client.key_value_set(_ALIVE + name, value, allow_overwrite=overwrite)
+
+  def _entries(self) -> dict[str, str]:
+    return {k.rpartition('/')[2]: v for k, v in self.client.key_value_dir_get(_ALIVE)}
+
+  def _beating(self) -> None:
+    while not self._stop.is_set():
+      try:
+        self.beat()
+      except Exception as e:  # the coordinator's store is gone
+        if not self._stop.is_set():
+          reason = (str(e).strip().splitlines() or [type(e).__name__])[0]
+          self._halt(f'lost the coordinator (process 0): {reason}; stopping - see its log',
+                     store=False)
+      self._stop.wait(self.period)
+
+  def _watching(self) -> None:
+    while not self._stop.wait(self.period):
+      line = self.verdict()
+      if line:
+        self._halt(line, store=self._answering(self._clock()))
+
+  def _halt(self, line: str, *, store: bool) -> None:
+    """Prints `error: line`, tells the others (through the store) and ends this process."""
+    self._halting.acquire()  # never released: a second verdict waits for the end
+    self._stop.set()  # no more beats over 'stopped'
+    print(f'error: {line}', file=sys.stderr, flush=True)
+    if store:  # bounded: a store that stops answering now must not keep this process alive
+      tell = threading.Thread(target=self._tell_others, args=(line,), daemon=True)
+      tell.start()
+      tell.join(12 * self.period + 4)
+    self._end(2)
+
+  def _tell_others(self, line: str) -> None:
+    with contextlib.suppress(Exception):  # the first verdict stands
+      self._set(_VERDICT, line, overwrite=False)
+    with contextlib.suppress(Exception):
+      self._set(f'process_{self.process_id}', 'stopped')
+    if self.process_id == 0:
+      self._await_others()
+
+  def _await_others(self) -> None:
+    """Waits (a few beats at most) until the responding processes have stopped."""
+    now = self._clock()
+    waiting = {f'process_{i}' for i, (value, since) in self._seen.items()
+               if value not in ('done', 'stopped') and now - since <= self.timeout_s}
+    deadline = now + 10 * self.period + 2
+    while waiting and self._clock() < deadline:
+      with contextlib.suppress(Exception):
+        entries = self._entries()
+        waiting = {k for k in waiting if entries.get(k) not in ('done', 'stopped')}
+      self._sleep(self.period / 2)
+    self._sleep(self.period)  # their exits run after their 'stopped'
+
+
+@contextlib.contextmanager
+def watchdog(s: Optional[Settings]):
+  """Watches the other processes while the block runs (nothing for a single process).
+
+  A block that ends or exits (every process does, together) marks this process done. A
+  collective that fails (a peer's connection reset: JaxRuntimeError) waits for the verdict
+  first, so a dead peer is one line here too, not a traceback.
+  """
+  client = jax_distributed.global_state.client
+  if s is None or client is None:
+    yield None
+    return
+  dog = Watchdog(client, s.process_id, s.num_processes, s.process_timeout_s).start()
+  try:
+    yield dog
+  except BaseException as e:
+    if isinstance(e, jax.errors.JaxRuntimeError):
+      dog.await_verdict()
+    dog.stop(done=isinstance(e, SystemExit))
+    raise
+  dog.stop(done=True)
 
 
 def fingerprint(config) -> str:

@@ -7,9 +7,9 @@ Every config field can be overridden from the command line (`--config.reg.streng
 Running the same command again resumes from the workdir's latest checkpoint; a workdir
 holding a run of another config is refused unless `--overwrite`. JAX's persistent
 compilation cache is on (`--jax_cache_dir`, or `$HINGE_JAX_CACHE_DIR`; `off` disables it).
-Exit codes: 0 done, 2 bad input (one line on stderr), 3 training diverged, 128 + signal
-(130 SIGINT, 143 SIGTERM) when stopped by a signal after saving a checkpoint, or at once
-on a second signal. A run holds WORKDIR/.lock: a second run on that workdir exits 2.
+Exit codes: 0 done, 2 bad input or a lost process (one line on stderr), 3 training diverged,
+128 + signal (130 SIGINT, 143 SIGTERM) when stopped by a signal after saving a checkpoint, or
+at once on a second signal. A run holds WORKDIR/.lock: a second run on that workdir exits 2.
 Several processes run as one program with `--coordinator=host:port --num_processes=N
 --process_id=i` (or under Slurm, from its environment): `hinge_jax/distributed.py`.
 """
@@ -43,18 +43,20 @@ def main(argv):
   del argv  # cli_utils.parse_flags refuses positional arguments
   absl_logging.set_verbosity(absl_logging.WARNING)  # orbax logs every file at INFO
   fl = flags.FLAGS
-  distributed.initialize(distributed.settings(
+  settings = distributed.settings(
       fl.coordinator, fl.num_processes, fl.process_id, timeout_s=fl.distributed_timeout_s,
-      heartbeat_s=fl.heartbeat_timeout_s))  # before JAX starts its backends
-  distributed.check_same_config(_CONFIG.value)
-  compile_cache.enable(fl.jax_cache_dir, log=lambda line: print(line, file=sys.stderr))
-  try:
-    train(_CONFIG.value, fl.workdir or '', overwrite=fl.overwrite)
-  except Interrupted as e:
-    print(f'stopped: {e}', file=sys.stderr)
-    sys.exit(128 + e.signum)
-  except DivergedError as e:
-    cli_utils.fail(str(e), code=3)
+      heartbeat_s=fl.heartbeat_timeout_s, process_timeout_s=fl.process_timeout_s)
+  distributed.initialize(settings)  # before JAX starts its backends
+  with distributed.watchdog(settings):  # a process that dies stops the others in one line
+    distributed.check_same_config(_CONFIG.value)
+    compile_cache.enable(fl.jax_cache_dir, log=lambda line: print(line, file=sys.stderr))
+    try:
+      train(_CONFIG.value, fl.workdir or '', overwrite=fl.overwrite)
+    except Interrupted as e:
+      print(f'stopped: {e}', file=sys.stderr)
+      sys.exit(128 + e.signum)
+    except DivergedError as e:
+      cli_utils.fail(str(e), code=3)
 
 
 def run() -> None:
