@@ -10,7 +10,7 @@ results.json and params.npz), probe.json (grid, accuracies, chosen λ, test accu
 probe_params.npz (the refit model) and plots/probe.png (validation accuracy over λ).
 """
 
-import json
+import contextlib
 import math
 import os
 import signal
@@ -20,8 +20,10 @@ import jax
 import ml_collections
 import numpy as np
 
-from hinge_jax import config_lib, datasets, experiment, io_utils, plots, results, sweep
+from hinge_jax import config_lib, datasets, distributed, experiment, io_utils, plots, results
+from hinge_jax import sweep
 from hinge_jax.convergence import final_fields
+from hinge_jax.datasets import lazy, rows as data_rows
 from hinge_jax.datasets.base import finalize
 from hinge_jax.datasets.loaders import common
 from hinge_jax.errors import ConfigError, DataError, Interrupted
@@ -105,11 +107,13 @@ def sklearn_c(strength: float, num_train: int) -> float:
 
 
 def train_plus_val(config: ml_collections.ConfigDict, dataset):
-  """The dataset with val joined to train (one host copy), its mean recomputed; val empty."""
-  x = {'train': np.concatenate([dataset.x['train'], dataset.x['val']]),
-       'val': dataset.x['val'][:0], 'test': dataset.x['test']}
-  y = {'train': np.concatenate([dataset.y['train'], dataset.y['val']]),
-       'val': dataset.y['val'][:0], 'test': dataset.y['test']}
+  """The dataset with val joined to train (one host copy; several processes: a lazy join,
+  each reads its rows), its mean recomputed; val empty."""
+  join = lazy.concat if data_rows.several() else lambda a, b: np.concatenate([a, b])
+  x = {'train': join(dataset.x['train'], dataset.x['val']),
+       'val': lazy.rows(dataset.x['val'], 0, 0), 'test': dataset.x['test']}
+  y = {'train': join(dataset.y['train'], dataset.y['val']),
+       'val': lazy.rows(dataset.y['val'], 0, 0), 'test': dataset.y['test']}
   return finalize(dataset.name, x, y, num_classes=dataset.num_classes,
                   image_shape=dataset.image_shape, class_names=dataset.class_names,
                   **common(config.dataset))
@@ -117,13 +121,17 @@ def train_plus_val(config: ml_collections.ConfigDict, dataset):
 
 def refit(config: ml_collections.ConfigDict, strength: float, workdir: str, log=print) -> dict:
   """Trains one model on train + val at the chosen λ's C (λ·N_train/(N_train + N_val)) and
-  tests it; its parameters go to probe_params.npz."""
+  tests it; its parameters go to probe_params.npz (process 0's). Over several processes the
+  one model's rows lie over every process's devices (`mesh.data` = all of them)."""
   dataset = datasets.load(config.dataset)
   n_train, n_val = dataset.size('train'), dataset.size('val')
   joined = train_plus_val(config, dataset)
   del dataset
   scaled = strength * n_train / (n_train + n_val)
-  member = config_lib.with_fields(config, {'reg.strength': scaled})
+  fields = {'reg.strength': scaled}
+  if jax.process_count() > 1:
+    fields['mesh.data'] = len(jax.devices())
+  member = config_lib.with_fields(config, fields)
   check_fits(member, joined)
   trainer = Trainer.create(member, joined, [member])
   reached = [0]
@@ -138,10 +146,12 @@ def refit(config: ml_collections.ConfigDict, strength: float, workdir: str, log=
                         f'{name} at step {reached[0]} of the refit: the probe was stopped; rerun '
                         f'the same command with --overwrite to redo it')
   final = experiment.summarize(trainer, state.params)
-  convergence = final_fields(trainer.convergence_record, state.params,
+  params = distributed.to_host(state.params)
+  convergence = final_fields(trainer.convergence_record, params,
                              config_lib.hyper_arrays([member], np.float64), joined,
                              spec=trainer.spec, last_step=reached[0])[0]
-  results.save_params(os.path.join(workdir, 'probe_params.npz'), state.params)
+  if distributed.is_writer():
+    results.save_params(os.path.join(workdir, 'probe_params.npz'), params)
   log(f'refit on train + val ({joined.size("train")} examples) at reg.strength={scaled:g}: '
       f'test_acc {final["test"]["accuracy"]:.4f}; {experiment.convergence_line(convergence)}')
   return {'reg_strength': scaled, 'sklearn_C': sklearn_c(scaled, joined.size('train')),
@@ -181,8 +191,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, log=print, *,
   summary = sweep.run(sweep_config(config, grid), workdir, log=log, overwrite=overwrite)
   rows, best = summary['members'], summary['best_member']
   chosen = float(rows[best]['reg.strength'])
-  with open(os.path.join(workdir, 'results.json')) as f:  # the chosen member's, from the sweep
-    n_train = int(json.load(f)['splits']['train']['size'])
+  n_train = int(summary['train_examples'])
   record = {
       'lambdas': grid,
       'val_accuracy': [r['val_accuracy'] for r in rows],
@@ -198,16 +207,21 @@ def run(config: ml_collections.ConfigDict, workdir: str, log=print, *,
       'refit': None,
   }
   again = 'rerun the same command with --overwrite'
-  with io_utils.WorkdirLock(workdir), results.disk_errors(workdir, again):
+  writer = distributed.is_writer()  # several processes: process 0 writes, all refit
+  with contextlib.ExitStack() as stack:
+    experiment.in_every_process(
+        lambda: writer and stack.enter_context(io_utils.WorkdirLock(workdir)))
+    stack.enter_context(results.disk_errors(workdir, again))
     if config.probe.get('refit', False):
       record['refit'] = refit(config, chosen, workdir, log=log)
     record['test_accuracy'] = (record['refit']['test_accuracy'] if record['refit']
                                else record['test_accuracy_train_only'])
     record['wall_time_s'] = time.perf_counter() - wall_start
-    record['devices'] = [str(d) for d in jax.local_devices()]
-    io_utils.write_json(os.path.join(workdir, 'probe.json'), record)
-    os.makedirs(os.path.join(workdir, 'plots'), exist_ok=True)
-    plots.save(probe_figure(grid, rows, best), os.path.join(workdir, 'plots', 'probe.png'))
+    record['devices'] = [str(d) for d in jax.devices()]
+    if writer:
+      io_utils.write_json(os.path.join(workdir, 'probe.json'), record)
+      os.makedirs(os.path.join(workdir, 'plots'), exist_ok=True)
+      plots.save(probe_figure(grid, rows, best), os.path.join(workdir, 'plots', 'probe.png'))
   log(f'probe: chosen λ = {chosen:g} (member {best} of {len(grid)}), val_acc '
       f'{record["val_accuracy_chosen"]:.4f}, test_acc {record["test_accuracy"]:.4f}'
       + (' (refit on train + val)' if record['refit'] else ''))

@@ -343,7 +343,8 @@ def _run(config, points: list[dict], workdir: str, log, overwrite: bool, wall_st
 
   best = best_member(rows)
   summary = {'members': rows, 'best_member': best, 'best': rows[best],
-             'swept_fields': list(points[0]), 'programs': programs,
+             'swept_fields': list(points[0]), 'train_examples': dataset.size('train'),
+             'programs': programs,
              'members_per_program': per_program, 'devices': n_dev,
              'compile_time_s': compile_s, 'wall_time_s': time.perf_counter() - wall_start,
              'chunk_reruns': trainer.reruns,  # chunks rerun: a member diverged (train.Trainer)

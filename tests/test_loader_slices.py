@@ -206,6 +206,21 @@ def test_rows_views_read_nothing_and_reads_match_numpy():
     r.take([7])
 
 
+def test_concat_reads_each_row_from_its_own_source():
+  a, b = np.arange(10.0).reshape(5, 2), np.arange(100.0, 106.0).reshape(3, 2).astype(np.float32)
+  asked = {'a': [], 'b': []}
+  ra = lazy.Rows(lambda idx: (asked['a'].append(idx.tolist()), a[idx])[1], a.shape, a.dtype)
+  rb = lazy.Rows(lambda idx: (asked['b'].append(idx.tolist()), b[idx])[1], b.shape, b.dtype)
+  joined = lazy.concat(ra, rb)
+  want = np.concatenate([a, b])
+  assert joined.shape == want.shape and joined.dtype == want.dtype and not any(asked.values())
+  np.testing.assert_array_equal(joined[3:7], want[3:7])
+  assert asked == {'a': [[3, 4]], 'b': [[0, 1]]}
+  np.testing.assert_array_equal(joined[[7, 0, 6]], want[[7, 0, 6]])
+  np.testing.assert_array_equal(np.asarray(joined), want)
+  np.testing.assert_array_equal(lazy.concat(a, b[:0])[1:3], a[1:3])  # plain arrays, empty part
+
+
 @pytest.fixture(scope='module')
 def cifar_files(tmp_path_factory):
   root = tmp_path_factory.mktemp('cifar_rows')

@@ -18,7 +18,8 @@ import jax
 import numpy as np
 import pytest
 
-from hinge_jax import distributed, experiment, io_utils, sweep
+from configs import probe as probe_config
+from hinge_jax import config_lib, distributed, experiment, io_utils, main, sweep
 from hinge_jax.errors import UserError
 from helpers import REPO, TIMING_KEYS, default_config, quiet, run_main
 from launch import multiprocess, run as launch_run
@@ -332,3 +333,41 @@ def test_resuming_with_another_process_count_is_refused_in_one_line(single, tmp_
       f'has 1; rerun with 2 process(es) to resume it, or pass --overwrite to start this run '
       f'afresh')
   assert (run / 'results.json').read_text() == (two / 'results.json').read_text()
+
+
+def test_the_probe_over_two_processes_chooses_and_refits_as_one(tmp_path):
+  """The probe protocol (λ sweep, choice, refit on train + val, whose rows lie over both
+  processes) over 2 processes × 4 devices, and in this process on its 8 devices."""
+  rng = np.random.default_rng(0)
+  folder = tmp_path / 'emb'
+  folder.mkdir()
+  centres = rng.standard_normal((3, 16))
+  for split, size in (('train', 240), ('val', 120), ('test', 120)):
+    y = np.arange(size) % 3
+    np.save(folder / f'x_{split}.npy', (centres[y] + 1.5 * rng.standard_normal((size, 16))
+                                        ).astype(np.float32))
+    np.save(folder / f'y_{split}.npy', y)
+  fields = {'dataset.path': str(folder), 'probe.lambdas': '1e-3,1e-2,1e-1,1.0'}
+  config = config_lib.with_fields(probe_config.get_config('refit'), fields)
+  env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=4')
+  command = [sys.executable, '-m', 'hinge_jax.main', '--config=configs/probe.py:refit',
+             f'--workdir={tmp_path / "two"}', *[f'--config.{k}={v}' for k, v in fields.items()]]
+  with concurrent.futures.ThreadPoolExecutor(1) as pool:
+    code = pool.submit(multiprocess.run_local, command, 2, str(tmp_path / 'logs'), cwd=REPO,
+                       env=env)
+    main.train(config, str(tmp_path / 'one'))
+    assert code.result() == 0
+  one, two = (json.loads((tmp_path / d / 'probe.json').read_text()) for d in ('one', 'two'))
+  for key in ('chosen_lambda', 'val_accuracy', 'train_accuracy', 'test_accuracy_train_only',
+              'test_accuracy', 'train_examples'):
+    assert one[key] == two[key], key
+  assert two['refit']['train_examples'] == 360 and two['refit']['test_accuracy'] == one[
+      'refit']['test_accuracy']
+  c1, c2 = one['refit']['convergence'], two['refit']['convergence']
+  assert (c1['converged'], c1['steps']) == (c2['converged'], c2['steps'])
+  assert c2['objective'] == pytest.approx(c1['objective'], rel=1e-6)
+  assert max(c1['grad_norm'], c2['grad_norm']) < 1e-5  # both at the optimum, to float32 noise
+  p1, p2 = np.load(tmp_path / 'one' / 'probe_params.npz'), np.load(tmp_path / 'two' /
+                                                                   'probe_params.npz')
+  for k in p1:
+    np.testing.assert_allclose(p2[k], p1[k], rtol=1e-4, atol=1e-5)

@@ -119,3 +119,15 @@ def astype(a, dtype):
 def wrap(a, what: str = ''):
   """`a` as a `Rows` (an ndarray or memory map wrapped; a `Rows` as it is)."""
   return a if isinstance(a, Rows) else of_array(a, what)
+
+
+def concat(a, b):
+  """`np.concatenate([a, b])` as a `Rows` that reads nothing until indexed: a row of `a`, or
+  of `b` after `a`'s, comes from its own source."""
+  a, b = wrap(a), wrap(b)
+  n = len(a)
+
+  def read(idx):
+    return np.concatenate([a.read(idx[idx < n]), b.read(idx[idx >= n] - n)])
+  return Rows(read, (n + len(b),) + a.shape[1:], np.result_type(a.dtype, b.dtype),
+              what=f'{a.what or "rows"} + {b.what or "rows"}')
