@@ -20,7 +20,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from hinge_jax import fullbatch
+from hinge_jax import distributed, fullbatch
 from hinge_jax.datasets import Dataset, rows
 from hinge_jax.objective import penalty
 
@@ -164,7 +164,7 @@ def objective_and_grad_norm_f64(params, hp: dict, dataset: Dataset, *, spec
     block = rows.process_block(dataset.size('train'))
     value, grad = partial_value_and_grad(params, hp, dataset, spec=spec, block=block,
                                          with_penalty=jax.process_index() == 0)
-    value, grad = rows.summed((value, grad))  # every process's rows, added
+    value, grad = distributed.summed((value, grad))  # every process's rows, added
     return value, np.sqrt(sum(np.sum(g * g, axis=tuple(range(1, g.ndim)))
                               for g in jax.tree.leaves(grad)))
 
