@@ -13,25 +13,17 @@ chance (0.10): this is for timing only.
 """
 
 import os
-import pickle
-import struct
+import sys
 
 import numpy as np
 from absl import app, flags
 
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from tests.py2_pickle import Py2Pickler  # noqa: E402 - as the tests write CIFAR's files
 
-class Py2Pickler(pickle._Pickler):  # the pure-Python pickler lets us replace one opcode
-  """Protocol 2 with bytes written as Python 2 `str` (SHORT_BINSTRING / BINSTRING)."""
-  dispatch = dict(pickle._Pickler.dispatch)
-
-  def save_py2_str(self, obj: bytes) -> None:
-    if len(obj) < 256:
-      self.write(pickle.SHORT_BINSTRING + bytes([len(obj)]) + obj)
-    else:
-      self.write(pickle.BINSTRING + struct.pack('<i', len(obj)) + obj)
-    self.memoize(obj)
-
-  dispatch[bytes] = save_py2_str
+_OUT = flags.DEFINE_string('out', '/tmp/fake_cifar', 'Folder to create cifar-10-batches-py in.')
+_PER_BATCH = flags.DEFINE_integer('per_batch', 10000, 'Images per batch file (real: 10,000).')
+_SEED = flags.DEFINE_integer('seed', 0, 'Random seed.')
 
 
 def write_batch(path: str, rng: np.random.Generator, n: int, label: str) -> None:
@@ -59,8 +51,5 @@ def main(argv):
   print(folder)
 
 
-if __name__ == '__main__':  # flags defined here: tests import Py2Pickler without them
-  _OUT = flags.DEFINE_string('out', '/tmp/fake_cifar', 'Folder to create cifar-10-batches-py in.')
-  _PER_BATCH = flags.DEFINE_integer('per_batch', 10000, 'Images per batch file (real: 10,000).')
-  _SEED = flags.DEFINE_integer('seed', 0, 'Random seed.')
+if __name__ == '__main__':
   app.run(main)

@@ -20,7 +20,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from hinge_jax import fullbatch
+from hinge_jax import distributed, fullbatch
 from hinge_jax.datasets import Dataset, rows
 from hinge_jax.objective import penalty
 
@@ -158,29 +158,36 @@ def objective_and_grad_norm_f64(params, hp: dict, dataset: Dataset, *, spec
           for k, v in hp.items()}
     # each process reads its rows only where the data axis spans processes (then no process
     # holds every row); else every process reads all, as one process does: the same bits
-    if spec.data_shards <= jax.local_device_count():
-      value, norm = _value_and_norm_program(spec)(params, host_parts(dataset), hp)
-      return np.asarray(value, np.float64), np.asarray(norm, np.float64)
-    block = rows.process_block(dataset.size('train'))
+    spans = spec.data_shards > jax.local_device_count()
+    block = rows.process_block(dataset.size('train')) if spans else None
     value, grad = partial_value_and_grad(params, hp, dataset, spec=spec, block=block,
-                                         with_penalty=jax.process_index() == 0)
-    value, grad = rows.summed((value, grad))  # every process's rows, added
-    return value, np.sqrt(sum(np.sum(g * g, axis=tuple(range(1, g.ndim)))
-                              for g in jax.tree.leaves(grad)))
+                                         with_penalty=not spans or jax.process_index() == 0)
+    if spans:
+      value, grad = distributed.summed((value, grad))  # every process's rows, added
+    return value, np.asarray(_norms(grad), np.float64)
 
 
-def partial_value_and_grad(params, hp: dict, dataset: Dataset, *, spec, block: tuple,
-                           with_penalty: bool) -> tuple:
-  """(K,) float64 data loss of the training rows `[start, stop)` (its share of the mean over
-  all N) and its gradient tree, plus the penalty's when `with_penalty`: the partial sums of
-  processes' blocks add up to the objective and its gradient. Call under `jax.enable_x64`."""
+@jax.jit
+def _norms(grad):
+  """(K,) norm of every member's gradient tree."""
+  squares = (jnp.sum(g * g, axis=tuple(range(1, g.ndim))) for g in jax.tree.leaves(grad))
+  return jnp.sqrt(sum(squares))
+
+
+def partial_value_and_grad(params, hp: dict, dataset: Dataset, *, spec,
+                           block: Optional[tuple], with_penalty: bool) -> tuple:
+  """(K,) float64 data loss of the training rows `block`, `[start, stop)` (None: every row;
+  its share of the mean over all N), and its gradient tree, plus the penalty's when
+  `with_penalty`: the partial sums of processes' blocks add up to the objective and its
+  gradient. Call under `jax.enable_x64`."""
   value, grad = _partial_program(spec, with_penalty)(params, host_parts(dataset, block=block), hp)
   return np.asarray(value, np.float64), jax.tree.map(lambda g: np.asarray(g, np.float64), grad)
 
 
 @functools.lru_cache(maxsize=None)
 def _partial_program(spec, with_penalty: bool):
-  """`partial_value_and_grad`'s sums, jitted once per spec (see `_value_and_norm_program`)."""
+  """`partial_value_and_grad`'s sums, jitted once per spec (any dtype): the penalty, then the
+  data loss of each part of `host_parts` in order (each part's is its sum over all N rows)."""
   data_loss = fullbatch.make_objective(spec=spec)
 
   def one(p, data, member_hp):
@@ -193,23 +200,6 @@ def _partial_program(spec, with_penalty: bool):
       v, gp = jax.value_and_grad(data_loss)(p, (x, mean, scale), y, no_penalty)
       value, g = value + v, jax.tree.map(jnp.add, g, gp)
     return value, g
-  return jax.jit(jax.vmap(one, in_axes=(0, None, 0)))
-
-
-@functools.lru_cache(maxsize=None)
-def _value_and_norm_program(spec):
-  """(K,) objective and gradient norm of every member, jitted once per spec (any dtype):
-  the data loss summed over the parts of `host_parts`, plus the penalty."""
-  data_loss = fullbatch.make_objective(spec=spec)
-
-  def one(p, data, member_hp):
-    parts, mean, scale = data
-    no_penalty = {**member_hp, 'reg_strength': jnp.zeros_like(member_hp['reg_strength'])}
-    value, g = jax.value_and_grad(functools.partial(penalty, spec=spec))(p, member_hp)
-    for x, y in parts:  # each part's loss is its sum over N (all rows), so they add up
-      v, gp = jax.value_and_grad(data_loss)(p, (x, mean, scale), y, no_penalty)
-      value, g = value + v, jax.tree.map(jnp.add, g, gp)
-    return value, jnp.sqrt(sum(jnp.sum(leaf * leaf) for leaf in jax.tree.leaves(g)))
   return jax.jit(jax.vmap(one, in_axes=(0, None, 0)))
 
 

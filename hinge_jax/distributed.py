@@ -1,5 +1,6 @@
 """Several processes as one JAX program (`jax.distributed`): settings, start-up checks, writer,
-and a watchdog that stops the others in one line when a process dies.
+a watchdog that stops the others in one line when a process dies, and the one home of
+reductions across processes (`gathered`, `summed`, `agreed_min`/`agreed_max`, `to_host`).
 
 Settings come from `--coordinator=host:port --num_processes=N --process_id=i`, or from Slurm's
 environment (SLURM_NTASKS, SLURM_PROCID; JAX finds the coordinator in the node list). Before
@@ -347,21 +348,36 @@ def to_host(tree):
   return jax.tree.map(one, tree)
 
 
+def gathered(a) -> np.ndarray:
+  """Every process's host array `a` stacked in process order, `(P, ...)`, its dtype kept (all
+  processes must call it together); one process: `a[None]`."""
+  a = np.asarray(a)
+  if jax.process_count() == 1:
+    return a[None]
+  with jax.enable_x64(True):  # int64 and float64 cross as they are
+    return np.asarray(multihost_utils.process_allgather(a[None], tiled=True)).astype(a.dtype)
+
+
+def summed(tree):
+  """Every process's `tree` of host arrays added up, in process order, float64 kept (all
+  processes must call it together); one process: the tree itself."""
+  if jax.process_count() == 1:
+    return tree
+  return jax.tree.map(lambda a: np.sum(gathered(a), axis=0), tree)
+
+
 def agreed_min(value: int) -> int:
   """The smallest of every process's `value` (free memory, say): a decision that shapes the
   program must be the same in every process. All processes must call it together."""
   if jax.process_count() == 1:
     return int(value)
-  mib = np.asarray([max(int(value), 0) >> 20], np.int32)  # int32 in MiB: JAX's default ints
-  return int(np.min(multihost_utils.process_allgather(mib))) << 20
+  return int(gathered(np.int64(max(int(value), 0) >> 20)).min()) << 20  # in MiB
 
 
 def agreed_max(value: int) -> int:
   """The largest of every process's small `value` (a signal number: every process stops at the
   same chunk when any got one). All processes must call it together."""
-  if jax.process_count() == 1:
-    return int(value)
-  return int(np.max(multihost_utils.process_allgather(np.asarray([value], np.int32))))
+  return int(gathered(np.int64(value)).max())
 
 
 def local_device(devices):

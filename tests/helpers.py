@@ -11,6 +11,7 @@ import ml_collections
 import numpy as np
 
 from hinge_jax.datasets.base import finalize
+from py2_pickle import Py2Pickler
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -72,8 +73,7 @@ def channel_major_rows(images: np.ndarray) -> np.ndarray:
 
 
 def _dump(obj, f, style):
-  from benchmarks.fake_cifar import Py2Pickler  # bytes as Python 2 `str`, as in the archive
-  if style == 'py2':
+  if style == 'py2':  # bytes as Python 2 `str`, as in the archive
     Py2Pickler(f, protocol=2).dump(obj)
   else:  # Python 3 at protocol 2 writes bytes through _codecs.encode
     pickle.dump(obj, f, protocol=2)

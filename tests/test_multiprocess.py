@@ -117,6 +117,44 @@ def test_a_process_that_dies_stops_the_others_in_one_line(tmp_path, capsys):
       f'were stopped\n')
 
 
+
+REDUCER = r'''
+import json, sys
+import jax
+import numpy as np
+jax.config.update('jax_cpu_collectives_implementation', 'gloo')
+port, pid = sys.argv[1], int(sys.argv[2])
+jax.distributed.initialize(f'localhost:{port}', 2, pid, initialization_timeout=60)
+from hinge_jax import distributed
+big = np.iinfo(np.int64).max - pid  # beyond int32: must cross as int64
+fine = 1.0 + pid * 2.0 ** -40  # beyond float32: must cross as float64
+stacked = distributed.gathered(np.asarray([[big, -pid]], np.int64))
+added = distributed.summed({'f': np.asarray([fine, -3.5 * pid]), 'n': np.int64(big // 4)})
+print('RESULT ' + json.dumps({
+    'gathered': stacked.tolist(), 'gathered_dtype': str(stacked.dtype),
+    'summed_f': [float.hex(float(v)) for v in added['f']], 'summed_n': int(added['n']),
+    'min': distributed.agreed_min((5 - pid) << 30), 'max': distributed.agreed_max(pid + 7)}))
+'''
+
+
+def test_gathered_and_summed_over_two_processes_keep_order_and_dtype():
+  """The reductions between processes (gloo): stacked in process order, int64 and float64
+  values that 32 bits would round cross exactly, the agreed minimum and maximum."""
+  port = _free_port()
+  env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=1')
+  procs = [subprocess.Popen([sys.executable, '-c', REDUCER, str(port), str(i)], cwd=REPO,
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+           for i in range(2)]
+  big = np.iinfo(np.int64).max
+  for p in procs:
+    out, err = p.communicate(timeout=120)
+    assert p.returncode == 0, err[-2000:]
+    got = json.loads([l for l in out.splitlines() if l.startswith('RESULT ')][0][7:])
+    assert got['gathered'] == [[[big, 0]], [[big - 1, -1]]] and got['gathered_dtype'] == 'int64'
+    assert got['summed_f'] == [float.hex(2.0 + 2.0 ** -40), float.hex(-3.5)]
+    assert got['summed_n'] == big // 4 + (big - 1) // 4
+    assert (got['min'], got['max']) == (4 << 30, 8)
+
 SWEEP = {'sweep.grid': 'optimizer.learning_rate=0.01,0.1; reg.strength=1e-3,3e-3,1e-2,3e-2',
          'num_steps': 10, 'eval_every_steps': 5, 'sanity.enabled': False}
 # Two members, full batch, the rows over all 8 devices: the data axis spans both processes

@@ -14,6 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from hinge_jax import distributed
 from hinge_jax.datasets import lazy, rows, validate
 from hinge_jax.errors import DataError
 
@@ -133,10 +134,10 @@ def finalize(name: str, x: dict, y: dict, *, num_classes: Optional[int], center:
 
 def train_mean(x: np.ndarray) -> np.ndarray:
   """The `(D,)` float32 mean of the rows `x`, summed in float64. Several processes: each sums
-  only its block (`rows.process_block`) and the sums are added (`rows.summed`), so a memory
-  map is read 1/P per process (the summation order differs from one process's)."""
+  only its block (`rows.process_block`) and the sums are added (`distributed.summed`), so a
+  memory map is read 1/P per process (the summation order differs from one process's)."""
   if not rows.several():
     return x.mean(axis=0, dtype=np.float64).astype(np.float32)
   start, stop = rows.process_block(len(x))
-  total = rows.summed(np.asarray(x[start:stop]).sum(axis=0, dtype=np.float64))
+  total = distributed.summed(np.asarray(x[start:stop]).sum(axis=0, dtype=np.float64))
   return (total / max(len(x), 1)).astype(np.float32)

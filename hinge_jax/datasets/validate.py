@@ -18,6 +18,7 @@ from typing import Optional
 
 import numpy as np
 
+from hinge_jax import distributed
 from hinge_jax.datasets import rows
 from hinge_jax.errors import DataError
 
@@ -100,7 +101,7 @@ def _extremes(present: dict) -> tuple[dict, dict]:
   parts = {s: _block(v) for s, v in present.items()}
   local = np.asarray([[p.min() if len(p) else big, -p.max() if len(p) else big]
                       for p in parts.values()], np.int64).reshape(-1, 2)
-  low, high = rows.gathered(local).min(axis=0).T
+  low, high = distributed.gathered(local).min(axis=0).T
   return ({s: int(a) for s, a in zip(parts, low)}, {s: -int(b) for s, b in zip(parts, high)})
 
 
@@ -110,7 +111,7 @@ def _seen(present: dict, top: int) -> np.ndarray:
   for v in present.values():
     ids = _block(v)
     seen[ids[ids >= 0]] = 1
-  return rows.summed(seen) > 0 if rows.several() else seen > 0
+  return distributed.summed(seen) > 0
 
 
 def num_classes(name: str, y: dict, declared: Optional[int]) -> int:
@@ -134,7 +135,7 @@ def num_classes(name: str, y: dict, declared: Optional[int]) -> int:
     if lows[split] < 0 or highs[split] >= declared:
       ids = _block(v)
       bad = np.count_nonzero((ids < 0) | (ids >= declared))
-      bad = int(rows.summed(np.int64(bad)) if rows.several() else bad)
+      bad = int(distributed.summed(np.int64(bad)))
       raise DataError(f'{name}: {bad} {split} labels are outside [0, {declared}) (min '
                       f'{lows[split]}, max {highs[split]}); labels must be class ids '
                       f'0..{declared - 1}, none negative: {_RELABEL} (npz: or set '
@@ -161,7 +162,7 @@ def finite(name: str, x: dict) -> None:
   blocks = {split: rows.process_block(len(x[split])) for split in floats}  # this process's
   counts = np.asarray([_non_finite(x[s][slice(*blocks[s])], max(FINITE_BLOCK // max(
       int(np.prod(x[s].shape[1:])), 1), 1)) for s in floats], np.int64)
-  bad = dict(zip(floats, (int(c) for c in rows.summed(counts))))
+  bad = dict(zip(floats, (int(c) for c in distributed.summed(counts))))
   if sum(bad.values()):
     where = ', '.join(f'{split}: {n}' for split, n in bad.items() if n)
     raise DataError(f'{name}: the features hold {sum(bad.values())} NaN or infinite values '
