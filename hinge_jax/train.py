@@ -25,6 +25,7 @@ import ml_collections
 import numpy as np
 
 from hinge_jax import config_lib, distributed, losses, model, optim, sharded, strategies
+from hinge_jax import compaction
 from hinge_jax.convergence import Convergence, StopRule, grad_norm_program, select_members
 from hinge_jax.datasets import Dataset
 from hinge_jax.errors import ConfigError
@@ -85,42 +86,6 @@ def _shared_program(fn: Callable, fields: tuple, *args):
 
 # ----------------------------------------------------------------------------- the loop
 
-# Converged members leave the chunk program once that saves this many FLOPs a step (about
-# 10 ms of the CPU's matmuls): below it, compiling a smaller program costs more than it saves.
-COMPACT_MIN_FLOPS = 1e9
-
-
-def take_members(tree, members: np.ndarray, sharding=None):
-  """The rows `members` of every leaf (laid over `sharding`'s members axis when given)."""
-  return _take_program(sharding)(tree, jnp.asarray(members))
-
-
-@functools.lru_cache(maxsize=None)
-def _take_program(sharding):
-  return jax.jit(lambda t, i: jax.tree.map(lambda a: a[i], t), out_shardings=sharding)
-
-
-@jax.jit
-def put_members(tree, members, part):
-  """`tree` with rows `members` of every leaf replaced by the first rows of `part`'s."""
-  n = members.shape[0]
-  return jax.tree.map(lambda a, b: a.at[members].set(b[:n]), tree, part)
-
-
-def _fill(every: dict, members: np.ndarray, part):
-  """`every` ((K, ...) arrays, or None) with rows `members` taken from `part`'s first rows."""
-  if part is None:
-    return None
-  out = {k: np.array(v) for k, v in every.items()} if isinstance(every, dict) else np.array(every)
-  live = len(np.unique(members))
-  if isinstance(out, dict):
-    for k in out:
-      out[k][members[:live]] = np.asarray(part[k])[:live]
-  else:
-    out[members[:live]] = np.asarray(part)[:live]
-  return out
-
-
 @dataclasses.dataclass
 class Trainer:
   """Compiled functions for one (config, dataset, members) setting, and the loop that uses them.
@@ -147,7 +112,7 @@ class Trainer:
   global_batch: bool = False  # mesh.global_batch: minibatches drawn over all rows
   convergence_record: Optional[Convergence] = None  # the last `fit`'s (`convergence.py`)
   # `fit` trains only the live members where that saves this many FLOPs a step (N·D·C each)
-  compact_min_flops: float = COMPACT_MIN_FLOPS
+  compact_min_flops: float = compaction.COMPACT_MIN_FLOPS
   # compiled programs, shared by `with_hyper` and `with_tuning` copies (chunks keyed by tuning)
   _compiled: dict = dataclasses.field(default_factory=dict)
 
@@ -336,7 +301,7 @@ class Trainer:
     boundaries depend only on the step, so they are the same however often a run is restarted.
 
     Once the members still training fit a program of half the size or less and dropping the
-    rest saves `compact_min_flops` a step, the chunks train only them (`members_trainer`):
+    rest saves `compact_min_flops` a step, the chunks train only them (`compaction.py`):
     a frozen member's evaluations are those of its frozen state, and it logs no batch loss.
     """
     step, last, every = start_step, self.spec.last_step, self.stop.check_every
@@ -351,23 +316,10 @@ class Trainer:
     self.convergence_record = record
     # the converged members' states (a resumed state holds them already)
     held = select_members(record.converged, state, state) if record.converged.any() else None
-    part = None  # (indices, Trainer): the members the chunks train once compacted, else all
-    kept = {}  # 'train', 'val', 'grad_norm': every member's at the last compaction
-
-    def evaluate(split):
-      if part is None:
-        return self.evaluate(state.params, split)
-      members, trainer = part
-      params = take_members(state.params, members, trainer.member_sharding)
-      return _fill(kept[split], members, trainer.evaluate(params, split))
-
-    def grad_norms():
-      if part is None or self.stop.grad_tol is None:
-        return self._grad_norms(state.params)
-      members, trainer = part
-      params = take_members(state.params, members, trainer.member_sharding)
-      return _fill(kept['grad_norm'], members, trainer._grad_norms(params))
-
+    part = None  # compaction.Part once only the live members train
+    evaluate = lambda split: (part or self).evaluate(state.params, split)
+    grad_norms = lambda: (self._grad_norms(state.params) if part is None
+                          else part.grad_norms(state.params))
     while step < last:
       length = min(self.eval_every - step % self.eval_every, every - step % every, last - step)
       if chunk_every > 0:
@@ -376,7 +328,7 @@ class Trainer:
         state, batch_losses = self.run_chunk(state, step, length)
         values = distributed.to_host(batch_losses).astype(np.float64)
       else:
-        state, values = self._run_part(part, state, step, length)
+        state, values = part.run(self, state, step, length)
       if held is not None:
         state = select_members(record.converged, held, state)
       step += length
@@ -392,10 +344,11 @@ class Trainer:
           held = select_members(newly, state, state if held is None else held)
         frozen = record.converged | distributed.to_host(state.diverged)
         stop = bool(np.all(frozen))
-        shrunk = None if stop or step >= last else self._compacted(frozen, part)
-        if shrunk is not None:  # the frozen members' values are final: keep them
-          kept = {'train': train, 'val': evaluate('val'), 'grad_norm': norms}
-          part = (shrunk, self.members_trainer(shrunk))
+        shrunk = None if stop or step >= last else compaction.shrunk(
+            self, frozen, k if part is None else len(part.members))
+        if shrunk is not None:  # the frozen members' values are final: kept
+          part = compaction.Part.create(self, shrunk, {'train': train, 'val': evaluate('val'),
+                                                       'grad_norm': norms})
       if step % self.eval_every == 0 or step == last or stop:
         if train is None:
           train = evaluate('train')
@@ -420,43 +373,6 @@ class Trainer:
       if stop:
         break
     return state
-
-  def _compacted(self, frozen: np.ndarray, part) -> Optional[np.ndarray]:
-    """The members a smaller chunk program would train (the live ones, padded with copies of
-    the first to a power of two that the members axis divides), or None where it does not
-    pay: it must at most halve the program and save `compact_min_flops` a step."""
-    live = np.flatnonzero(~frozen)
-    now = self.num_members if part is None else len(part[0])
-    shards = self.layout.member_shards if self.layout is not None else 1
-    size = max(1 << max(len(live) - 1, 0).bit_length(), shards)
-    size = -(-size // shards) * shards
-    per_member = self.data.size('train') * self.spec.num_features * self.spec.num_classes
-    if len(live) == 0 or 2 * size > now or (now - size) * per_member < self.compact_min_flops:
-      return None
-    return np.concatenate([live, np.full(size - len(live), live[0])]).astype(np.int32)
-
-  def members_trainer(self, members: np.ndarray) -> 'Trainer':
-    """A Trainer of these members (indices into this one's) on the same data; its programs
-    are compiled once per member count and kept with this Trainer's."""
-    hp = {k: np.asarray(v)[members] for k, v in distributed.to_host(self.hp).items()}
-    compiled = self._compiled.setdefault(('members', len(members)), {})
-    return dataclasses.replace(self, hp={}, _compiled=compiled, reruns=0, compile_time_s=0.0,
-                               convergence_record=None).with_hyper(hp)
-
-  def _run_part(self, part, state: TrainState, start: int, length: int):
-    """`length` steps of the members `part` trains: the whole state with theirs updated, and
-    `(length, K)` batch losses (NaN for the members not trained)."""
-    members, trainer = part
-    compile_s, reruns = trainer.compile_time_s, trainer.reruns
-    out, losses = trainer.run_chunk(take_members(state, members, trainer.member_sharding),
-                                    start, length)
-    self.compile_time_s += trainer.compile_time_s - compile_s
-    self.reruns += trainer.reruns - reruns
-    live = len(np.unique(members))  # the padding repeats the first member: written once
-    state = put_members(state, members[:live], out)
-    values = np.full((length, self.num_members), np.nan)
-    values[:, members[:live]] = distributed.to_host(losses).astype(np.float64)[:, :live]
-    return state, values
 
   def _grad_norms(self, params) -> Optional[np.ndarray]:
     """(K,) ‖∇f‖ of the full objective where `stop.grad_tol` asks for it, else None."""

@@ -1,4 +1,4 @@
-"""Converged members leave the chunk program (`Trainer.fit`, `Trainer._compacted`).
+"""Converged members leave the chunk program (`Trainer.fit`, `hinge_jax/compaction.py`).
 
 An L-BFGS sweep of four λ on digits runs twice on one device: with the compaction forced
 (`compact_min_flops=0`) and off. The members converge at the same steps to the same
@@ -12,7 +12,8 @@ import jax
 import numpy as np
 import pytest
 
-from hinge_jax.train import COMPACT_MIN_FLOPS, Trainer
+from hinge_jax.compaction import COMPACT_MIN_FLOPS, shrunk
+from hinge_jax.train import Trainer
 from helpers import default_config
 
 LAMS = (1e-1, 1e-2, 1e-3, 1e-4)
@@ -68,12 +69,12 @@ def test_compaction_only_where_it_pays(digits):
   trainer = _trainer(digits)
   assert trainer.compact_min_flops == COMPACT_MIN_FLOPS
   frozen = np.array([True, True, True, False])
-  assert trainer._compacted(frozen, None) is None  # digits: too small to pay for a compile
+  assert shrunk(trainer, frozen, 4) is None  # digits: too small to pay for a compile
   forced = dataclasses.replace(trainer, compact_min_flops=0.0)
-  np.testing.assert_array_equal(forced._compacted(frozen, None), [3])
-  np.testing.assert_array_equal(forced._compacted(np.array([True, False, False, True]), None),
+  np.testing.assert_array_equal(shrunk(forced, frozen, 4), [3])
+  np.testing.assert_array_equal(shrunk(forced, np.array([True, False, False, True]), 4),
                                 [1, 2])
-  assert forced._compacted(np.array([True, False, False, False]), None) is None  # 3 of 4
+  assert shrunk(forced, np.array([True, False, False, False]), 4) is None  # 3 of 4
   # over 4 devices the members axis must divide the program: 1 live member pads to 4
   wide = dataclasses.replace(_trainer(digits, devices=4), compact_min_flops=0.0)
-  assert wide.layout.member_shards == 4 and wide._compacted(frozen, None) is None
+  assert wide.layout.member_shards == 4 and shrunk(wide, frozen, 4) is None
