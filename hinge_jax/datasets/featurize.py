@@ -12,6 +12,11 @@ Cache: the raw (unstandardized) features are saved as `.npy` files (allow_pickle
 `data_dir` is set; with neither (digits, synthetic: small data) nothing is cached. The file name carries a hash of the dataset name, the split sizes, a fingerprint of
 the raw data (labels, and a strided sample of the images), the image shape and the extractors'
 settings, so any change to those computes the features afresh.
+
+Several processes (`rows.several`): each split's features are `lazy.Rows`, extracted from just
+the images read; a process extracts its block (`rows.process_block`) once and holds it. μ and σ
+come from every process's block moments (count, mean, squared deviations; `rows.gathered`),
+equal to one process's to float rounding. The cache is not used: its key reads every split.
 """
 
 import hashlib
