@@ -485,3 +485,34 @@ def test_cifar_features_process_decodes_and_extracts_only_its_rows(cifar_files, 
   want = {'test_batch'} | {f'data_batch_{(first[s] + r) // 40 + 1}' for s in first
                            for r in range(*blocks[s])}
   assert set(decoded) == want and len(decoded) == len(want)
+
+
+def test_kept_rows_read_the_block_once_and_mapped_rows_apply_fn_to_the_rows_asked():
+  a = np.arange(20.0).reshape(10, 2)
+  asked = []
+  source = lazy.Rows(lambda idx: (asked.append(idx.tolist()), a[idx])[1], a.shape, a.dtype)
+  doubled = lazy.mapped(source, lambda v: np.stack([v.sum(1), 2 * v[:, 0]], 1), (2,), np.float32)
+  held = lazy.kept(doubled, 3, 7)
+  want = np.stack([a.sum(1), 2 * a[:, 0]], 1).astype(np.float32)
+  np.testing.assert_array_equal(held[4:6], want[4:6])
+  np.testing.assert_array_equal(held[[6, 3]], want[[6, 3]])
+  assert asked == [[3, 4, 5, 6]] and held.dtype == np.float32  # the block, once
+  np.testing.assert_array_equal(held[6:9], want[6:9])  # beyond the block: read as asked
+  np.testing.assert_array_equal(np.asarray(held), want)
+  assert asked[1:] == [[6, 7, 8], list(range(10))]
+
+
+def test_device_data_from_feature_rows_equals_the_one_process_features(cifar_files, monkeypatch):
+  """`DeviceData.create` over 4 data shards takes the lazy features as it takes arrays."""
+  cfg = _cifar_config(cifar_files[0], **{'dataset.features': ('hog',)})
+  layout = make_layout(jax.devices(), 2, 4)
+  want = DeviceData.create(datasets.load(cfg), 128, layout.replicated, rows=layout.rows, shards=4)
+  monkeypatch.setattr(rows, 'several', lambda: True)
+  ds = datasets.load(cfg)
+  assert isinstance(ds.x['train'], lazy.Rows)
+  got = DeviceData.create(ds, 128, layout.replicated, rows=layout.rows, shards=4)
+  for split in datasets.SPLITS:
+    assert want.x[split].sharding == got.x[split].sharding
+    np.testing.assert_allclose(np.asarray(got.x[split]), np.asarray(want.x[split]), rtol=1e-6,
+                               atol=1e-6)
+    np.testing.assert_array_equal(np.asarray(got.y[split]), np.asarray(want.y[split]))
