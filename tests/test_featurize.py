@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from hinge_jax import datasets, experiment, features, sweep
-from hinge_jax.datasets import featurize
+from hinge_jax.datasets import SPLITS, featurize, lazy, rows
+from hinge_jax.datasets.rows import process_block
 from hinge_jax.errors import ConfigError, DataError, UserError
 from hinge_jax.train import Trainer
 from helpers import REPO, array_dataset, default_config, run_main
@@ -246,3 +247,103 @@ def test_npz_images_that_the_cells_do_not_tile(tmp_path):
                                     'batch_size': 10, 'dataset.features': ('hog', 'hue_hist')})
   for needle in ('dataset.hog_cell=8', '30×30', '2, 3, 5, 6, 10, 15, 30'):
     assert needle in message, message
+
+
+# ------------------------------------------------------------- several processes: by rows
+# "Process p of P" in one process, as tests/test_loader_slices.py does: `rows.several` is True
+# and `rows.process_block` answers for p. The reference is the one-process pipeline above.
+
+NAMES = ('hog', 'hue_hist')
+
+
+def _as_process(monkeypatch, p, count):
+  real = rows.process_block
+  monkeypatch.setattr(rows, 'several', lambda: True)
+  monkeypatch.setattr(rows, 'process_block', lambda n, index=None, count_=None: real(
+      n, p if index is None else index, count if count_ is None else count_))
+
+
+def _counting(ds):
+  """`ds` with each split's images behind a reader that records the rows of every read."""
+  reads = {s: [] for s in SPLITS}
+  for s in SPLITS:
+    a = np.asarray(ds.x[s])
+    ds.x[s] = lazy.Rows(lambda idx, a=a, s=s: (reads[s].append(idx.tolist()), a[idx])[1],
+                        a.shape, a.dtype)
+  return ds, reads
+
+
+def _every_block_moments(monkeypatch, train, count):
+  """`featurize.block_moments` of each of `count` processes, stacked as `rows.gathered` would."""
+  parts = []
+  for q in range(count):
+    _as_process(monkeypatch, q, count)
+    parts.append(featurize.block_moments(train))
+  monkeypatch.undo()
+  return np.stack(parts)
+
+
+@pytest.mark.parametrize('p', [0, 1, 2])
+def test_a_process_extracts_the_features_of_its_rows_only(monkeypatch, p):
+  """Process p of 3: its blocks' raw features are the one-process ones bit for bit, each of
+  its image rows is read once and no other, and with every process's moments its standardized
+  features are (raw − μ)/σ of the combined μ, σ exactly, the one-process ones to 1e-6."""
+  cfg = _cfg(features=NAMES)
+  one = featurize.apply(_image_dataset(), cfg)
+  raw = featurize.raw_features(_image_dataset(), NAMES, cfg)
+  parts = _every_block_moments(monkeypatch, raw['train'], 3)
+  _as_process(monkeypatch, p, 3)
+  real = rows.gathered
+
+  def gathered(a):  # the moments: every process's; the label checks' extremes: p's own
+    if np.shape(a) != parts[p].shape:
+      return real(a)
+    np.testing.assert_array_equal(a, parts[p])
+    return parts
+  monkeypatch.setattr(rows, 'gathered', gathered)
+  ds, reads = _counting(_image_dataset())
+  got = featurize.apply(ds, cfg)
+  blocks = {s: process_block(ds.size(s), p, 3) for s in SPLITS}
+  out = {s: got.x[s][slice(*blocks[s])] for s in SPLITS}  # the rows a process uses
+  mean, std = featurize.combine_moments(parts)
+  for s, (start, stop) in blocks.items():
+    assert isinstance(got.x[s], lazy.Rows) and got.x[s].shape == (ds.size(s), 154)
+    assert sorted(sum(reads[s], [])) == list(range(start, stop)), s  # once each, no other
+    np.testing.assert_array_equal(out[s], ((raw[s][start:stop] - mean) / std).astype(np.float32))
+    np.testing.assert_allclose(out[s], one.x[s][start:stop], rtol=1e-6, atol=1e-6)
+  mine = featurize.rows_of_features(_image_dataset(), NAMES, cfg)
+  for s, (start, stop) in blocks.items():
+    np.testing.assert_array_equal(mine[s][start:stop], raw[s][start:stop])
+  assert np.all(got.mean == 0) and got.scale == 1.0 and got.image_shape is None
+
+
+@pytest.mark.parametrize('count', [1, 3, 4, 61])
+def test_moments_combined_over_processes_are_one_process_mean_and_std(monkeypatch, count):
+  """Every process's block moments, combined, give NumPy's float64 mean and std of all rows to
+  1e-6: the HOG/hue features (61 processes: the last block empty), a feature near 1e6 with a
+  spread of 1e-3 (a sum of squares would cancel it away), and a constant one (σ → 1)."""
+  raw = featurize.raw_features(_image_dataset(), NAMES, _cfg(features=NAMES))['train']
+  rng = np.random.default_rng(1)
+  extra = np.stack([1e6 + 1e-3 * rng.standard_normal(len(raw)), np.full(len(raw), 7.0)], 1)
+  train = np.concatenate([raw.astype(np.float64), extra], axis=1)
+  mean, std = featurize.combine_moments(_every_block_moments(monkeypatch, train, count))
+  want_std = train.std(axis=0)
+  assert want_std[-1] == 0 and std[-1] == 1.0
+  np.testing.assert_allclose(mean, train.mean(axis=0), rtol=1e-6, atol=1e-12)
+  np.testing.assert_allclose(std[:-1], want_std[:-1], rtol=1e-6, atol=1e-12)
+  s_mean, s_std = featurize.combine_moments(_every_block_moments(monkeypatch, raw, count))
+  want = featurize.standardize({'train': raw})['train']  # what one process's constants give
+  np.testing.assert_allclose(((raw - s_mean) / s_std).astype(np.float32), want, rtol=1e-6,
+                             atol=1e-6)
+
+
+def test_a_multi_process_load_neither_reads_nor_writes_the_feature_cache(tmp_path, monkeypatch):
+  cfg = _cfg(features=NAMES, feature_cache_dir=str(tmp_path))
+  featurize.apply(_image_dataset(), cfg)  # one process writes the cache
+  assert len(os.listdir(tmp_path)) == 3
+  monkeypatch.setattr(featurize, 'cache_key', lambda *a: pytest.fail('fingerprinted the data'))
+  monkeypatch.setattr(featurize, '_load_cached', lambda *a: pytest.fail('read the cache'))
+  _as_process(monkeypatch, 0, 2)
+  got = featurize.apply(_image_dataset(), _cfg(features=('hog',), feature_cache_dir=str(
+      tmp_path)))
+  assert got.x['train'][:30].shape == (30, 144) and len(os.listdir(tmp_path)) == 3

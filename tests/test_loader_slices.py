@@ -18,9 +18,9 @@ import pytest
 
 from helpers import (REPO, array_dataset, default_config, image_splits, prepare_tfds,
                      write_cifar_folder)
-from hinge_jax import config_lib, datasets
+from hinge_jax import config_lib, datasets, features
 from hinge_jax.convergence import objective_and_grad_norm_f64, partial_value_and_grad
-from hinge_jax.datasets import cache, cifar, cifar_rows, lazy, rows
+from hinge_jax.datasets import cache, cifar, cifar_rows, featurize, lazy, rows
 from hinge_jax.datasets.rows import process_block
 from hinge_jax.errors import DataError
 from hinge_jax.mesh import make_layout
@@ -102,9 +102,15 @@ from hinge_jax.datasets import cifar
 decoded, read_batch = [], cifar.read_batch
 cifar.read_batch = lambda p: (decoded.append(os.path.basename(p)), read_batch(p))[1]
 cifar_ds = datasets.load(default_config(**CIFAR).dataset)
+decoded_raw = sorted(decoded)
+feats = datasets.load(default_config(**CIFAR, **{'dataset.features': ('hog',)}).dataset).x
+from hinge_jax.datasets.rows import process_block
+block = process_block(150)  # to a file: the stdout pipe (64 KiB) is full
+with open(os.path.join(path, 'features.json'), 'w') as f:
+  json.dump({'block': block, 'features': feats['train'][slice(*block)].tolist()}, f)
 print('RESULT ' + json.dumps({'mean': ds.mean.tolist(), 'value': value.tolist(),
                               'norm': norm.tolist(), 'cifar_mean': cifar_ds.mean.tolist(),
-                              'decoded': sorted(decoded)}))
+                              'decoded': decoded_raw}))
 '''
 
 
@@ -119,7 +125,8 @@ def test_two_processes_read_halves_and_agree_with_one(tmp_path):
   the NaN check and the float64 objective, report what one process reading all rows does;
   each is given a file whose other half is NaN, so a read of another's rows would fail. The
   same two load CIFAR-10's python files (5×40 + 40 images; train 150, val 50): each decodes
-  only the files under its halves, and their mean is one process's."""
+  only the files under its halves, and their mean is one process's; with `dataset.features`
+  each extracts its half, standardized by both halves' moments: one process's features."""
   rng = np.random.default_rng(3)
   n, d, c = 1100, 5, 3
   for i in range(2):
@@ -168,6 +175,15 @@ def test_two_processes_read_halves_and_agree_with_one(tmp_path):
       'dataset.num_dev': 10, 'dataset.scale': 1.0, 'dataset.cache': False}).dataset).mean
   for got in outs:
     np.testing.assert_allclose(got['cifar_mean'], cifar_mean, rtol=1e-6)
+  feats = datasets.load(default_config(**{'dataset.name': 'cifar10', 'dataset.data_dir': str(
+      tmp_path / 'cifar'), 'dataset.num_train': 150, 'dataset.num_val': 50, 'dataset.num_test': 0,
+      'dataset.num_dev': 10, 'dataset.scale': 1.0, 'dataset.cache': False,
+      'dataset.features': ('hog',)}).dataset).x['train']
+  for i in range(2):  # each extracted its block, standardized by the moments of both
+    got = json.loads((tmp_path / f'p{i}' / 'features.json').read_text())
+    assert got['block'] == list(process_block(150, i, 2))
+    np.testing.assert_allclose(got['features'], feats[slice(*got['block'])], rtol=1e-6,
+                               atol=1e-6)
   # train rows [0, 75) | [75, 150), val rows 150 + [0, 25) | [25, 50); 40 rows a file
   assert outs[0]['decoded'] == ['data_batch_1', 'data_batch_2', 'data_batch_4', 'data_batch_5',
                                 'test_batch']
@@ -431,3 +447,72 @@ def test_device_data_from_rows_equals_the_arrays(cifar_files, monkeypatch, shard
     for a, b in ((want.x[split], got.x[split]), (want.y[split], got.y[split])):
       assert a.dtype == b.dtype and a.sharding == b.sharding
       np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+@pytest.mark.parametrize('p, count', [(0, 1), (0, 3), (2, 3)])
+def test_cifar_features_process_decodes_and_extracts_only_its_rows(cifar_files, monkeypatch, p,
+                                                                   count):
+  """CIFAR-10's files with `dataset.features` as process p of P: only the batch files under
+  p's blocks are decoded, the extractor sees only p's images, and with every process's moments
+  (`rows.gathered`) its blocks' features are the one-process ones to 1e-6."""
+  data_dir, _, _ = cifar_files
+  cfg = _cifar_config(data_dir, **{'dataset.features': ('hog', 'hue_hist')})
+  one = datasets.load(cfg)
+  raw = featurize.raw_features(datasets.load(_cifar_config(data_dir)), ('hog', 'hue_hist'), cfg)
+  parts = []
+  for q in range(count):
+    _as_process(monkeypatch, q, count)
+    parts.append(featurize.block_moments(raw['train']))
+  monkeypatch.undo()
+  decoded, extracted = [], []
+  real_read, real_extract, real_gathered = cifar.read_batch, features.extract, rows.gathered
+  monkeypatch.setattr(cifar, 'read_batch',
+                      lambda path: (decoded.append(os.path.basename(path)), real_read(path))[1])
+  monkeypatch.setattr(features, 'extract', lambda images, *a, **kw: (
+      extracted.append(len(images)), real_extract(images, *a, **kw))[1])
+  monkeypatch.setattr(rows, 'gathered', lambda a: np.stack(parts) if np.shape(a) == parts[
+      p].shape else real_gathered(a))
+  _as_process(monkeypatch, p, count)
+  ds = datasets.load(cfg)
+  blocks = {s: process_block(n, p, count) for s, n in (('train', 150), ('val', 50),
+                                                      ('test', 40))}
+  for s, (start, stop) in blocks.items():
+    assert isinstance(ds.x[s], lazy.Rows) and ds.x[s].shape == one.x[s].shape
+    np.testing.assert_allclose(ds.x[s][start:stop], one.x[s][start:stop], rtol=1e-6, atol=1e-6)
+    np.testing.assert_array_equal(ds.y[s][start:stop], one.y[s][start:stop])
+  assert sorted(extracted) == sorted(stop - start for start, stop in blocks.values())
+  first = {'train': 0, 'val': 150}  # the split's first row in the training files
+  want = {'test_batch'} | {f'data_batch_{(first[s] + r) // 40 + 1}' for s in first
+                           for r in range(*blocks[s])}
+  assert set(decoded) == want and len(decoded) == len(want)
+
+
+def test_kept_rows_read_the_block_once_and_mapped_rows_apply_fn_to_the_rows_asked():
+  a = np.arange(20.0).reshape(10, 2)
+  asked = []
+  source = lazy.Rows(lambda idx: (asked.append(idx.tolist()), a[idx])[1], a.shape, a.dtype)
+  doubled = lazy.mapped(source, lambda v: np.stack([v.sum(1), 2 * v[:, 0]], 1), (2,), np.float32)
+  held = lazy.kept(doubled, 3, 7)
+  want = np.stack([a.sum(1), 2 * a[:, 0]], 1).astype(np.float32)
+  np.testing.assert_array_equal(held[4:6], want[4:6])
+  np.testing.assert_array_equal(held[[6, 3]], want[[6, 3]])
+  assert asked == [[3, 4, 5, 6]] and held.dtype == np.float32  # the block, once
+  np.testing.assert_array_equal(held[6:9], want[6:9])  # beyond the block: read as asked
+  np.testing.assert_array_equal(np.asarray(held), want)
+  assert asked[1:] == [[6, 7, 8], list(range(10))]
+
+
+def test_device_data_from_feature_rows_equals_the_one_process_features(cifar_files, monkeypatch):
+  """`DeviceData.create` over 4 data shards takes the lazy features as it takes arrays."""
+  cfg = _cifar_config(cifar_files[0], **{'dataset.features': ('hog',)})
+  layout = make_layout(jax.devices(), 2, 4)
+  want = DeviceData.create(datasets.load(cfg), 128, layout.replicated, rows=layout.rows, shards=4)
+  monkeypatch.setattr(rows, 'several', lambda: True)
+  ds = datasets.load(cfg)
+  assert isinstance(ds.x['train'], lazy.Rows)
+  got = DeviceData.create(ds, 128, layout.replicated, rows=layout.rows, shards=4)
+  for split in datasets.SPLITS:
+    assert want.x[split].sharding == got.x[split].sharding
+    np.testing.assert_allclose(np.asarray(got.x[split]), np.asarray(want.x[split]), rtol=1e-6,
+                               atol=1e-6)
+    np.testing.assert_array_equal(np.asarray(got.y[split]), np.asarray(want.y[split]))

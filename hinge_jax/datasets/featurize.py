@@ -12,6 +12,11 @@ Cache: the raw (unstandardized) features are saved as `.npy` files (allow_pickle
 `data_dir` is set; with neither (digits, synthetic: small data) nothing is cached. The file name carries a hash of the dataset name, the split sizes, a fingerprint of
 the raw data (labels, and a strided sample of the images), the image shape and the extractors'
 settings, so any change to those computes the features afresh.
+
+Several processes (`rows.several`): each split's features are `lazy.Rows`, extracted from just
+the images read; a process extracts its block (`rows.process_block`) once and holds it. μ and σ
+come from every process's block moments (count, mean, squared deviations; `rows.gathered`),
+equal to one process's to float rounding. The cache is not used: its key reads every split.
 """
 
 import hashlib
@@ -20,10 +25,12 @@ import logging
 import os
 import tempfile
 
+import jax
 import ml_collections
 import numpy as np
 
 from hinge_jax import features
+from hinge_jax.datasets import lazy, rows
 from hinge_jax.datasets.base import SPLITS, Dataset, finalize
 from hinge_jax.errors import DataError
 
@@ -95,8 +102,8 @@ def _save_atomic(path: str, array: np.ndarray) -> None:
     raise
 
 
-def raw_features(dataset: Dataset, names: tuple, cfg: ml_collections.ConfigDict) -> dict:
-  """Split → `(N, F)` float32 unstandardized features, from the cache or computed."""
+def _extractor(dataset: Dataset, names: tuple, cfg) -> tuple[tuple, features.Extractor]:
+  """The image shape and the combined extractor; images of the wrong kind are refused."""
   if dataset.image_shape is None:
     raise DataError(f'dataset.features={names!r} needs images, but {dataset.name} holds flat '
                     f'feature vectors (no image shape); set dataset.features=()')
@@ -104,7 +111,17 @@ def raw_features(dataset: Dataset, names: tuple, cfg: ml_collections.ConfigDict)
   if int(np.prod(image_shape)) != dataset.raw_dim:
     raise DataError(f'{dataset.name}: image shape {image_shape} does not match the '
                     f'{dataset.raw_dim} values per example')
-  extractor = features.combine(names, image_shape, cfg)
+  return image_shape, features.combine(names, image_shape, cfg)
+
+
+def _batch_size(dataset: Dataset) -> int:
+  """One batch size for every split, so the extractor compiles once."""
+  return min(features.default_batch_size(), max(dataset.size(s) for s in SPLITS))
+
+
+def raw_features(dataset: Dataset, names: tuple, cfg: ml_collections.ConfigDict) -> dict:
+  """Split → `(N, F)` float32 unstandardized features, from the cache or computed."""
+  image_shape, extractor = _extractor(dataset, names, cfg)
   directory = cache_dir(cfg)
   paths = None
   if directory:
@@ -113,8 +130,7 @@ def raw_features(dataset: Dataset, names: tuple, cfg: ml_collections.ConfigDict)
     if cached is not None:
       _LOG.info('features %s (%d) read from %s', '+'.join(names), extractor.dim, directory)
       return cached
-  # One batch size for every split, so the extractor compiles once.
-  batch_size = min(features.default_batch_size(), max(dataset.size(s) for s in SPLITS))
+  batch_size = _batch_size(dataset)
   out = {s: features.extract(dataset.x[s], extractor, batch_size=batch_size) for s in SPLITS}
   if paths is not None:
     try:
@@ -136,12 +152,68 @@ def standardize(feats: dict) -> dict:
   return {s: ((f - mean) / std).astype(np.float32) for s, f in feats.items()}
 
 
+def rows_of_features(dataset: Dataset, names: tuple, cfg: ml_collections.ConfigDict) -> dict:
+  """Split → `(N, F)` float32 unstandardized features as `lazy.Rows` (several processes): the
+  features of the rows asked for are extracted from just those images, this process's block
+  once (`lazy.kept`). The cache is neither read nor written (its key reads every split)."""
+  _, extractor = _extractor(dataset, names, cfg)
+  batch_size = _batch_size(dataset)
+  directory = cache_dir(cfg)
+  if directory:
+    _LOG.info('features %s: each process extracts its rows; a multi-process load does not use '
+              'the cache in %s', '+'.join(names), directory)
+
+  def extract(images):
+    with jax.enable_x64(False):  # as one process extracts, whoever reads (float64 passes too)
+      return features.extract(images, extractor, batch_size=batch_size)
+  out = {}
+  for split in SPLITS:
+    feats = lazy.mapped(dataset.x[split], extract, (extractor.dim,), np.float32,
+                        what=f'{"+".join(names)} features of {split}')
+    out[split] = lazy.kept(feats, *rows.process_block(len(feats)))
+  return out
+
+
+def block_moments(x) -> np.ndarray:
+  """`(3, F)` float64: the count, mean and sum of squared deviations of this process's block
+  (`rows.process_block`) of the rows `x`; `combine_moments` joins every process's."""
+  start, stop = rows.process_block(len(x))
+  block = np.asarray(x[start:stop], np.float64)
+  mean = block.sum(axis=0) / max(len(block), 1)
+  return np.stack([np.full(block.shape[1], len(block), np.float64), mean,
+                   ((block - mean) ** 2).sum(axis=0)])
+
+
+def combine_moments(parts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+  """The mean and std (σ = 0 → 1) of every block's rows, from the `(P, 3, F)` stacked
+  `block_moments` (Chan et al.'s parallel update: no sum of squares that cancels)."""
+  count, means, squares = parts[:, 0], parts[:, 1], parts[:, 2]
+  n = np.maximum(count.sum(axis=0), 1)
+  mean = (count * means).sum(axis=0) / n
+  std = np.sqrt((squares.sum(axis=0) + (count * (means - mean) ** 2).sum(axis=0)) / n)
+  return mean, np.where(std > 0, std, 1.0)
+
+
+def standardize_rows(feats: dict) -> dict:
+  """`standardize` for `lazy.Rows` (several processes): μ and σ from every process's block
+  moments (`rows.gathered`), the features standardized as they are read."""
+  moments = block_moments(feats['train'])
+  with jax.enable_x64(True):  # the moments cross processes in float64
+    mean, std = combine_moments(rows.gathered(moments))
+  return {s: lazy.mapped(f, lambda v: ((v - mean) / std).astype(np.float32), f.shape[1:],
+                         np.float32) for s, f in feats.items()}
+
+
 def apply(dataset: Dataset, cfg: ml_collections.ConfigDict) -> Dataset:
-  """The dataset with its images replaced by standardized features (unchanged without any)."""
+  """The dataset with its images replaced by standardized features (unchanged without any).
+  Several processes (`rows.several`): lazy features, each process extracting its rows."""
   names = feature_names(cfg)
   if not names:
     return dataset
-  feats = standardize(raw_features(dataset, names, cfg))
+  if rows.several():
+    feats = standardize_rows(rows_of_features(dataset, names, cfg))
+  else:
+    feats = standardize(raw_features(dataset, names, cfg))
   return finalize(dataset.name, feats, dict(dataset.y), num_classes=dataset.num_classes,
                   center=False, scale=1.0, bias_trick=dataset.bias_trick, image_shape=None,
                   class_names=dataset.class_names)

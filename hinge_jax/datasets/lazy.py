@@ -131,3 +131,27 @@ def concat(a, b):
     return np.concatenate([a.read(idx[idx < n]), b.read(idx[idx >= n] - n)])
   return Rows(read, (n + len(b),) + a.shape[1:], np.result_type(a.dtype, b.dtype),
               what=f'{a.what or "rows"} + {b.what or "rows"}')
+
+
+def mapped(a, fn: Callable[[np.ndarray], np.ndarray], row_shape: tuple, dtype,
+           what: str = '') -> Rows:
+  """A `Rows` whose rows are `fn(a[idx])` for the rows asked: `fn` maps `(n, ...)` rows of
+  `a` to `(n, *row_shape)`, each row from its own (image features, standardization)."""
+  a = wrap(a)
+  return Rows(lambda idx: fn(a.read(idx)), (len(a),) + tuple(row_shape), dtype,
+              what=what or a.what)
+
+
+def kept(a: Rows, start: int, stop: int) -> Rows:
+  """`a` with its rows `[start, stop)` read once, when first asked for, and held: a process's
+  block that several passes read (statistics, checks, devices). Other rows are read each
+  time."""
+  held = []
+
+  def read(idx):
+    if not (len(idx) and start <= idx[0] and idx[-1] < stop):
+      return a.read(idx)
+    if not held:
+      held.append(a.read(np.arange(start, stop)))
+    return held[0][idx - start]
+  return Rows(read, a.shape, a.dtype, what=a.what)
