@@ -7,7 +7,7 @@ import sys
 import numpy as np
 import pytest
 
-from hinge_jax import datasets, experiment, features, sweep
+from hinge_jax import datasets, distributed, experiment, features, sweep
 from hinge_jax.datasets import SPLITS, featurize, lazy, rows
 from hinge_jax.datasets.rows import process_block
 from hinge_jax.errors import ConfigError, DataError, UserError
@@ -274,7 +274,7 @@ def _counting(ds):
 
 
 def _every_block_moments(monkeypatch, train, count):
-  """`featurize.block_moments` of each of `count` processes, stacked as `rows.gathered` would."""
+  """`featurize.block_moments` of each of `count` processes, stacked as `distributed.gathered` would."""
   parts = []
   for q in range(count):
     _as_process(monkeypatch, q, count)
@@ -293,14 +293,14 @@ def test_a_process_extracts_the_features_of_its_rows_only(monkeypatch, p):
   raw = featurize.raw_features(_image_dataset(), NAMES, cfg)
   parts = _every_block_moments(monkeypatch, raw['train'], 3)
   _as_process(monkeypatch, p, 3)
-  real = rows.gathered
+  real = distributed.gathered
 
   def gathered(a):  # the moments: every process's; the label checks' extremes: p's own
     if np.shape(a) != parts[p].shape:
       return real(a)
     np.testing.assert_array_equal(a, parts[p])
     return parts
-  monkeypatch.setattr(rows, 'gathered', gathered)
+  monkeypatch.setattr(distributed, 'gathered', gathered)
   ds, reads = _counting(_image_dataset())
   got = featurize.apply(ds, cfg)
   blocks = {s: process_block(ds.size(s), p, 3) for s in SPLITS}

@@ -18,7 +18,7 @@ import pytest
 
 from helpers import (REPO, array_dataset, default_config, image_splits, prepare_tfds,
                      write_cifar_folder)
-from hinge_jax import config_lib, datasets, features
+from hinge_jax import config_lib, datasets, distributed, features
 from hinge_jax.convergence import objective_and_grad_norm_f64, partial_value_and_grad
 from hinge_jax.datasets import cache, cifar, cifar_rows, featurize, lazy, rows
 from hinge_jax.datasets.rows import process_block
@@ -454,7 +454,7 @@ def test_cifar_features_process_decodes_and_extracts_only_its_rows(cifar_files, 
                                                                    count):
   """CIFAR-10's files with `dataset.features` as process p of P: only the batch files under
   p's blocks are decoded, the extractor sees only p's images, and with every process's moments
-  (`rows.gathered`) its blocks' features are the one-process ones to 1e-6."""
+  (`distributed.gathered`) its blocks' features are the one-process ones to 1e-6."""
   data_dir, _, _ = cifar_files
   cfg = _cifar_config(data_dir, **{'dataset.features': ('hog', 'hue_hist')})
   one = datasets.load(cfg)
@@ -465,12 +465,12 @@ def test_cifar_features_process_decodes_and_extracts_only_its_rows(cifar_files, 
     parts.append(featurize.block_moments(raw['train']))
   monkeypatch.undo()
   decoded, extracted = [], []
-  real_read, real_extract, real_gathered = cifar.read_batch, features.extract, rows.gathered
+  real_read, real_extract, real_gathered = cifar.read_batch, features.extract, distributed.gathered
   monkeypatch.setattr(cifar, 'read_batch',
                       lambda path: (decoded.append(os.path.basename(path)), real_read(path))[1])
   monkeypatch.setattr(features, 'extract', lambda images, *a, **kw: (
       extracted.append(len(images)), real_extract(images, *a, **kw))[1])
-  monkeypatch.setattr(rows, 'gathered', lambda a: np.stack(parts) if np.shape(a) == parts[
+  monkeypatch.setattr(distributed, 'gathered', lambda a: np.stack(parts) if np.shape(a) == parts[
       p].shape else real_gathered(a))
   _as_process(monkeypatch, p, count)
   ds = datasets.load(cfg)

@@ -15,8 +15,8 @@ settings, so any change to those computes the features afresh.
 
 Several processes (`rows.several`): each split's features are `lazy.Rows`, extracted from just
 the images read; a process extracts its block (`rows.process_block`) once and holds it. μ and σ
-come from every process's block moments (count, mean, squared deviations; `rows.gathered`),
-equal to one process's to float rounding. The cache is not used: its key reads every split.
+come from every process's block moments (count, mean, squared deviations, gathered by
+`distributed.gathered`), equal to one process's to float rounding. The cache is not used: its key reads every split.
 """
 
 import hashlib
@@ -29,7 +29,7 @@ import jax
 import ml_collections
 import numpy as np
 
-from hinge_jax import features
+from hinge_jax import distributed, features
 from hinge_jax.datasets import lazy, rows
 from hinge_jax.datasets.base import SPLITS, Dataset, finalize
 from hinge_jax.errors import DataError
@@ -196,10 +196,9 @@ def combine_moments(parts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def standardize_rows(feats: dict) -> dict:
   """`standardize` for `lazy.Rows` (several processes): μ and σ from every process's block
-  moments (`rows.gathered`), the features standardized as they are read."""
+  moments (`distributed.gathered`), the features standardized as they are read."""
   moments = block_moments(feats['train'])
-  with jax.enable_x64(True):  # the moments cross processes in float64
-    mean, std = combine_moments(rows.gathered(moments))
+  mean, std = combine_moments(distributed.gathered(moments))  # float64 kept
   return {s: lazy.mapped(f, lambda v: ((v - mean) / std).astype(np.float32), f.shape[1:],
                          np.float32) for s, f in feats.items()}
 
