@@ -130,23 +130,6 @@ def test_a_member_of_many_equals_its_single_run(digits):
                                np.asarray(single.params['W'][0]), rtol=1e-6, atol=1e-7)
 
 
-def test_divergence_freezes_only_that_member(digits):
-  configs = [default_config(**{'optimizer.learning_rate': lr, 'optimizer.name': 'sgd',
-                               'loss.name': 'softmax_cross_entropy', 'reg.strength': 0.0,
-                               'num_steps': 40, 'eval_every_steps': 20})
-             for lr in (0.05, 1e38)]
-  many = Trainer.create(configs[0], digits, configs)
-  state = many.fit(many.init())
-  diverged, step = np.asarray(state.diverged), np.asarray(state.diverged_step)
-  assert diverged.tolist() == [False, True]
-  assert step[0] == -1 and 0 <= step[1] < 40
-  assert np.all(np.isfinite(np.asarray(state.params['W'][1])))  # frozen at its last finite value
-  one = Trainer.create(configs[0], digits, [configs[0]])
-  single, _ = one.run_chunk(one.init(), 0, 40)
-  np.testing.assert_allclose(np.asarray(state.params['W'][0]), np.asarray(single.params['W'][0]),
-                             rtol=1e-6, atol=1e-7)
-
-
 def test_the_divergence_guard_flags_exactly_the_members_with_a_non_finite_value():
   """isfinite(Σ 0·x) per member against NumPy's all(isfinite): huge finite values pass."""
   from hinge_jax.step import all_finite
@@ -326,15 +309,32 @@ def _fit_state(trainer):
   return jax.tree.map(np.asarray, trainer.fit(trainer.init()))
 
 
+def _diverging_configs():
+  """Two members (sgd, softmax): lr 0.05 trains, lr 1e38 diverges."""
+  return [default_config(**{'optimizer.learning_rate': lr, 'optimizer.name': 'sgd',
+                            'loss.name': 'softmax_cross_entropy', 'reg.strength': 1e-3,
+                            'num_steps': 40, 'eval_every_steps': 20})
+          for lr in (0.05, 1e38)]
+
+
 @pytest.fixture(scope='module')
 def default_run(digits):
   """A two-member run (lr 1e38 diverges) under the default tuning, and its final state."""
-  configs = [default_config(**{'optimizer.learning_rate': lr, 'optimizer.name': 'sgd',
-                               'loss.name': 'softmax_cross_entropy', 'reg.strength': 1e-3,
-                               'num_steps': 40, 'eval_every_steps': 20})
-             for lr in (0.05, 1e38)]
+  configs = _diverging_configs()
   default = Trainer.create(configs[0], digits, configs)
   return default, _fit_state(default)
+
+
+def test_divergence_freezes_only_that_member(digits, default_run):
+  _, state = default_run
+  assert state.diverged.tolist() == [False, True]
+  assert state.diverged_step[0] == -1 and 0 <= state.diverged_step[1] < 40
+  assert np.all(np.isfinite(state.params['W'][1]))  # frozen at its last finite value
+  config = _diverging_configs()[0]
+  one = Trainer.create(config, digits, [config])
+  single, _ = one.run_chunk(one.init(), 0, 40)
+  np.testing.assert_allclose(state.params['W'][0], np.asarray(single.params['W'][0]),
+                             rtol=1e-6, atol=1e-7)
 
 
 @pytest.mark.parametrize('tuning', [dict(scan_unroll=3), dict(scan_unroll=64),
