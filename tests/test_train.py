@@ -316,7 +316,7 @@ def _diverging_configs():
   """Two members (sgd, softmax): lr 0.05 trains, lr 1e38 diverges."""
   return [default_config(**{'optimizer.learning_rate': lr, 'optimizer.name': 'sgd',
                             'loss.name': 'softmax_cross_entropy', 'reg.strength': 1e-3,
-                            'num_steps': 40, 'eval_every_steps': 20})
+                            'num_steps': 20, 'eval_every_steps': 10})
           for lr in (0.05, 1e38)]
 
 
@@ -331,11 +331,11 @@ def default_run(digits):
 def test_divergence_freezes_only_that_member(digits, default_run):
   _, state = default_run
   assert state.diverged.tolist() == [False, True]
-  assert state.diverged_step[0] == -1 and 0 <= state.diverged_step[1] < 40
+  assert state.diverged_step[0] == -1 and 0 <= state.diverged_step[1] < 20
   assert np.all(np.isfinite(state.params['W'][1]))  # frozen at its last finite value
   config = _diverging_configs()[0]
   one = Trainer.create(config, digits, [config])
-  single, _ = one.run_chunk(one.init(), 0, 40)
+  single, _ = one.run_chunk(one.init(), 0, 20)
   np.testing.assert_allclose(state.params['W'][0], np.asarray(single.params['W'][0]),
                              rtol=1e-6, atol=1e-7)
 
@@ -353,7 +353,7 @@ def test_tuning_changes_the_program_not_the_numbers(default_run, tuning):
   assert got.diverged_step.tolist() == want.diverged_step.tolist()
   np.testing.assert_array_equal(got.params['W'], want.params['W'])  # bitwise (measured on CPU)
   assert np.all(np.isfinite(got.params['W']))
-  text = tuned.compiled_chunk(tuned.init(), 20).as_text()
+  text = tuned.compiled_chunk(tuned.init(), 10).as_text()
   assert ('conditional' in text) == (tuned.tuning.guard_mode(tuned.spec) == 'cond')
   # deferred (also the default for minibatches): the first chunk (where lr 1e38 diverges) ran
   # twice, the second (the member frozen before it) once
