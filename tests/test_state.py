@@ -1,4 +1,4 @@
-"""Initial parameters: each member's W0 is its seed's init-stream draw, whatever program draws it."""
+"""Initial parameters: a member's W0 is its seed's init-stream draw in any program."""
 
 import functools
 import types
