@@ -20,9 +20,11 @@ def init_params(key: Array, num_features: int, num_classes: int, *, scale=1e-3,
 
   With the bias trick the data carry a constant-1 feature, `use_bias=False`, and the last
   column of W is the bias. The draws are those of a `(D, C)` normal, transposed: the same
-  numbers per (feature, class) as the assignment's `W = scale·randn(D, C)` layout.
+  numbers per (feature, class) as the assignment's `W = scale·randn(D, C)` layout. They are
+  drawn flat and reshaped (the same numbers): XLA compiles a 1-D draw several times faster.
   """
-  w = scale * jax.random.normal(key, (num_features, num_classes), dtype)
+  w = (scale * jax.random.normal(key, (num_features * num_classes,), dtype)).reshape(
+      num_features, num_classes)
   params = {'W': w.T}
   if use_bias:
     params['b'] = jnp.zeros((num_classes,), dtype)
