@@ -92,5 +92,12 @@ def tfds_dir(tmp_path_factory):
   return root, written
 
 
+def pytest_xdist_auto_num_workers(config):
+  """`-n auto`: two workers a core. Many tests wait on subprocesses (several processes over
+  gloo, killed runs, the browser), and a second worker a core fills those waits."""
+  del config
+  return 2 * (os.cpu_count() or 1)
+
+
 # In-process runs reuse compiled programs across tests and workers, as the subprocesses do.
 compile_cache.enable(os.environ['HINGE_JAX_CACHE_DIR'], log=lambda line: None)
