@@ -24,8 +24,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from hinge_jax import config_lib, distributed, losses, model, optim, sharded, strategies
-from hinge_jax import compaction
+from hinge_jax import compaction, config_lib, distributed, losses, model, optim, sharded, strategies
 from hinge_jax.convergence import Convergence, StopRule, grad_norm_program, select_members
 from hinge_jax.datasets import Dataset
 from hinge_jax.errors import ConfigError
@@ -85,6 +84,7 @@ def _shared_program(fn: Callable, fields: tuple, *args):
 
 
 # ----------------------------------------------------------------------------- the loop
+
 
 @dataclasses.dataclass
 class Trainer:
