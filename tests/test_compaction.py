@@ -2,7 +2,7 @@
 
 An L-BFGS sweep of four λ on digits runs twice on one device: with the compaction forced
 (`compact_min_flops=0`) and off. The members converge at the same steps to the same
-objectives (float32 rounding: the smaller programs sum in another order), the frozen
+objectives (to float32 rounding, 1e-5: the smaller programs sum in another order), the frozen
 members' evaluations stay those of their frozen state, and the programs shrank 4 → 2 → 1.
 """
 
@@ -22,7 +22,7 @@ LAMS = (1e-1, 1e-2, 1e-3, 1e-4)
 def _trainer(digits, devices=1):
   base = {'optimizer.name': 'lbfgs', 'batch_size': 0, 'num_steps': 1000,
           'loss.name': 'softmax_cross_entropy', 'reg.regularize_bias': False,
-          'eval_every_steps': 10, 'stop.check_every': 10, 'stop.tol': 1e-7}
+          'eval_every_steps': 5, 'stop.check_every': 5, 'stop.tol': 1e-5}
   members = [default_config(**base, **{'reg.strength': lam}) for lam in LAMS]
   return Trainer.create(members[0], digits, members, devices=jax.devices()[:devices])
 
@@ -46,7 +46,7 @@ def test_same_steps_and_objectives_as_the_lock_step(both):
   assert sorted(r_on) == sorted(r_off)
   for step in r_on:
     for key in ('loss', 'val_loss'):
-      np.testing.assert_allclose(r_on[step][key], r_off[step][key], rtol=1e-6)
+      np.testing.assert_allclose(r_on[step][key], r_off[step][key], rtol=1e-5)
     np.testing.assert_array_equal(r_on[step]['val_accuracy'], r_off[step]['val_accuracy'])
   w_on, w_off = np.asarray(s_on.params['W']), np.asarray(s_off.params['W'])
   assert np.max(np.abs(w_on - w_off)) <= 1e-4 * np.max(np.abs(w_off))
