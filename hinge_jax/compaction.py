@@ -17,8 +17,8 @@ import numpy as np
 
 from hinge_jax import distributed
 
-# Compaction where it saves this many FLOPs a step (about 10 ms of the CPU's matmuls): below
-# it, compiling a smaller program costs more than it saves.
+# Compaction where it saves this many FLOPs a step: below it, compiling a smaller program costs
+# more than it saves (docs/performance.md).
 COMPACT_MIN_FLOPS = 1e9
 
 

@@ -165,3 +165,19 @@ def prepare_tfds(name: str, data_dir: str, splits: dict, *, cache: bool = True) 
     mp.setattr(prepare, 'make_builder',
                lambda tfds, n, d: tfds_builder(n, d, splits))
     prepare.prepare(name, str(data_dir), cache=cache, log=lambda *a: None)
+
+
+def write_embeddings(folder, seed=1, n=(160, 400, 400), d=24, c=4):
+  """Gaussian class clusters as float16 embeddings, written as x_<split>.npy / y_<split>.npy."""
+  rng = np.random.default_rng(seed)
+  centres = 0.6 * rng.standard_normal((c, d))
+  folder.mkdir(exist_ok=True)
+  out = {}
+  for split, size in zip(('train', 'val', 'test'), n):
+    y = np.arange(size) % c
+    rng.shuffle(y)
+    x = (centres[y] + rng.standard_normal((size, d))).astype(np.float16)
+    np.save(folder / f'x_{split}.npy', x)
+    np.save(folder / f'y_{split}.npy', y)
+    out[split] = (x.astype(np.float64), y)
+  return out

@@ -21,7 +21,7 @@ import pytest
 from configs import probe as probe_config
 from hinge_jax import config_lib, distributed, experiment, io_utils, main, sweep
 from hinge_jax.errors import UserError
-from helpers import REPO, TIMING_KEYS, default_config, quiet, run_main
+from helpers import REPO, TIMING_KEYS, default_config, quiet, run_main, write_embeddings
 from launch import multiprocess, run as launch_run
 
 SLURM = {'SLURM_JOB_ID': '7', 'SLURM_NTASKS': '4', 'SLURM_PROCID': '2'}
@@ -376,15 +376,8 @@ def test_resuming_with_another_process_count_is_refused_in_one_line(single, tmp_
 def test_the_probe_over_two_processes_chooses_and_refits_as_one(tmp_path):
   """The probe protocol (λ sweep, choice, refit on train + val, whose rows lie over both
   processes) over 2 processes × 4 devices, and in this process on its 8 devices."""
-  rng = np.random.default_rng(0)
   folder = tmp_path / 'emb'
-  folder.mkdir()
-  centres = rng.standard_normal((3, 16))
-  for split, size in (('train', 240), ('val', 120), ('test', 120)):
-    y = np.arange(size) % 3
-    np.save(folder / f'x_{split}.npy', (centres[y] + 1.5 * rng.standard_normal((size, 16))
-                                        ).astype(np.float32))
-    np.save(folder / f'y_{split}.npy', y)
+  write_embeddings(folder, seed=0, n=(240, 120, 120), d=16, c=3)
   fields = {'dataset.path': str(folder), 'probe.lambdas': '1e-3,1e-2,1e-1,1.0'}
   config = config_lib.with_fields(probe_config.get_config('refit'), fields)
   env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=4')

@@ -15,27 +15,11 @@ import pytest
 from sklearn.linear_model import LogisticRegression
 
 from configs import probe as probe_config
-from helpers import run_main
+from helpers import run_main, write_embeddings
 from hinge_jax import config_lib, main, probe
 from hinge_jax.errors import ConfigError, DataError
 
 GRID = [1e-3, 1e-2, 1e-1, 1.0, 10.0]
-
-
-def _embeddings(folder, seed=1, n=(160, 400, 400), d=24, c=4):
-  """Gaussian class clusters as float16 embeddings, written as x_<split>.npy / y_<split>.npy."""
-  rng = np.random.default_rng(seed)
-  centres = 0.6 * rng.standard_normal((c, d))
-  folder.mkdir(exist_ok=True)
-  out = {}
-  for split, size in zip(('train', 'val', 'test'), n):
-    y = np.arange(size) % c
-    rng.shuffle(y)
-    x = (centres[y] + rng.standard_normal((size, d))).astype(np.float16)
-    np.save(folder / f'x_{split}.npy', x)
-    np.save(folder / f'y_{split}.npy', y)
-    out[split] = (x.astype(np.float64), y)
-  return out
 
 
 def _config(path, **fields):
@@ -49,7 +33,7 @@ def _sklearn(x, y, strength):
 
 
 def test_probe_chooses_lambda_and_tests_like_scikit_learn(tmp_path):
-  data = _embeddings(tmp_path / 'emb')
+  data = write_embeddings(tmp_path / 'emb')
   workdir = tmp_path / 'run'
   main.train(_config(tmp_path / 'emb'), str(workdir))
   record = json.loads((workdir / 'probe.json').read_text())
@@ -118,7 +102,7 @@ def test_log_grid_spans_the_bounds():
 
 def _small_embeddings(folder, *, nan=False, drop=()):
   """A small embeddings folder (40/20/20 rows); `nan`: one NaN in x_val; `drop`: files removed."""
-  _embeddings(folder, n=(40, 20, 20))
+  write_embeddings(folder, n=(40, 20, 20))
   if nan:
     x = np.load(folder / 'x_val.npy')
     x[3, 2] = np.nan

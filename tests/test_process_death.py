@@ -230,6 +230,21 @@ def _ended(proc, log, within_s: float) -> tuple[int, list[str], str]:
   return code, [l for l in text.splitlines() if l.startswith('error:')], text
 
 
+def _signal_one(tmp_path, overrides, *, victim: int, sig) -> tuple:
+  """Two processes training; `sig` to process `victim` once both train: the other's exit
+  code, `error:` lines and output (JAX's own abort would come after 50-100 s)."""
+  procs, logs = _start(tmp_path, overrides)
+  other = 1 - victim
+  try:
+    _await_training(procs, logs)
+    procs[victim].send_signal(sig)
+    return _ended(procs[other], logs[other], TIMEOUT_S + 15)
+  finally:
+    for p in procs:
+      p.kill()
+      p.wait()
+
+
 @pytest.mark.parametrize('overrides, sig', [(SWEEP, signal.SIGKILL),
                                              (DATA_SHARDED, signal.SIGSTOP)],
                          ids=['killed', 'hung_in_an_all_reduce'])
@@ -238,15 +253,7 @@ def test_a_dead_or_hung_process_stops_the_other_in_one_line(tmp_path, overrides,
   # stopped: process 0 waits inside the compiled step's all-reduce. (A SIGKILL there can make
   # gloo itself end process 0 at once, `terminate called after throwing gloo::EnforceNotMet`:
   # docs/multihost.md.)
-  procs, logs = _start(tmp_path, overrides)
-  try:
-    _await_training(procs, logs)
-    procs[1].send_signal(sig)
-    code, errors, text = _ended(procs[0], logs[0], TIMEOUT_S + 15)  # JAX's own: 50-100 s
-  finally:
-    for p in procs:
-      p.kill()
-      p.wait()
+  code, errors, text = _signal_one(tmp_path, overrides, victim=1, sig=sig)
   assert code == 2, text[-3000:]
   assert errors == ['error: process 1 of 2 stopped responding (no heartbeat for 5 s); stopping '
                     'the others - see its log']
@@ -254,15 +261,8 @@ def test_a_dead_or_hung_process_stops_the_other_in_one_line(tmp_path, overrides,
 
 
 def test_a_hung_coordinator_stops_the_other_in_one_line(tmp_path):
-  procs, logs = _start(tmp_path, SWEEP)
-  try:
-    _await_training(procs, logs)
-    procs[0].send_signal(signal.SIGSTOP)  # alive, but neither training nor serving
-    code, errors, text = _ended(procs[1], logs[1], TIMEOUT_S + 15)
-  finally:
-    for p in procs:
-      p.kill()
-      p.wait()
+  # SIGSTOP: alive, but neither training nor serving
+  code, errors, text = _signal_one(tmp_path, SWEEP, victim=0, sig=signal.SIGSTOP)
   assert code == 2, text[-3000:]
   assert errors == ['error: lost the coordinator (process 0): no answer for 5 s; stopping - '
                     'see its log']
