@@ -24,7 +24,7 @@ import jax
 import numpy as np
 from absl import flags
 from jax._src import distributed as jax_distributed  # its client: the key-value store
-from jax.experimental import multihost_utils
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from hinge_jax.errors import UserError
 
@@ -325,7 +325,7 @@ def check_same_config(config) -> None:
   if jax.process_count() == 1:
     return
   mine = np.frombuffer(bytes.fromhex(fingerprint(config)), np.uint32)
-  every = np.asarray(multihost_utils.process_allgather(mine)).reshape(jax.process_count(), -1)
+  every = gathered(mine)
   differ = [i for i in range(len(every)) if not np.array_equal(every[i], every[0])]
   if differ:
     raise UserError(f'process(es) {", ".join(map(str, differ))} run a different config than '
@@ -343,9 +343,20 @@ def to_host(tree):
   (gathered from every process: all processes must call it together)."""
   def one(a):
     if isinstance(a, jax.Array) and not (a.is_fully_addressable or a.is_fully_replicated):
-      return np.asarray(multihost_utils.process_allgather(a, tiled=True))
+      return _replicated(a)
     return np.asarray(a)
   return jax.tree.map(one, tree)
+
+
+def _replicated(a: jax.Array) -> np.ndarray:
+  """`a` (laid over every process's devices) copied whole to the host, once every local device
+  has its copy: `multihost_utils.process_allgather` reads the first device's copy as soon as it
+  is there, and a process that exits while its other devices still take part in the gather
+  leaves a peer's device waiting for them (its teardown at exit then never ends)."""
+  mesh = (a.sharding.mesh if isinstance(a.sharding, NamedSharding)
+          else Mesh(np.asarray(a.sharding._device_assignment), ('all',)))
+  out = jax.jit(lambda v: v, out_shardings=NamedSharding(mesh, P()))(a)
+  return np.asarray(jax.block_until_ready(out).addressable_data(0))
 
 
 def gathered(a) -> np.ndarray:
@@ -354,8 +365,13 @@ def gathered(a) -> np.ndarray:
   a = np.asarray(a)
   if jax.process_count() == 1:
     return a[None]
+  devices = np.asarray(jax.devices()).reshape(jax.process_count(), jax.local_device_count())
+  mesh = Mesh(devices, ('processes', 'local'))
   with jax.enable_x64(True):  # int64 and float64 cross as they are
-    return np.asarray(multihost_utils.process_allgather(a[None], tiled=True)).astype(a.dtype)
+    local = [jax.device_put(a[None], d) for d in jax.local_devices()]
+    stacked = jax.make_array_from_single_device_arrays(
+        (jax.process_count(),) + a.shape, NamedSharding(mesh, P('processes')), local)
+    return _replicated(stacked).astype(a.dtype)
 
 
 def summed(tree):
