@@ -349,13 +349,9 @@ def to_host(tree):
 
 
 def _replicated(a: jax.Array) -> np.ndarray:
-  """`a` (laid over every process's devices) copied whole to the host, once every local device
-  has its copy: `multihost_utils.process_allgather` reads the first device's copy as soon as it
-  is there, and a process that exits while its other devices still take part in the gather
-  leaves a peer's device waiting for them (its teardown at exit then never ends)."""
-  mesh = (a.sharding.mesh if isinstance(a.sharding, NamedSharding)
-          else Mesh(np.asarray(a.sharding._device_assignment), ('all',)))
-  out = jax.jit(lambda v: v, out_shardings=NamedSharding(mesh, P()))(a)
+  """`a` (laid over every process's devices by a NamedSharding) copied whole to the host once
+  every local device holds it, unlike `multihost_utils.process_allgather` (docs/multihost.md)."""
+  out = jax.jit(lambda v: v, out_shardings=NamedSharding(a.sharding.mesh, P()))(a)
   return np.asarray(jax.block_until_ready(out).addressable_data(0))
 
 
