@@ -348,10 +348,14 @@ def to_host(tree):
   return jax.tree.map(one, tree)
 
 
+def _identity(a):  # one function for every gather: compiled once per shape and layout
+  return a
+
+
 def _replicated(a: jax.Array) -> np.ndarray:
   """`a` (laid over every process's devices by a NamedSharding) copied whole to the host once
   every local device holds it, unlike `multihost_utils.process_allgather` (docs/multihost.md)."""
-  out = jax.jit(lambda v: v, out_shardings=NamedSharding(a.sharding.mesh, P()))(a)
+  out = jax.jit(_identity, out_shardings=NamedSharding(a.sharding.mesh, P()))(a)
   return np.asarray(jax.block_until_ready(out).addressable_data(0))
 
 
@@ -361,12 +365,11 @@ def gathered(a) -> np.ndarray:
   a = np.asarray(a)
   if jax.process_count() == 1:
     return a[None]
-  devices = np.asarray(jax.devices()).reshape(jax.process_count(), jax.local_device_count())
-  mesh = Mesh(devices, ('processes', 'local'))
+  devices = np.asarray(jax.devices()).reshape(jax.process_count(), -1)
+  by_process = NamedSharding(Mesh(devices, ('processes', 'local')), P('processes'))
   with jax.enable_x64(True):  # int64 and float64 cross as they are
     local = [jax.device_put(a[None], d) for d in jax.local_devices()]
-    stacked = jax.make_array_from_single_device_arrays(
-        (jax.process_count(),) + a.shape, NamedSharding(mesh, P('processes')), local)
+    stacked = jax.make_array_from_single_device_arrays((len(devices), *a.shape), by_process, local)
     return _replicated(stacked).astype(a.dtype)
 
 

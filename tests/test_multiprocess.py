@@ -130,16 +130,23 @@ big = np.iinfo(np.int64).max - pid  # beyond int32: must cross as int64
 fine = 1.0 + pid * 2.0 ** -40  # beyond float32: must cross as float64
 stacked = distributed.gathered(np.asarray([[big, -pid]], np.int64))
 added = distributed.summed({'f': np.asarray([fine, -3.5 * pid]), 'n': np.int64(big // 4)})
+compiles = []
+jax.monitoring.register_event_duration_secs_listener(
+    lambda event, *_, **__: compiles.append(event) if 'backend_compile' in event else None)
+for _ in range(3):  # a gather of the same shape again: no new program
+  distributed.agreed_max(pid)
 print('RESULT ' + json.dumps({
     'gathered': stacked.tolist(), 'gathered_dtype': str(stacked.dtype),
     'summed_f': [float.hex(float(v)) for v in added['f']], 'summed_n': int(added['n']),
-    'min': distributed.agreed_min((5 - pid) << 30), 'max': distributed.agreed_max(pid + 7)}))
+    'min': distributed.agreed_min((5 - pid) << 30), 'max': distributed.agreed_max(pid + 7),
+    'compiles': len(compiles)}))
 '''
 
 
 def test_gathered_and_summed_over_two_processes_keep_order_and_dtype():
   """The reductions between processes (gloo): stacked in process order, int64 and float64
-  values that 32 bits would round cross exactly, the agreed minimum and maximum."""
+  values that 32 bits would round cross exactly, the agreed minimum and maximum; a gather of
+  a shape seen before compiles nothing."""
   port = _free_port()
   env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=1')
   procs = [subprocess.Popen([sys.executable, '-c', REDUCER, str(port), str(i)], cwd=REPO,
@@ -154,6 +161,7 @@ def test_gathered_and_summed_over_two_processes_keep_order_and_dtype():
     assert got['summed_f'] == [float.hex(2.0 + 2.0 ** -40), float.hex(-3.5)]
     assert got['summed_n'] == big // 4 + (big - 1) // 4
     assert (got['min'], got['max']) == (4 << 30, 8)
+    assert got['compiles'] == 0  # summed's int64 gather was compiled; reused since
 
 SWEEP = {'sweep.grid': 'optimizer.learning_rate=0.01,0.1; reg.strength=1e-3,3e-3,1e-2,3e-2',
          'num_steps': 10, 'eval_every_steps': 5, 'sanity.enabled': False}
