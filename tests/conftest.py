@@ -6,7 +6,12 @@ import shutil
 import sys
 import tempfile
 
-os.environ.setdefault('XLA_FLAGS', '--xla_force_host_platform_device_count=8')
+sys.path.insert(0, os.path.dirname(__file__))  # tests/helpers.py, tests/reference.py
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
+from helpers import xla_flags  # noqa: E402  (imports jax; its backend starts later)
+
+os.environ.setdefault('XLA_FLAGS', xla_flags(8))
 # One fresh compilation cache for the session, outside the user's home: the controller makes
 # it, xdist's workers and the `hinge_jax.main` subprocesses inherit it, so a program the
 # suite builds twice (configs of the same shapes, a rerun) compiles once.
@@ -16,10 +21,6 @@ if 'HINGE_JAX_CACHE_DIR' not in os.environ:
 
 import jax  # noqa: E402
 import pytest  # noqa: E402
-
-sys.path.insert(0, os.path.dirname(__file__))  # tests/reference.py
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, REPO)
 
 from hinge_jax import compile_cache  # noqa: E402
 

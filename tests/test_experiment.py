@@ -19,7 +19,7 @@ import pytest
 from hinge_jax import experiment, io_utils
 from hinge_jax.errors import Interrupted, UserError
 from hinge_jax.train import Trainer
-from helpers import REPO, default_config, quiet, without_timings
+from helpers import REPO, default_config, quiet, without_timings, xla_flags
 
 # Short digits runs: a checkpoint every 50 steps, evaluations every 100 (so a checkpoint can
 # fall inside an evaluation period).
@@ -116,8 +116,7 @@ def test_interrupted_and_resumed_run_equals_the_uninterrupted_one(tmp_path, refe
 @pytest.mark.parametrize('signame', ['SIGINT', 'SIGTERM'])
 def test_external_signal_during_a_long_chunk_saves_and_exits_128_plus_signal(tmp_path, signame):
   """A real signal from outside, while a compiled chunk runs: saved at the chunk's end."""
-  env = dict(os.environ)
-  env.pop('XLA_FLAGS', None)
+  env = dict(os.environ, XLA_FLAGS=xla_flags())
   proc = subprocess.Popen(
       [sys.executable, '-m', 'hinge_jax.main', f'--workdir={tmp_path}',
        '--config.num_steps=10000000', '--config.eval_every_steps=2000',

@@ -16,7 +16,7 @@ import pytest
 
 from hinge_jax import io_utils
 from hinge_jax.errors import ConfigError, UserError
-from helpers import default_config, run_main
+from helpers import default_config, run_main, xla_flags
 from launch import collect, run as launch_run, structural
 
 STRUCTURAL = '--config.sweep.structural=loss.name=multiclass_svm,softmax_cross_entropy'
@@ -37,7 +37,7 @@ def test_dry_run_prints_one_command_per_combination(tmp_path):
 
 
 def _launch(tmp_path, monkeypatch, structural_text, executor):
-  monkeypatch.delenv('XLA_FLAGS', raising=False)  # the runs see this host's devices
+  monkeypatch.setenv('XLA_FLAGS', xla_flags())  # the runs see this host's devices
   monkeypatch.chdir(launch_run.REPO)
   grid = '--config.sweep.grid=optimizer.learning_rate=0.01,0.1'
   config = default_config(**{'num_steps': 30, 'eval_every_steps': 30, 'sanity.enabled': False,

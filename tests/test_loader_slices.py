@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from helpers import (REPO, array_dataset, default_config, image_splits, prepare_tfds,
-                     write_cifar_folder)
+                     write_cifar_folder, xla_flags)
 from hinge_jax import config_lib, datasets, distributed, features
 from hinge_jax.convergence import objective_and_grad_norm_f64, partial_value_and_grad
 from hinge_jax.datasets import cache, cifar, cifar_rows, featurize, lazy, rows
@@ -143,7 +143,7 @@ def test_two_processes_read_halves_and_agree_with_one(tmp_path):
       np.save(tmp_path / f'p{i}' / f'x_{split}.npy', mine)
       np.save(tmp_path / f'p{i}' / f'y_{split}.npy', y)
   port = _free_port()
-  env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=1')
+  env = dict(os.environ, XLA_FLAGS=xla_flags(1))
   write_cifar_folder(tmp_path / 'cifar', per_batch=40, num_test=40)
   procs = [subprocess.Popen([sys.executable, '-c', WORKER, str(port), str(i),
                              str(tmp_path / f'p{i}'), str(tmp_path / 'cifar')],

@@ -21,7 +21,8 @@ import pytest
 from configs import probe as probe_config
 from hinge_jax import config_lib, distributed, experiment, io_utils, main, sweep
 from hinge_jax.errors import UserError
-from helpers import REPO, TIMING_KEYS, default_config, quiet, run_main, write_embeddings
+from helpers import (REPO, TIMING_KEYS, default_config, quiet, run_main, write_embeddings,
+                     xla_flags)
 from launch import multiprocess, run as launch_run
 
 SLURM = {'SLURM_JOB_ID': '7', 'SLURM_NTASKS': '4', 'SLURM_PROCID': '2'}
@@ -35,7 +36,7 @@ def _free_port() -> int:
 
 def _start(args_of: list, devices: int = 4) -> list:
   """Starts one `hinge_jax.main` per argument list, `devices` CPU devices each."""
-  env = dict(os.environ, XLA_FLAGS=f'--xla_force_host_platform_device_count={devices}')
+  env = dict(os.environ, XLA_FLAGS=xla_flags(devices))
   return [subprocess.Popen([sys.executable, '-m', 'hinge_jax.main', *args], cwd=REPO, env=env,
                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
           for args in args_of]
@@ -148,7 +149,7 @@ def test_gathered_and_summed_over_two_processes_keep_order_and_dtype():
   values that 32 bits would round cross exactly, the agreed minimum and maximum; a gather of
   a shape seen before compiles nothing."""
   port = _free_port()
-  env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=1')
+  env = dict(os.environ, XLA_FLAGS=xla_flags(1))
   procs = [subprocess.Popen([sys.executable, '-c', REDUCER, str(port), str(i)], cwd=REPO,
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
            for i in range(2)]
@@ -180,7 +181,7 @@ def runs(request, tmp_path_factory):
   overrides = [f'--config.{k}={v}' for k, v in fields.items()]
   assert len(jax.devices()) == 8  # this process's backend starts before XLA_FLAGS changes
   mp = pytest.MonkeyPatch()
-  mp.setenv('XLA_FLAGS', '--xla_force_host_platform_device_count=4')  # read by the processes
+  mp.setenv('XLA_FLAGS', xla_flags(4))  # read by the processes
   try:
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
       codes = pool.submit(launch_run.launch, default_config(**fields), 'configs/default.py',
@@ -232,7 +233,7 @@ def test_two_processes_give_the_results_and_params_of_one(runs, request):
 
 
 def test_a_single_run_on_the_devices_of_one_process_is_refused_in_one_line(tmp_path, capsys):
-  env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=4')
+  env = dict(os.environ, XLA_FLAGS=xla_flags(4))
   code = multiprocess.run_local(
       [sys.executable, '-m', 'hinge_jax.main', f'--workdir={tmp_path / "run"}'], 2,
       str(tmp_path / 'logs'), cwd=REPO, env=env)
@@ -251,7 +252,7 @@ def test_a_signal_to_one_process_stops_every_process_at_the_same_chunk(tmp_path)
             '--config.eval_every_steps=50', '--config.sanity.enabled=False',
             '--config.sweep.grid=reg.strength=1e-3,1e-2,1e-1,1']
   logs = [tmp_path / f'process_{i}.out' for i in range(2)]
-  env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=4')
+  env = dict(os.environ, XLA_FLAGS=xla_flags(4))
   procs = []
   for i in range(2):
     with open(logs[i], 'w') as out:
@@ -282,7 +283,7 @@ def _single_run(workdir, faults=('', '')) -> list:
   port = _free_port()
   procs = []
   for i in range(2):
-    env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=4',
+    env = dict(os.environ, XLA_FLAGS=xla_flags(4),
                HINGE_JAX_FAULT=faults[i])
     with open(f'{workdir}.process_{i}.out', 'w') as out:
       procs.append(subprocess.Popen(
@@ -388,7 +389,7 @@ def test_the_probe_over_two_processes_chooses_and_refits_as_one(tmp_path):
   write_embeddings(folder, seed=0, n=(240, 120, 120), d=16, c=3)
   fields = {'dataset.path': str(folder), 'probe.lambdas': '1e-3,1e-2,1e-1,1.0'}
   config = config_lib.with_fields(probe_config.get_config('refit'), fields)
-  env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=4')
+  env = dict(os.environ, XLA_FLAGS=xla_flags(4))
   command = [sys.executable, '-m', 'hinge_jax.main', '--config=configs/probe.py:refit',
              f'--workdir={tmp_path / "two"}', *[f'--config.{k}={v}' for k, v in fields.items()]]
   with concurrent.futures.ThreadPoolExecutor(1) as pool:

@@ -18,7 +18,7 @@ from jax._src.lib import _jax
 
 from hinge_jax import distributed
 from hinge_jax.errors import UserError
-from helpers import REPO
+from helpers import REPO, xla_flags
 
 TIMEOUT_S = 5  # --process_timeout_s of the process tests
 ABORT_WORDS = ('Check failure', 'Terminating process', 'Fatal Python error', 'Traceback')
@@ -197,7 +197,7 @@ def _start(tmp_path, overrides, timeout_s=TIMEOUT_S) -> tuple[list, list]:
   """Two `hinge_jax.main` processes, 4 CPU devices each; their stdout+stderr files."""
   common = ['--num_processes=2', f'--coordinator=localhost:{_free_port()}',
             f'--process_timeout_s={timeout_s}', f'--workdir={tmp_path / "run"}', *overrides]
-  env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=4')
+  env = dict(os.environ, XLA_FLAGS=xla_flags(4))
   logs = [tmp_path / f'process_{i}.out' for i in range(2)]
   procs = []
   for i in range(2):
