@@ -10,10 +10,11 @@ the members' objectives, where the features are shared by every member's product
 - step size 1 first (accepted almost every step); a member passes on the sufficient
   decrease test optax's zoom applies (Armijo's, or near the minimum Hager–Zhang's
   approximate one, which float32 needs);
-- a member that passed with the slope along d still steep (the strong Wolfe condition
-  fails) gets one more trial at the secant's minimum, kept where it is lower;
 - a member that failed halves its step size until it passes (at most `MAX_TRIALS` trials;
   none passing: it stays where it is).
+
+No trial refines a step that passed: under `vmap` any member's extra trial is a pass over the
+data for all of them (docs/performance.md).
 
 Every objective here is convex, so the curvature pair of any step has sᵀy ≥ 0 and the
 memory update stays valid without the Wolfe curvature test (optax skips a pair with sᵀy = 0).
@@ -32,8 +33,7 @@ import optax
 
 Array = jax.Array
 MAX_TRIALS = 20  # trials of a step's line search (step sizes 1, 1/2, ..., 2^-19)
-SLOPE_RTOL, CURV_RTOL, APPROX_DEC_RTOL = 1e-4, 0.9, 1e-6  # optax's zoom defaults
-MAX_EXTEND = 10.0  # the largest step size the secant trial may take
+SLOPE_RTOL, APPROX_DEC_RTOL = 1e-4, 1e-6  # optax's zoom defaults
 STALL_STEPS = 5  # steps in a row without any decrease after which a member stops
 
 
@@ -77,7 +77,7 @@ def _trial(params, direction, member_hp, size, value, slope0, *, value_fn: Calla
   armijo = value1 - value - SLOPE_RTOL * size * slope0
   approx = jnp.maximum(slope1 - (2 * SLOPE_RTOL - 1) * slope0,
                        value1 - value - APPROX_DEC_RTOL * jnp.abs(value))
-  return point, value1, grads1, jnp.minimum(armijo, approx) <= 0, slope1
+  return point, value1, grads1, jnp.minimum(armijo, approx) <= 0
 
 
 def _members(ok: Array, a, b):
@@ -101,28 +101,13 @@ def members_step(params, opt_state, hp: dict, step: Array, *, value_fn: Callable
     trial = over_members(lambda p, d, h, t, v, s0: _trial(p, d, h, t, v, s0, value_fn=value_fn),
                          (0, 0, 0, 0, 0, 0))
     size = jnp.ones_like(value)
-    point, value1, grads1, ok, slope1 = trial(params, direction, hp, size, value, slope0)
-
-    # decreasing enough, but the slope along d still steep (too short a step, or too long):
-    # one more trial at the secant's minimum, kept where it is lower
-    curved = ok & (jnp.abs(slope1) > CURV_RTOL * jnp.abs(slope0))
-
-    def extend(carry):
-      size, point, value1, grads1 = carry
-      guess = jnp.clip(slope0 / jnp.minimum(slope0 - slope1, -1e-30), 1e-3, MAX_EXTEND)
-      guess = jnp.where(curved, guess, size)
-      new = trial(params, direction, hp, guess, value, slope0)
-      better = curved & new[3] & (new[1] < value1)
-      return _members(better, (guess,) + new[:3], (size, point, value1, grads1))
-
-    size, point, value1, grads1 = jax.lax.cond(jnp.any(curved), extend, lambda c: c,
-                                               (size, point, value1, grads1))
-    trials = 1 + curved.astype(jnp.int32)
+    point, value1, grads1, ok = trial(params, direction, hp, size, value, slope0)
+    trials = jnp.ones_like(size, jnp.int32)
 
     def halve(carry):  # every member not yet accepted halves its step size
       count, trials, size, point, value1, grads1, ok = carry
       size = jnp.where(ok, size, size / 2)
-      new = trial(params, direction, hp, size, value, slope0)[:4]
+      new = trial(params, direction, hp, size, value, slope0)
       point, value1, grads1, now = _members(ok, (point, value1, grads1, ok), new)
       return count + 1, trials + ~ok, size, point, value1, grads1, now
 
