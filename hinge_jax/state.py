@@ -53,7 +53,9 @@ class DeviceData:
     """
     largest = max(dataset.size(s) for s in SPLITS)
     chunk = -(-min(eval_batch_size, largest) // 128) * 128  # a multiple of 128 rows
-    if shards > 1:  # the fewest chunks that cover a shard of the largest split, made even
+    if shards == 1:
+      chunk = least_padding_chunk(largest, chunk)
+    else:  # the fewest chunks that cover a shard of the largest split, made even
       per_shard = -(-largest // shards)
       chunk = -(-per_shard // -(-per_shard // chunk) // 128) * 128
     xs, ys = {}, {}
@@ -81,6 +83,15 @@ class DeviceData:
 
   def features(self, x_raw: Array, pad: int = 0) -> Array:
     return preprocess(x_raw, self.mean, self.scale, bias_trick=self.bias_trick, pad=pad)
+
+
+def least_padding_chunk(rows: int, chunk: int) -> int:
+  """The largest eval chunk of at most `chunk` rows that pads `rows` within 1 % of the least
+  padding, in whole 512-row blocks (128 below 4,096 rows): the full-batch pass's best block."""
+  unit = 512 if rows >= 4096 else 128
+  sizes = range(unit, chunk + 1, unit) or [chunk]
+  padded = {c: -(-rows // c) * c for c in sizes}
+  return max(c for c in sizes if padded[c] <= min(padded.values()) + rows // 100)
 
 
 def put_rows(a: np.ndarray, padded: int, sharding, dtype=None) -> Array:

@@ -11,7 +11,9 @@ import pytest
 
 from hinge_jax import config_lib, datasets, experiment, strategies
 from hinge_jax.errors import ConfigError, UserError
+from hinge_jax.state import DeviceData, least_padding_chunk
 from hinge_jax.train import Spec, Trainer, check_fits
+from hinge_jax.tuning import fullbatch_block_rows
 from helpers import array_dataset, default_config, run_main
 
 
@@ -98,6 +100,29 @@ def test_gradient_descent_uses_the_whole_training_set(digits):
   assert spec.full_batch and spec.batch_size == digits.size('train')
   [warning] = strategies.ignored_settings(config)
   assert 'batch_size=200 is ignored' in warning
+
+
+@pytest.mark.parametrize('rows', [1_257, 4_095, 4_096, 12_500, 49_000, 60_000, 100_000])
+def test_the_training_split_pads_to_whole_blocks_and_little_more(rows):
+  """The eval chunk pads the largest split to whole 512-row blocks (128 below 4,096 rows),
+  within 1 % of the fewest padding rows any chunk of at most 8,192 rows gives (brute force
+  over every chunk of whole 128-row units): a full-batch pass does no more than 1 % extra."""
+  chunk = least_padding_chunk(rows, -(-min(8192, rows) // 128) * 128)
+  unit = 512 if rows >= 4096 else 128
+  padded = -(-rows // chunk) * chunk
+  least = min(-(-rows // c) * c for c in range(unit, 8192 + 1, unit))
+  assert chunk % unit == 0 and chunk <= 8192
+  assert padded - least <= rows // 100
+  assert padded - rows < rows // 100 + unit  # 100,000: 100,352 (chunks of 8,192: 106,496)
+
+
+def test_the_full_batch_pass_keeps_512_row_blocks_on_a_padded_split():
+  rng = np.random.default_rng(0)
+  ds = array_dataset(rng.standard_normal((12_500, 3)).astype(np.float32),
+                     rng.integers(0, 2, 12_500), 2)
+  data = DeviceData.create(ds, eval_batch_size=8192)
+  assert data.x['train'].shape[0] == 12_800  # chunks of 8,192 would pad it to 16,384
+  assert fullbatch_block_rows(12_800) == 512
 
 
 def test_a_search_with_adam_settings_is_ignored_with_one_warning():
