@@ -11,7 +11,9 @@ the members' objectives, where the features are shared by every member's product
   decrease test optax's zoom applies (Armijo's, or near the minimum Hager–Zhang's
   approximate one, which float32 needs);
 - a member that failed halves its step size until it passes (at most `MAX_TRIALS` trials;
-  none passing: it stays where it is).
+  none passing: it stays where it is). While at most a quarter of the members are left,
+  a trial evaluates only them (gathered into a batch of K/4): one failing member no longer
+  costs a pass over the data for every member.
 
 No trial refines a step that passed: under `vmap` any member's extra trial is a pass over the
 data for all of them (docs/performance.md).
@@ -91,23 +93,39 @@ def members_step(params, opt_state, hp: dict, step: Array, *, value_fn: Callable
   """One L-BFGS step of K members: `(params, opt_state, (K,) values at the old params)`.
 
   `value_fn(params, member_hp)`: one member's objective on the whole training set.
-  `over_members(fn, in_axes)`: maps a one-member function over the members (`jax.vmap`).
+  `over_members(fn, in_axes, k)`: maps a one-member function over k members (`jax.vmap`).
   """
+  k = jax.tree.leaves(hp)[0].shape[0]
   with jax.numpy_dtype_promotion('standard'):
     first = step == 0  # one scalar for every member: a real branch
     value, grads, direction, lbfgs_state, slope0 = over_members(
         lambda p, s, h: _direction(p, s, h, first, value_fn=value_fn,
-                                   memory_size=memory_size), (0, 0, 0))(params, opt_state, hp)
-    trial = over_members(lambda p, d, h, t, v, s0: _trial(p, d, h, t, v, s0, value_fn=value_fn),
-                         (0, 0, 0, 0, 0, 0))
+                                   memory_size=memory_size), (0, 0, 0), k)(params, opt_state, hp)
+    one_trial = lambda p, d, h, t, v, s0: _trial(p, d, h, t, v, s0, value_fn=value_fn)
+    trial = over_members(one_trial, (0,) * 6, k)
+    args = (params, direction, hp)
     size = jnp.ones_like(value)
-    point, value1, grads1, ok = trial(params, direction, hp, size, value, slope0)
+    point, value1, grads1, ok = trial(*args, size, value, slope0)
     trials = jnp.ones_like(size, jnp.int32)
+    few = k // 4
+
+    def retry(size, ok):  # the trials of the members not yet accepted (the others' are junk)
+      every = lambda: trial(*args, size, value, slope0)
+      if few == 0:
+        return every()
+
+      def some():  # at most `few` members left: only they are evaluated
+        idx = jnp.nonzero(~ok, size=few, fill_value=jnp.argmin(ok))[0]
+        take = lambda tree: jax.tree.map(lambda a: a[idx], tree)
+        part = over_members(one_trial, (0,) * 6, few)(*take((*args, size, value, slope0)))
+        whole = (point, value1, grads1, ok)
+        return jax.tree.map(lambda a, b: a.at[idx].set(b), whole, part)
+      return jax.lax.cond(jnp.sum(~ok) <= few, some, every)
 
     def halve(carry):  # every member not yet accepted halves its step size
       count, trials, size, point, value1, grads1, ok = carry
       size = jnp.where(ok, size, size / 2)
-      new = trial(params, direction, hp, size, value, slope0)
+      new = retry(size, ok)
       point, value1, grads1, now = _members(ok, (point, value1, grads1, ok), new)
       return count + 1, trials + ~ok, size, point, value1, grads1, now
 

@@ -102,7 +102,7 @@ def train_step(state: TrainState, step: Array, data: DeviceData, hp: dict, *,
     x, y = fullbatch.blocks(data, spec.num_train, spec.data_axis)
     update = lambda params, opt_state, hp_, x_, y_, step_: lbfgs.members_step(
         params, opt_state, hp_, step_, value_fn=lambda p, h: member_objective(p, x_, y_, h),
-        memory_size=spec.memory_size, over_members=lambda fn, axes: _over_members(fn, axes, k))
+        memory_size=spec.memory_size, over_members=_over_members)
   elif spec.full_batch:
     x, y = fullbatch.blocks(data, spec.num_train, spec.data_axis)
     update = _over_members(update, (0, 0, 0, None, None, None), k)

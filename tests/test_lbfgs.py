@@ -1,10 +1,15 @@
-"""optimizer.name=lbfgs: where it applies and what it refuses, in one line each.
+"""optimizer.name=lbfgs: where it applies and what it refuses, in one line each; its line
+search's retries of a few members against each member alone.
 
 The optimum it reaches: tests/test_sklearn_optimum.py."""
 
+import jax
+import jax.numpy as jnp
+import numpy as np
 import pytest
 
-from hinge_jax import config_lib
+from hinge_jax import config_lib, lbfgs
+from hinge_jax.step import _over_members
 from hinge_jax.errors import ConfigError
 from helpers import default_config
 
@@ -43,3 +48,37 @@ def test_lbfgs_is_refused_where_it_does_not_apply(fields, needles):
 ])
 def test_lbfgs_is_accepted_on_smooth_full_batch_objectives(fields):
   config_lib.validate(default_config(**{**LBFGS, **fields}))
+
+
+def _log_cosh(p, h):
+  """Σ log cosh(c·(w − 1)): the second step overshoots, and retries, where c ≥ 3."""
+  return jnp.sum(jnp.log(jnp.cosh(h['c'] * (p['W'] - 1.0))))
+
+
+def _steps(curvatures, steps=4):
+  k = len(curvatures)
+  params = {'W': jnp.zeros((k, 3, 2))}
+  state = jax.vmap(lbfgs.init)(params)
+  hp = {'c': jnp.asarray(curvatures, jnp.float32)}
+  step = jax.jit(lambda p, s, h, t: lbfgs.members_step(
+      p, s, h, t, value_fn=_log_cosh, memory_size=10, over_members=_over_members))
+  trials = []
+  for t in range(steps):
+    params, state, _ = step(params, state, hp, jnp.asarray(t))
+    trials.append(np.asarray(state['search'].info.num_linesearch_steps))
+  return params, np.stack(trials, axis=1)
+
+
+@pytest.mark.parametrize('curvatures', [
+    [0.5, 1.0, 3.0, 0.3, 10.0, 0.8, 1.2, 0.9],  # 2 of 8 retry: only they are evaluated
+    [0.5, 3.0, 4.0, 0.3, 10.0, 0.8, 1.2, 0.9],  # 3 of 8: every member is
+])
+def test_retrying_few_members_gives_each_member_its_own_step(curvatures):
+  """Members that fail the first trial halve their step size: with at most K/4 of them the
+  retries evaluate only those (gathered); each member ends where it ends alone."""
+  params, trials = _steps(curvatures)
+  assert (trials[:, 1] > 1).sum() == sum(c >= 3 for c in curvatures)  # the second step's
+  for j, c in enumerate(curvatures):
+    alone, alone_trials = _steps([c])
+    np.testing.assert_allclose(params['W'][j], alone['W'][0], rtol=1e-6)
+    np.testing.assert_array_equal(trials[j], alone_trials[0])
