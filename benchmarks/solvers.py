@@ -100,13 +100,20 @@ def objective64(w, b, x, y, lam, rows=16384) -> float:
   return total / len(y) + lam * float(np.sum(w * w))
 
 
-def matmul_rate(dtype, repeats=5) -> float:
-  """FLOP/s of a 2048² matmul in `dtype` (NumPy's BLAS), best of `repeats`."""
+def matmul_rate(dtype, repeats=5, xla=False) -> float:
+  """FLOP/s of a 2048² matmul in `dtype`, best of `repeats`: NumPy's BLAS, or with `xla` the
+  engine hinge_jax's products run on."""
   a = np.random.default_rng(0).standard_normal((2048, 2048)).astype(dtype)
+  multiply = lambda: a @ a
+  if xla:
+    import jax
+    product, a = jax.jit(lambda a: a @ a), jax.numpy.asarray(a)
+    multiply = lambda: product(a).block_until_ready()
+    multiply()  # compile
   best = float('inf')
   for _ in range(repeats):
     t0 = time.perf_counter()
-    a @ a
+    multiply()
     best = min(best, time.perf_counter() - t0)
   return 2 * 2048**3 / best
 
@@ -382,7 +389,9 @@ def main(argv):
   from configs import default
   from hinge_jax import config_lib, datasets
   rate32, rate64 = matmul_rate(np.float32), matmul_rate(np.float64)
-  print(f'matmul: float32 {rate32 / 1e9:.1f} GFLOP/s, float64 {rate64 / 1e9:.1f} GFLOP/s')
+  rate_xla = matmul_rate(np.float32, xla=True)
+  print(f'matmul: float32 {rate32 / 1e9:.1f} GFLOP/s, float64 {rate64 / 1e9:.1f} GFLOP/s '
+        f'(NumPy\'s BLAS); float32 {rate_xla / 1e9:.1f} GFLOP/s (XLA)')
   records = []
   for case in _CASES.value:
     if case == 'digits':
@@ -425,6 +434,9 @@ def main(argv):
                      f'matmul rate; ratios: hinge_jax (lock step, or members leaving) ÷ row',
                      ['case', 'λs', 'solver', 'seconds', 'floor s', 'ratio', 'leaving'], rows)
   for r in records:
+    if 'hinge_jax_flops' in r:
+      print(f'{r["case"]}: the evaluations hinge_jax needs, at XLA\'s matmul rate: '
+            f'{r["hinge_jax_flops"] / rate_xla:.1f} s')
     if 'hinge_jax_chosen' in r:
       print(f'{r["case"]}: λ chosen hinge_jax {r["lambdas"][r["hinge_jax_chosen"]]:.3g} '
             f'(test {r["hinge_jax_test_accuracy"]:.4f}), LogisticRegressionCV '
@@ -432,7 +444,8 @@ def main(argv):
             f'{r["sklearn_test_accuracy"]:.4f})')
   common.write_json(_OUT.value, {'benchmark': 'solvers', 'target': _TARGET.value,
                                  'matmul_gflops': {'float32': rate32 / 1e9,
-                                                   'float64': rate64 / 1e9},
+                                                   'float64': rate64 / 1e9,
+                                                   'float32_xla': rate_xla / 1e9},
                                  'records': records, 'machine': common.machine()})
 
 
