@@ -2,7 +2,6 @@
 computed directly (and the plain NumPy references), bad requests get a 400 with one line, the
 server stays up; the static files, the export, `python -m hinge_jax.demo`'s errors and Ctrl-C."""
 
-import _thread
 import base64
 import collections
 import http.client
@@ -273,8 +272,14 @@ def test_ctrl_c_stops_the_server_after_the_background_warm_up(capsys):
   httpd = demo_main.bind('127.0.0.1', 0)
   port = httpd.server_address[1]
   threading.Timer(0.5, lambda: call(('127.0.0.1', port), '/api/info', {})).start()
-  interrupt = threading.Timer(1.0, _thread.interrupt_main)
-  interrupt.start()
+  serve_forever = httpd.serve_forever
+
+  def serve_then_ctrl_c():  # Ctrl-C after a second of serving, raised where SIGINT raises it
+    threading.Timer(1.0, httpd.shutdown).start()
+    serve_forever()
+    raise KeyboardInterrupt
+
+  httpd.serve_forever = serve_then_ctrl_c
   demo_main.serve(httpd)
   assert capsys.readouterr().err == 'stopped\n'
   assert not [t for t in threading.enumerate() if t.name == 'warm-up']
