@@ -207,6 +207,19 @@ def hinge_jax_calibrate(trainer, x, y, lams, host_objective, max_steps):
   return np.asarray(seconds), np.asarray(values), np.asarray(evals), state
 
 
+def executed_evaluations(trials, k: int) -> int:
+  """Member-evaluations a lock-step run executes, from its `(steps, K)` trials: a step's first
+  trial, and a retry while more than `lbfgs.retry_batch(K)` members are left, are over all K
+  members; a retry of fewer is over that many (`lbfgs.members_step`); + K initial ones."""
+  from hinge_jax import lbfgs
+  few, total = lbfgs.retry_batch(k), k
+  for row in np.asarray(trials):
+    for t in range(1, int(row.max()) + 1):
+      left = int((row >= t).sum())
+      total += k if t == 1 or left > few else few
+  return total
+
+
 def hinge_jax_leaving(trainer, needed):
   """From W0 = 0 again, each member leaving the program at its step to target (`needed`, from
   the lock-step calibration): `fit`'s compaction (`compaction.Part`) driven by an oracle stop.
@@ -311,9 +324,9 @@ def run_case(name, dataset, lams, *, repeats, host_objective, subset=0, path=Tru
     member_evals = [1 + int(evals[:s, k].sum()) for k, s in enumerate(needed)]
     rec['hinge_jax_evals'] = member_evals
     rec['hinge_jax_flops'] = float(sum(member_evals) * flops_eval)
-    # under vmap a step runs its line search until every member's is done: the max, K times
+    rec['hinge_jax_trials'] = evals[:steps].tolist()
     rec['hinge_jax_executed_flops'] = float(
-        (1 + int(evals[:steps].max(axis=1).sum())) * len(lams) * flops_eval)
+        executed_evaluations(evals[:steps], len(lams)) * flops_eval)
     if repeats:
       rec['hinge_jax_s'], rec['hinge_jax_times'] = timed_run(trainer, steps, repeats)
     else:

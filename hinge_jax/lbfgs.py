@@ -53,6 +53,11 @@ def init(params, memory_size: int = 10) -> dict:
           'search': line_search().init(params), 'flat': jnp.zeros((), jnp.int32)}
 
 
+def retry_batch(k: int) -> int:
+  """The members a retry evaluates on their own, gathered, while no more are left (K/4)."""
+  return k // 4
+
+
 def _vdot(a, b) -> Array:
   return sum(jnp.vdot(x, y) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
 
@@ -107,7 +112,7 @@ def members_step(params, opt_state, hp: dict, step: Array, *, value_fn: Callable
     size = jnp.ones_like(value)
     point, value1, grads1, ok = trial(*args, size, value, slope0)
     trials = jnp.ones_like(size, jnp.int32)
-    few = k // 4
+    few = retry_batch(k)
 
     def retry(size, ok):  # the trials of the members not yet accepted (the others' are junk)
       every = lambda: trial(*args, size, value, slope0)
