@@ -2,6 +2,8 @@
 
   python benchmarks/solvers.py [--cases=digits,hog,embeddings] [--repeats=5]
   python benchmarks/solvers.py --cases=embeddings --embed_n=100000 --sklearn_subset=4
+  python benchmarks/solvers.py --cases=embeddings --embed_lambdas=256 --sklearn_subset=4 \
+      --nosklearn_path  # case 3 with 256 λ (on a GPU)
 
 Both solvers minimise the same objective, mean softmax cross-entropy + λ·ΣW² with an
 unpenalized intercept (scikit-learn's C = 1/(2·λ·N), `probe.sklearn_c`), on the same
@@ -40,6 +42,8 @@ _EMBED_C = flags.DEFINE_integer('embed_c', 100, 'Embeddings: classes.')
 _EMBED_K = flags.DEFINE_integer('embed_lambdas', 16, 'Embeddings: λ values.')
 _SUBSET = flags.DEFINE_integer('sklearn_subset', 0, 'Embeddings: time this many of the cold '
                                'scikit-learn fits (evenly spaced) and extrapolate (0: all).')
+_PATH = flags.DEFINE_bool('sklearn_path', True, 'Embeddings: also LogisticRegressionCV\'s warm '
+                          'path (hours for 256 λ).')
 _THREADS = flags.DEFINE_list('sklearn_threads', ['1', '2'], 'BLAS threads for scikit-learn '
                               '(each a row; on a busy machine one thread can be far faster).')
 _OUT = flags.DEFINE_string('out', 'benchmarks/results/solvers.json', 'JSON output.')
@@ -423,7 +427,7 @@ def main(argv):
       ds = embeddings_dataset(_EMBED_N.value, _EMBED_D.value, _EMBED_C.value)
       lams = list(np.geomspace(1e-5, 1e-1, _EMBED_K.value))
       records.append(run_case('embeddings', ds, lams, repeats=0, host_objective=False,
-                              subset=_SUBSET.value))
+                              subset=_SUBSET.value, path=_PATH.value))
   rows = []
   for r in records:
     hj_floor = r.get('hinge_jax_flops', float('nan')) / rate32
