@@ -105,8 +105,8 @@ def test_gradient_descent_uses_the_whole_training_set(digits):
 @pytest.mark.parametrize('rows', [1_257, 4_095, 4_096, 12_500, 49_000, 60_000, 100_000])
 def test_the_training_split_pads_to_whole_blocks_and_little_more(rows):
   """The eval chunk pads the largest split to whole 512-row blocks (128 below 4,096 rows),
-  within 1 % of the fewest padding rows any chunk of at most 8,192 rows gives (brute force
-  over every chunk of whole 128-row units): a full-batch pass does no more than 1 % extra."""
+  within 1 % of the fewest padding rows any chunk of such blocks up to 8,192 rows gives
+  (brute force): a full-batch pass does little more than 1 % extra work."""
   chunk = least_padding_chunk(rows, -(-min(8192, rows) // 128) * 128)
   unit = 512 if rows >= 4096 else 128
   padded = -(-rows // chunk) * chunk
