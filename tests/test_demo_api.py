@@ -2,11 +2,13 @@
 computed directly (and the plain NumPy references), bad requests get a 400 with one line, the
 server stays up; the static files, the export, `python -m hinge_jax.demo`'s errors and Ctrl-C."""
 
+import _thread
 import base64
 import collections
 import http.client
 import json
 import os
+import signal
 import socket
 import threading
 
@@ -272,15 +274,15 @@ def test_ctrl_c_stops_the_server_after_the_background_warm_up(capsys):
   httpd = demo_main.bind('127.0.0.1', 0)
   port = httpd.server_address[1]
   threading.Timer(0.5, lambda: call(('127.0.0.1', port), '/api/info', {})).start()
-  serve_forever = httpd.serve_forever
-
-  def serve_then_ctrl_c():  # Ctrl-C after a second of serving, raised where SIGINT raises it
-    threading.Timer(1.0, httpd.shutdown).start()
-    serve_forever()
-    raise KeyboardInterrupt
-
-  httpd.serve_forever = serve_then_ctrl_c
-  demo_main.serve(httpd)
+  interrupt = threading.Timer(1.0, _thread.interrupt_main)
+  # Python's own SIGINT handler, which a shell's background job starts without (SIGINT
+  # ignored): interrupt_main does nothing then
+  previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+  try:
+    interrupt.start()
+    demo_main.serve(httpd)
+  finally:
+    signal.signal(signal.SIGINT, previous)
   assert capsys.readouterr().err == 'stopped\n'
   assert not [t for t in threading.enumerate() if t.name == 'warm-up']
   with pytest.raises(ConnectionRefusedError):
