@@ -114,8 +114,10 @@ def members_step(params, opt_state, hp: dict, step: Array, *, value_fn: Callable
     trials = jnp.ones_like(size, jnp.int32)
     few = retry_batch(k)
 
-    def retry(size, ok):  # the trials of the members not yet accepted (the others' are junk)
-      every = lambda: trial(*args, size, value, slope0)
+    def retry(size, current):
+      """`current` (point, value, grads, ok) with the not yet accepted members' trials."""
+      ok = current[-1]
+      every = lambda: _members(ok, current, trial(*args, size, value, slope0))
       if few == 0:
         return every()
 
@@ -123,15 +125,13 @@ def members_step(params, opt_state, hp: dict, step: Array, *, value_fn: Callable
         idx = jnp.nonzero(~ok, size=few, fill_value=jnp.argmin(ok))[0]
         take = lambda tree: jax.tree.map(lambda a: a[idx], tree)
         part = over_members(one_trial, (0,) * 6, few)(*take((*args, size, value, slope0)))
-        whole = (point, value1, grads1, ok)
-        return jax.tree.map(lambda a, b: a.at[idx].set(b), whole, part)
+        return jax.tree.map(lambda a, b: a.at[idx].set(b), current, part)
       return jax.lax.cond(jnp.sum(~ok) <= few, some, every)
 
     def halve(carry):  # every member not yet accepted halves its step size
       count, trials, size, point, value1, grads1, ok = carry
       size = jnp.where(ok, size, size / 2)
-      new = retry(size, ok)
-      point, value1, grads1, now = _members(ok, (point, value1, grads1, ok), new)
+      point, value1, grads1, now = retry(size, (point, value1, grads1, ok))
       return count + 1, trials + ~ok, size, point, value1, grads1, now
 
     _, trials, size, point, value1, grads1, ok = jax.lax.while_loop(
