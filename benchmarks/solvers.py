@@ -18,11 +18,15 @@ any solver reached (scikit-learn with tol=1e-10; hinge_jax for --max_steps). Tim
   path), W0 = 0; S = the first step at which every member is within 1e-6 (a calibration run
   of 1-step chunks). Digits and HOG: a fresh state trained S steps in one chunk, median of
   --repeats (compile excluded); embeddings: the sum of the calibration's 1-step chunk times.
+  Embeddings also: each member leaving the program at its own step to target (`fit`'s
+  compaction, driven by the oracle stop the scikit-learn rows get), and `Trainer.fit` stopping
+  itself at `stop.tol` (--fit_tol, checked every step; its largest final gap printed).
 FLOP floor: the objective evaluations the optimizer needed × 4·N·D·C (the forward and
 backward products) ÷ this machine's measured matmul rate (float32; float64 for a float64
 scikit-learn fit). Ratios come from one run on a shared machine: timings are noisy.
 """
 
+import dataclasses
 import os
 import statistics
 import sys
@@ -46,6 +50,8 @@ _PATH = flags.DEFINE_bool('sklearn_path', True, 'Embeddings: also LogisticRegres
                           'path (hours for 256 λ).')
 _THREADS = flags.DEFINE_list('sklearn_threads', ['1', '2'], 'BLAS threads for scikit-learn '
                               '(each a row; on a busy machine one thread can be far faster).')
+_FIT_TOL = flags.DEFINE_float('fit_tol', 1e-7, 'Embeddings: stop.tol of the `Trainer.fit` row '
+                               '(checked every step).')
 _OUT = flags.DEFINE_string('out', 'benchmarks/results/solvers.json', 'JSON output.')
 
 import numpy as np  # noqa: E402
@@ -249,6 +255,23 @@ def hinge_jax_leaving(trainer, needed):
   return total - compile_s, compile_s, state.params
 
 
+def hinge_jax_fit(trainer, tol):
+  """From W0 = 0 again, `Trainer.fit` itself: `stop.tol` checked every step, converged members
+  frozen and left behind by its compaction. Returns (seconds without compiles, compile
+  seconds, the step each member stopped at, final params)."""
+  import jax
+  from hinge_jax.convergence import StopRule
+  fit = dataclasses.replace(trainer, stop=StopRule(tol=tol, check_every=1), compile_time_s=0.0)
+  state = fit.init()
+  jax.block_until_ready(state)
+  t0 = time.perf_counter()
+  state = fit.fit(state)
+  jax.block_until_ready(state)
+  seconds = time.perf_counter() - t0
+  return (seconds - fit.compile_time_s, fit.compile_time_s,
+          fit.convergence_record.steps.tolist(), state.params)
+
+
 def timed_run(trainer, steps, repeats):
   """Seconds of a fresh state trained `steps` steps in one chunk (compiled first)."""
   import jax
@@ -343,6 +366,13 @@ def run_case(name, dataset, lams, *, repeats, host_objective, subset=0, path=Tru
                                   'member_steps': int(sum(needed))}
       print(f'  hinge_jax, members leaving at the target: {s:.1f} s (+ {compile_s:.1f} s '
             f'compiling smaller programs), largest gap {max(gaps):.1e}', flush=True)
+      s, compile_s, fit_steps, params = hinge_jax_fit(trainer, _FIT_TOL.value)
+      w, b = np.asarray(params['W']), np.asarray(params['b'])
+      gaps = [(objective64(w[k], b[k], x, y, lam) - ref[k]) / ref[k] for k, lam in enumerate(lams)]
+      rec['hinge_jax_fit'] = {'s': s, 'compile_s': compile_s, 'tol': _FIT_TOL.value,
+                              'max_gap': max(gaps), 'member_steps': fit_steps}
+      print(f'  hinge_jax, `fit` to stop.tol={_FIT_TOL.value:g}: {s:.1f} s (+ {compile_s:.1f} s '
+            f'compiling), steps {fit_steps}, largest gap {max(gaps):.1e}', flush=True)
   print(f'  hinge_jax: {steps} steps to {target:g}, '
         f'{rec.get("hinge_jax_s", float("nan")):.3f} s', flush=True)
 
@@ -435,6 +465,8 @@ def main(argv):
         [('hinge_jax (one program)', r.get('hinge_jax_s'), None, rate32)]
         + ([('hinge_jax, members leave at the target', r['hinge_jax_leaving']['s'], None,
              rate32)] if 'hinge_jax_leaving' in r else [])
+        + ([(f'hinge_jax `fit` to stop.tol={r["hinge_jax_fit"]["tol"]:g}',
+             r['hinge_jax_fit']['s'], None, rate32)] if 'hinge_jax_fit' in r else [])
         + [(f'sklearn cold {dt}' + (' (extrap.)' if v['extrapolated'] else ''), v['s'],
             v['evals'], rate32 if dt.startswith('float32') else rate64)
            for dt, v in r['sklearn_cold'].items()]
@@ -442,14 +474,17 @@ def main(argv):
              rate32)] if 'sklearn_path' in r else [])):
       floor = hj_floor if evals is None else evals * r['flops_per_eval'] / rate
       leaving = r.get('hinge_jax_leaving', {}).get('s')
+      fit_s = r.get('hinge_jax_fit', {}).get('s')
       ratio = lambda t: f'{t / s:.2f}' if t and s and evals is not None else ''
       if evals is None and 'hinge_jax_executed_flops' in r and label.endswith('program)'):
         label += f' [executed work: {r["hinge_jax_executed_flops"] / rate32:.1f} s]'
       rows.append([r['case'], len(r['lambdas']), label, f'{s:.3f}' if s else 'not reached',
-                   f'{floor:.3f}', ratio(r.get('hinge_jax_s')), ratio(leaving)])
+                   f'{floor:.3f}', ratio(r.get('hinge_jax_s')), ratio(leaving), ratio(fit_s)])
   common.print_table(f'time to within {_TARGET.value:g} of the optimum (s); floor = FLOPs ÷ '
-                     f'matmul rate; ratios: hinge_jax (lock step, or members leaving) ÷ row',
-                     ['case', 'λs', 'solver', 'seconds', 'floor s', 'ratio', 'leaving'], rows)
+                     f'matmul rate; ratios: hinge_jax (lock step, members leaving, or `fit` '
+                     f'stopping itself) ÷ row',
+                     ['case', 'λs', 'solver', 'seconds', 'floor s', 'ratio', 'leaving', 'fit'],
+                     rows)
   for r in records:
     if 'hinge_jax_flops' in r:
       print(f'{r["case"]}: the evaluations hinge_jax needs, at XLA\'s matmul rate: '

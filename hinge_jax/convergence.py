@@ -1,7 +1,8 @@
 """Convergence, per member: when to stop, and how far from converged a run ended.
 
 Every `stop.check_every` steps (0: `eval_every_steps`) the loop measures each member's full
-training objective f (and, with `stop.grad_tol`, its gradient norm). A member has converged
+training objective f (and, with `stop.grad_tol`, its gradient norm; L-BFGS's line search has
+both at hand, `lbfgs.current`). A member has converged
 when the relative decrease over the window, (f_before − f_now)/|f_before|, is at most
 `stop.tol`, or when ‖∇f‖ ≤ `stop.grad_tol`; from then on it is frozen at that state, and the
 run ends when every member has converged (or diverged), else at `stop.max_steps`.

@@ -53,6 +53,16 @@ def init(params, memory_size: int = 10) -> dict:
           'search': line_search().init(params), 'flat': jnp.zeros((), jnp.int32)}
 
 
+@jax.jit
+def current(opt_state: dict) -> tuple[Array, Array]:
+  """The members' (K,) objective and gradient norm at their current params, as the last
+  step's line search left them: a convergence check without another pass over the data."""
+  search = opt_state['search']
+  squares = sum(jnp.sum(jnp.reshape(g * g, (g.shape[0], -1)), axis=1)
+                for g in jax.tree.leaves(search.grad))
+  return search.value, jnp.sqrt(squares)
+
+
 def retry_batch(k: int) -> int:
   """The members a retry evaluates on their own, gathered, while no more are left (K/4)."""
   return k // 4

@@ -24,7 +24,8 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from hinge_jax import compaction, config_lib, distributed, losses, model, optim, sharded, strategies
+from hinge_jax import (compaction, config_lib, distributed, lbfgs, losses, model, optim, sharded,
+                       strategies)
 from hinge_jax.convergence import Convergence, StopRule, grad_norm_program, select_members
 from hinge_jax.datasets import Dataset
 from hinge_jax.errors import ConfigError
@@ -288,8 +289,8 @@ class Trainer:
     returns False to stop early. Training also stops once every member has diverged.
 
     Convergence (`self.stop`, `convergence.py`): every `stop.check_every` steps each member's
-    objective is checked; a converged member is frozen at its state then (its later updates
-    are discarded), and training stops once every member has converged or diverged. The
+    objective is checked (with L-BFGS, the value and gradient its line search left: no extra
+    pass); a converged member is frozen at its state then (its later updates are discarded), and training stops once every member has converged or diverged. The
     record is left in `self.convergence_record`.
 
     Resumable runs: `chunk_every > 0` also ends a compiled chunk every `chunk_every` steps,
@@ -317,6 +318,7 @@ class Trainer:
     # the converged members' states (a resumed state holds them already)
     held = select_members(record.converged, state, state) if record.converged.any() else None
     part = None  # compaction.Part once only the live members train
+    searched = self.spec.full_batch and self.spec.optimizer in optim.LINE_SEARCH_OPTIMIZERS
     evaluate = lambda split: (part or self).evaluate(state.params, split)
     grad_norms = lambda: (self._grad_norms(state.params) if part is None
                           else part.grad_norms(state.params))
@@ -338,8 +340,13 @@ class Trainer:
       stop = False
       train = None
       if step % every == 0 or step == last:
-        train, norms = evaluate('train'), grad_norms()
-        newly = record.check(step, train['loss'], norms)
+        if searched:  # the line search's value and gradient at the current params
+          f, norms = distributed.to_host(lbfgs.current(state.opt_state))
+          norms = None if self.stop.grad_tol is None else norms
+        else:
+          train, norms = evaluate('train'), grad_norms()
+          f = train['loss']
+        newly = record.check(step, f, norms)
         if newly.any():
           held = select_members(newly, state, state if held is None else held)
         frozen = record.converged | distributed.to_host(state.diverged)
@@ -347,6 +354,7 @@ class Trainer:
         shrunk = None if stop or step >= last else compaction.shrunk(
             self, frozen, k if part is None else len(part.members))
         if shrunk is not None:  # the frozen members' values are final: kept
+          train = evaluate('train') if train is None else train
           part = compaction.Part.create(self, shrunk, {'train': train, 'val': evaluate('val'),
                                                        'grad_norm': norms})
       if step % self.eval_every == 0 or step == last or stop:

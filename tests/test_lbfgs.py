@@ -82,3 +82,29 @@ def test_retrying_few_members_gives_each_member_its_own_step(curvatures):
     alone, alone_trials = _steps([c])
     np.testing.assert_allclose(params['W'][j], alone['W'][0], rtol=1e-6)
     np.testing.assert_array_equal(trials[j], alone_trials[0])
+
+
+def test_convergence_checks_read_the_line_search_not_another_pass(digits, monkeypatch):
+  """With L-BFGS, `fit`'s checks (every step here) take f and ‖∇f‖ from the line search's
+  state: the training split is evaluated only for the one evaluation row, the gradient-norm
+  program never runs, and the recorded values are those of the members' final W."""
+  from hinge_jax.convergence import grad_norm_program
+  from hinge_jax.train import Trainer
+  base = {**LBFGS, 'loss.name': 'softmax_cross_entropy', 'reg.regularize_bias': False,
+          'num_steps': 60, 'eval_every_steps': 60, 'stop.check_every': 1,
+          'stop.tol': 1e-7, 'stop.grad_tol': 1e-4}
+  members = [default_config(**base, **{'reg.strength': lam}) for lam in (1e-1, 1e-2, 1e-3)]
+  trainer = Trainer.create(members[0], digits, members)
+  calls = []
+  evaluate = Trainer.evaluate
+  monkeypatch.setattr(Trainer, 'evaluate',
+                      lambda self, params, split: calls.append(split) or evaluate(
+                          self, params, split))
+  state = trainer.fit(trainer.init())
+  record = trainer.convergence_record
+  assert record.converged.all() and max(record.steps) > 5
+  assert calls.count('train') == 1 and 'grad_norm' not in trainer._compiled
+  norms = grad_norm_program(trainer.spec)(state.params, trainer.data, trainer.hp)
+  np.testing.assert_allclose(record.grad_norm, np.asarray(norms), rtol=1e-3)
+  np.testing.assert_allclose(record.previous, evaluate(trainer, state.params, 'train')['loss'],
+                             rtol=1e-6)

@@ -22,7 +22,7 @@ from scipy.special import logsumexp
 from sklearn.linear_model import LogisticRegression
 from sklearn.svm import LinearSVC
 
-from hinge_jax import config_lib
+from hinge_jax import config_lib, lbfgs
 from hinge_jax.convergence import grad_norm_program, objective_and_grad_norm_f64
 from hinge_jax.train import Trainer
 from helpers import default_config
@@ -65,7 +65,8 @@ CASES = {
 @pytest.fixture(scope='module', params=sorted(CASES))
 def side_by_side(request, digits):
   """(case, λ per C, hinge_jax's (W, b) per C, scikit-learn's fitted models, the trainer,
-  and the loop's evaluations: step → (W of every member, objective of every member))."""
+  and the loop's evaluations: step → (W of every member, objective of every member as the
+  convergence check reads it, from the line search))."""
   case = CASES[request.param]
   n = digits.size('train')
   lams = [1 / (2 * c * n) for c in CS]
@@ -76,7 +77,10 @@ def side_by_side(request, digits):
   seen = {}
 
   def on_eval(step, state, row):
-    seen[step] = (np.array(state.params['W']), np.asarray(row['loss'], np.float64))
+    searched = np.asarray(lbfgs.current(state.opt_state)[0], np.float64)
+    # the line search's value is the objective at the current W, as evaluated
+    np.testing.assert_allclose(searched, row['loss'], rtol=1e-5)
+    seen[step] = (np.array(state.params['W']), searched)
   state = trainer.fit(trainer.init(), on_eval=on_eval)
   ours = [(np.asarray(state.params['W'][j], np.float64), np.asarray(state.params['b'][j],
                                                                     np.float64))
