@@ -1,11 +1,12 @@
 """Convergence, per member: when to stop, and how far from converged a run ended.
 
 Every `stop.check_every` steps (0: `eval_every_steps`) the loop measures each member's full
-training objective f (and, with `stop.grad_tol`, its gradient norm; L-BFGS's line search has
-both at hand, `lbfgs.current`). A member has converged
+training objective f (and, with `stop.grad_tol`, its gradient norm). A member has converged
 when the relative decrease over the window, (f_before − f_now)/|f_before|, is at most
 `stop.tol`, or when ‖∇f‖ ≤ `stop.grad_tol`; from then on it is frozen at that state, and the
-run ends when every member has converged (or diverged), else at `stop.max_steps`.
+run ends when every member has converged (or diverged), else at `stop.max_steps`. L-BFGS's
+line search has f and ∇f at hand, and its memory predicts the next step's decrease, which
+must be within `stop.tol` too (`lbfgs.current`): one small step is not convergence.
 
 At the end, `final_fields` reports per member `converged`, `steps`, the objective and its
 gradient norm recomputed in float64 on the host (for a hinge, the norm of the subgradient
@@ -62,7 +63,7 @@ class Convergence:
     return cls(rule, nan.copy(), nan.copy(), nan.copy(), np.zeros(k, bool),
                np.full(k, start_step, np.int64))
 
-  def check(self, step: int, objective, grad_norm=None) -> np.ndarray:
+  def check(self, step: int, objective, grad_norm=None, predicted=None) -> np.ndarray:
     """Records the members' objective (and gradient norm) at `step`; returns the (K,) mask
     of members that converged here. Converged members keep their values."""
     f = np.asarray(objective, np.float64)
@@ -75,7 +76,11 @@ class Convergence:
       self.grad_norm = np.where(live, np.asarray(grad_norm, np.float64), self.grad_norm)
     done = np.zeros_like(live)
     if self.rule.tol is not None:
-      done |= self.window_decrease <= self.rule.tol  # NaN (no window yet, diverged): False
+      small = self.window_decrease <= self.rule.tol  # NaN (no window yet, diverged): False
+      if predicted is not None:  # and the next step's predicted decrease
+        with np.errstate(invalid='ignore', divide='ignore'):
+          small &= np.asarray(predicted, np.float64) / np.abs(f) <= self.rule.tol
+      done |= small
     if self.rule.grad_tol is not None and grad_norm is not None:
       done |= self.grad_norm <= self.rule.grad_tol
     newly = live & done & np.isfinite(f)

@@ -27,6 +27,7 @@ resolution (each such step would spend `MAX_TRIALS` trials on nothing): it steps
 from then on, which the first trial accepts.
 """
 
+import functools
 from typing import Callable
 
 import jax
@@ -53,14 +54,19 @@ def init(params, memory_size: int = 10) -> dict:
           'search': line_search().init(params), 'flat': jnp.zeros((), jnp.int32)}
 
 
-@jax.jit
-def current(opt_state: dict) -> tuple[Array, Array]:
-  """The members' (K,) objective and gradient norm at their current params, as the last
-  step's line search left them: a convergence check without another pass over the data."""
+@functools.partial(jax.jit, static_argnames='memory_size')
+def current(params, opt_state: dict, memory_size: int = 10) -> tuple[Array, Array, Array]:
+  """The members' (K,) objective, gradient norm and the next step's predicted decrease
+  ½·∇fᵀP∇f at their current params, from the last step's line search and the memory: a
+  convergence check without another pass over the data."""
   search = opt_state['search']
   squares = sum(jnp.sum(jnp.reshape(g * g, (g.shape[0], -1)), axis=1)
                 for g in jax.tree.leaves(search.grad))
-  return search.value, jnp.sqrt(squares)
+
+  def predicted(p, s):
+    scaled, _ = optax.scale_by_lbfgs(memory_size).update(s['search'].grad, s['lbfgs'], p)
+    return jnp.where(s['flat'] >= STALL_STEPS, 0.0, 0.5 * _vdot(scaled, s['search'].grad))
+  return search.value, jnp.sqrt(squares), jax.vmap(predicted)(params, opt_state)
 
 
 def retry_batch(k: int) -> int:

@@ -289,9 +289,10 @@ class Trainer:
     returns False to stop early. Training also stops once every member has diverged.
 
     Convergence (`self.stop`, `convergence.py`): every `stop.check_every` steps each member's
-    objective is checked (with L-BFGS, the value and gradient its line search left: no extra
-    pass); a converged member is frozen at its state then (its later updates are discarded), and training stops once every member has converged or diverged. The
-    record is left in `self.convergence_record`.
+    objective is checked (with L-BFGS, the value, gradient and predicted decrease its line
+    search and memory give: no extra pass); a converged member is frozen at its state then
+    (its later updates are discarded), and training stops once every member has converged or
+    diverged. The record is left in `self.convergence_record`.
 
     Resumable runs: `chunk_every > 0` also ends a compiled chunk every `chunk_every` steps,
     and `on_chunk(step, state, pending)` runs after every chunk (after `on_eval`); it returns
@@ -341,12 +342,13 @@ class Trainer:
       train = None
       if step % every == 0 or step == last:
         if searched:  # the line search's value and gradient at the current params
-          f, norms = distributed.to_host(lbfgs.current(state.opt_state))
+          f, norms, predicted = distributed.to_host(lbfgs.current(
+              state.params, state.opt_state, self.spec.memory_size))
           norms = None if self.stop.grad_tol is None else norms
         else:
-          train, norms = evaluate('train'), grad_norms()
+          train, norms, predicted = evaluate('train'), grad_norms(), None
           f = train['loss']
-        newly = record.check(step, f, norms)
+        newly = record.check(step, f, norms, predicted)
         if newly.any():
           held = select_members(newly, state, state if held is None else held)
         frozen = record.converged | distributed.to_host(state.diverged)

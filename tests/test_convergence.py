@@ -37,6 +37,15 @@ def test_an_increase_counts_as_no_decrease_and_grad_tol_converges_alone():
   np.testing.assert_allclose(record.window_decrease, [-0.1, 0.5, 0.5])
 
 
+def test_a_small_step_with_a_large_predicted_decrease_is_not_convergence():
+  """L-BFGS's checks also pass the next step's predicted decrease: tol must hold for both."""
+  record = Convergence.create(StopRule(tol=1e-6, check_every=1), 3)
+  record.check(1, [1.0, 1.0, 1.0], predicted=[0.0, 0.0, 0.0])
+  newly = record.check(2, [1.0, 1.0, 1.0 - 2e-6], predicted=[5e-7, 2e-6, 0.0])
+  assert newly.tolist() == [True, False, False]
+  np.testing.assert_allclose(record.window_decrease, [0.0, 0.0, 2e-6])
+
+
 def test_without_a_stop_test_nothing_converges_and_the_record_round_trips():
   record = Convergence.create(StopRule(check_every=5), 2)
   record.check(5, [1.0, 2.0])

@@ -105,6 +105,38 @@ def test_convergence_checks_read_the_line_search_not_another_pass(digits, monkey
   assert record.converged.all() and max(record.steps) > 5
   assert calls.count('train') == 1 and 'grad_norm' not in trainer._compiled
   norms = grad_norm_program(trainer.spec)(state.params, trainer.data, trainer.hp)
+  assert record.converged.all()
   np.testing.assert_allclose(record.grad_norm, np.asarray(norms), rtol=1e-3)
   np.testing.assert_allclose(record.previous, evaluate(trainer, state.params, 'train')['loss'],
                              rtol=1e-6)
+
+
+def test_predicted_decrease_is_half_the_gradient_through_the_memory(digits):
+  """After one step the memory holds one pair (s, y): ½·gᵀHg by the two-loop recursion in
+  NumPy, from W0 = 0, g0 = ∇f(0) and the step's W1 and g1, against `lbfgs.current`'s."""
+  from hinge_jax import fullbatch
+  from hinge_jax.train import Trainer
+  base = {**LBFGS, 'loss.name': 'softmax_cross_entropy', 'reg.regularize_bias': False}
+  members = [default_config(**base, **{'reg.strength': lam}) for lam in (1e-1, 1e-3)]
+  trainer = Trainer.create(members[0], digits, members)
+  start = trainer.init()
+  state, _ = trainer.run_chunk(trainer.init(), 0, 1)
+  value, _, predicted = lbfgs.current(state.params, state.opt_state, trainer.spec.memory_size)
+  x, y = fullbatch.blocks(trainer.data, trainer.spec.num_train)
+  objective = fullbatch.make_objective(spec=trainer.spec)
+  flat = lambda tree: np.concatenate([np.ravel(np.asarray(tree[k], np.float64))
+                                      for k in ('W', 'b')])
+  for j in range(2):
+    member = lambda tree: jax.tree.map(lambda a: a[j], tree)
+    hp = member(trainer.hp)
+    g0 = flat(jax.grad(objective)(member(start.params), x, y, hp))
+    f1, g1 = jax.value_and_grad(objective)(member(state.params), x, y, hp)
+    g1 = flat(g1)
+    s_, y_ = flat(member(state.params)) - flat(member(start.params)), g1 - g0
+    rho = 1 / (s_ @ y_)
+    alpha = rho * (s_ @ g1)
+    r = (s_ @ y_) / (y_ @ y_) * (g1 - alpha * y_)
+    r += s_ * (alpha - rho * (y_ @ r))
+    assert value[j] == pytest.approx(float(f1), rel=1e-6)
+    assert float(predicted[j]) == pytest.approx(0.5 * g1 @ r, rel=1e-3)
+    assert 0 < float(predicted[j]) < float(value[j])

@@ -77,7 +77,7 @@ def side_by_side(request, digits):
   seen = {}
 
   def on_eval(step, state, row):
-    searched = np.asarray(lbfgs.current(state.opt_state)[0], np.float64)
+    searched = np.asarray(lbfgs.current(state.params, state.opt_state)[0], np.float64)
     # the line search's value is the objective at the current W, as evaluated
     np.testing.assert_allclose(searched, row['loss'], rtol=1e-5)
     seen[step] = (np.array(state.params['W']), searched)
