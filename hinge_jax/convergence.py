@@ -65,7 +65,8 @@ class Convergence:
 
   def check(self, step: int, objective, grad_norm=None, predicted=None) -> np.ndarray:
     """Records the members' objective (and gradient norm) at `step`; returns the (K,) mask
-    of members that converged here. Converged members keep their values."""
+    of members that converged here. Converged members keep their values. `predicted`: the
+    next step's predicted decrease (L-BFGS), which `tol` must bound relative to f as well."""
     f = np.asarray(objective, np.float64)
     with np.errstate(invalid='ignore', divide='ignore'):
       decrease = (self.previous - f) / np.abs(self.previous)
