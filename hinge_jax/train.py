@@ -10,10 +10,10 @@ Randomness: `jax.random.key(seed)` is split into named streams (`stream_key`); t
 step t comes from `fold_in(data_stream, t)`, so it depends only on the seed and the step.
 
 The pieces: `spec.Spec` (the static part of a run), `state` (state, data, draws), `step`
-(a step and a chunk), `tuning` (backend-dependent defaults), `objective` (what is minimized).
+(a step and a chunk), `tuning` (backend-dependent defaults), `objective` (what is minimized),
+`evaluation` (a split's sums per member).
 """
 
-import collections
 import dataclasses
 import functools
 import time
@@ -24,11 +24,12 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from hinge_jax import (compaction, config_lib, distributed, lbfgs, losses, model, optim, sharded,
-                       strategies)
+from hinge_jax import compaction, config_lib, distributed, lbfgs, optim, sharded, strategies
 from hinge_jax.convergence import Convergence, StopRule, grad_norm_program, select_members
 from hinge_jax.datasets import Dataset
 from hinge_jax.errors import ConfigError
+from hinge_jax.evaluation import (_EvalFields, _PenaltyFields, _shared_program,  # noqa: F401
+                                  eval_chunk, penalty_values)
 from hinge_jax.mesh import Layout, layout_for
 from hinge_jax.objective import objective, penalty  # noqa: F401 - objective re-exported
 # Re-exported: the names callers have imported from `hinge_jax.train`
@@ -44,44 +45,6 @@ from hinge_jax.tuning import (ACCELERATOR_FEATURE_MULTIPLE, GUARDS,  # noqa: F40
                               forward_feature_blocks)
 
 Array = jax.Array
-
-
-def eval_chunk(params, x_raw: Array, y: Array, valid: Array, data: DeviceData, hp: dict, *,
-               spec: Spec) -> dict:
-  """Sums over one chunk of a split, for every member: loss, correct count, confusion."""
-  x = data.features(x_raw)
-
-  def one(p, member_hp):
-    s = model.scores(p, x)
-    loss = losses.get(spec.loss)(s, y, margin=member_hp['margin'], squared=spec.squared)
-    pred = jnp.argmax(s, axis=-1)
-    conf = jnp.zeros((spec.num_classes, spec.num_classes), jnp.int32).at[y, pred].add(
-        valid.astype(jnp.int32))
-    return {'loss_sum': jnp.sum(jnp.where(valid, loss, 0.0)), 'confusion': conf}
-  return jax.vmap(one)(params, hp)
-
-
-def penalty_values(params, hp: dict, *, spec: Spec) -> Array:
-  """λ·R(params) for every member (`objective.penalty`)."""
-  return jax.vmap(functools.partial(penalty, spec=spec))(params, hp)
-
-
-# The spec fields `eval_chunk` and `penalty_values` read: their programs are shared by every
-# Trainer of the process whose fields and argument shapes agree (`_shared_program`).
-_EvalFields = collections.namedtuple('_EvalFields', 'loss squared num_classes')
-_PenaltyFields = collections.namedtuple('_PenaltyFields', 'reg regularize_bias bias_trick')
-_SHARED: dict = {}
-
-
-def _shared_program(fn: Callable, fields: tuple, *args):
-  """`fn(*args, spec=fields)` compiled once per process for these fields and the arguments'
-  structure, shapes, dtypes and shardings."""
-  leaves, treedef = jax.tree.flatten(args)
-  key = (fn, fields, treedef, tuple((getattr(a, 'shape', ()), str(getattr(a, 'dtype', '')),
-                                     getattr(a, 'sharding', None)) for a in leaves))
-  if key not in _SHARED:
-    _SHARED[key] = jax.jit(functools.partial(fn, spec=fields)).lower(*args).compile()
-  return _SHARED[key]
 
 
 # ----------------------------------------------------------------------------- the loop
