@@ -78,3 +78,15 @@ def test_compaction_only_where_it_pays(digits):
   # over 4 devices the members axis must divide the program: 1 live member pads to 4
   wide = dataclasses.replace(_trainer(digits, devices=4), compact_min_flops=0.0)
   assert wide.layout.member_shards == 4 and shrunk(wide, frozen, 4) is None
+
+
+def test_members_laid_over_devices_stop_at_the_same_steps(both, digits):
+  """The sweep over 4 devices, one member each: the checks (L-BFGS's values, gathered from
+  every device) stop each member at the step the one-device run did, at the same W."""
+  off, s_off, _ = both['off']
+  wide = _trainer(digits, devices=4)
+  assert wide.layout.member_shards == 4
+  state = wide.fit(wide.init())
+  np.testing.assert_array_equal(wide.convergence_record.steps, off.convergence_record.steps)
+  w, w_off = np.asarray(state.params['W']), np.asarray(s_off.params['W'])
+  assert np.max(np.abs(w - w_off)) <= 1e-4 * np.max(np.abs(w_off))
