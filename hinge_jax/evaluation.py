@@ -1,5 +1,5 @@
 """Evaluation sums per member over a chunk of a split, and the penalty, each compiled once per
-process for every Trainer whose spec fields and argument shapes agree (`_shared_program`)."""
+process for every Trainer whose spec fields and argument shapes agree (`shared_program`)."""
 
 import collections
 import functools
@@ -36,18 +36,18 @@ def penalty_values(params, hp: dict, *, spec) -> Array:
 
 
 # The spec fields `eval_chunk` and `penalty_values` read: their programs are shared by every
-# Trainer of the process whose fields and argument shapes agree (`_shared_program`).
-_EvalFields = collections.namedtuple('_EvalFields', 'loss squared num_classes')
-_PenaltyFields = collections.namedtuple('_PenaltyFields', 'reg regularize_bias bias_trick')
-_SHARED: dict = {}
+# Trainer of the process whose fields and argument shapes agree (`shared_program`).
+EvalFields = collections.namedtuple('EvalFields', 'loss squared num_classes')
+PenaltyFields = collections.namedtuple('PenaltyFields', 'reg regularize_bias bias_trick')
+_PROGRAMS: dict = {}
 
 
-def _shared_program(fn: Callable, fields: tuple, *args):
+def shared_program(fn: Callable, fields: tuple, *args):
   """`fn(*args, spec=fields)` compiled once per process for these fields and the arguments'
   structure, shapes, dtypes and shardings."""
   leaves, treedef = jax.tree.flatten(args)
   key = (fn, fields, treedef, tuple((getattr(a, 'shape', ()), str(getattr(a, 'dtype', '')),
                                      getattr(a, 'sharding', None)) for a in leaves))
-  if key not in _SHARED:
-    _SHARED[key] = jax.jit(functools.partial(fn, spec=fields)).lower(*args).compile()
-  return _SHARED[key]
+  if key not in _PROGRAMS:
+    _PROGRAMS[key] = jax.jit(functools.partial(fn, spec=fields)).lower(*args).compile()
+  return _PROGRAMS[key]

@@ -28,8 +28,8 @@ from hinge_jax import compaction, config_lib, distributed, lbfgs, optim, sharded
 from hinge_jax.convergence import Convergence, StopRule, grad_norm_program, select_members
 from hinge_jax.datasets import Dataset
 from hinge_jax.errors import ConfigError
-from hinge_jax.evaluation import (_EvalFields, _PenaltyFields, _shared_program,  # noqa: F401
-                                  eval_chunk, penalty_values)
+from hinge_jax.evaluation import (EvalFields, PenaltyFields, eval_chunk, penalty_values,
+                                  shared_program)
 from hinge_jax.mesh import Layout, layout_for
 from hinge_jax.objective import objective, penalty  # noqa: F401 - objective re-exported
 # Re-exported: the names callers have imported from `hinge_jax.train`
@@ -205,21 +205,21 @@ class Trainer:
       t0 = time.perf_counter()
       spec = self.spec
       if self.layout.data_shards == 1:
-        self._compiled[key] = _shared_program(
-            eval_chunk, _EvalFields(spec.loss, spec.squared, spec.num_classes),
+        self._compiled[key] = shared_program(
+            eval_chunk, EvalFields(spec.loss, spec.squared, spec.num_classes),
             params, self.data.x[split][:chunk], self.data.y[split][:chunk],
             jnp.ones((chunk,), bool), self.data, self.hp)
       else:
         self._compiled[key] = None  # `sharded.eval_program`s below
       if 'penalty' not in self._compiled:
-        self._compiled['penalty'] = _shared_program(
-            penalty_values, _PenaltyFields(spec.reg, spec.regularize_bias, spec.bias_trick),
+        self._compiled['penalty'] = shared_program(
+            penalty_values, PenaltyFields(spec.reg, spec.regularize_bias, spec.bias_trick),
             params, self.hp)
       self.compile_time_s += time.perf_counter() - t0
     sharded_key = ('eval', split)  # with a data axis: one program per split, sums over 'data'
     if self.layout.data_shards > 1 and sharded_key not in self._compiled:
       t0 = time.perf_counter()
-      fields = _EvalFields(self.spec.loss, self.spec.squared, self.spec.num_classes)
+      fields = EvalFields(self.spec.loss, self.spec.squared, self.spec.num_classes)
       self._compiled[sharded_key] = sharded.eval_program(
           eval_chunk, fields, self.layout, self.data, split).lower(
               params, self.data, self.hp).compile()
