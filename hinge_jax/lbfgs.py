@@ -63,9 +63,8 @@ def current(params, opt_state: dict, memory_size: int = 10) -> tuple[Array, Arra
   squares = sum(jnp.sum(jnp.reshape(g * g, (g.shape[0], -1)), axis=1)
                 for g in jax.tree.leaves(search.grad))
 
-  def predicted(p, s):
-    scaled, _ = optax.scale_by_lbfgs(memory_size).update(s['search'].grad, s['lbfgs'], p)
-    return jnp.where(s['flat'] >= STALL_STEPS, 0.0, 0.5 * _vdot(scaled, s['search'].grad))
+  def predicted(p, s):  # −½ of the next step's slope along its direction
+    return -0.5 * _vdot(_descent(p, s, s['search'].grad, memory_size)[0], s['search'].grad)
   return search.value, jnp.sqrt(squares), jax.vmap(predicted)(params, opt_state)
 
 
@@ -83,11 +82,17 @@ def _direction(params, state, member_hp, first, *, value_fn: Callable, memory_si
   f = lambda p: value_fn(p, member_hp)
   value, grads = jax.lax.cond(first, lambda p, s: jax.value_and_grad(f)(p),
                               lambda p, s: (s['search'].value, s['search'].grad), params, state)
+  direction, lbfgs_state = _descent(params, state, grads, memory_size)
+  return value, grads, direction, lbfgs_state, _vdot(direction, grads)
+
+
+def _descent(params, state, grads, memory_size: int):
+  """One member's direction −P∇f from its memory (optax's; 0 once stalled) and the memory
+  with the last step's pair added."""
   direction, lbfgs_state = optax.scale_by_lbfgs(memory_size).update(grads, state['lbfgs'],
                                                                     params)
   stalled = state['flat'] >= STALL_STEPS
-  direction = jax.tree.map(lambda d: jnp.where(stalled, jnp.zeros_like(d), -d), direction)
-  return value, grads, direction, lbfgs_state, _vdot(direction, grads)
+  return jax.tree.map(lambda d: jnp.where(stalled, jnp.zeros_like(d), -d), direction), lbfgs_state
 
 
 def _trial(params, direction, member_hp, size, value, slope0, *, value_fn: Callable):
