@@ -20,9 +20,12 @@ from absl import app, flags
 
 from benchmarks import solvers  # noqa: E402 - its flags (embed_*) are not used here
 
-_N = flags.DEFINE_integer('n', 2000, 'Training rows.')
+_N = flags.DEFINE_integer('n', 2000, 'Training rows.', lower_bound=1)
 _MEMBERS = flags.DEFINE_list('members', ['16', '256'], 'Member counts (λ values).')
-_REPEATS_STEP = flags.DEFINE_integer('step_repeats', 5, 'Timed calls of each, interleaved.')
+flags.register_validator('members', lambda v: all(m.isdigit() and int(m) > 0 for m in v),
+                         message='--members must be positive integers, e.g. --members=16,256')
+_REPEATS_STEP = flags.DEFINE_integer('step_repeats', 5, 'Timed calls of each, interleaved.',
+                                     lower_bound=1)
 
 
 def main(argv):

@@ -52,6 +52,7 @@ _THREADS = flags.DEFINE_list('sklearn_threads', ['1', '2'], 'BLAS threads for sc
                               '(each a row; on a busy machine one thread can be far faster).')
 _FIT_TOL = flags.DEFINE_float('fit_tol', 1e-7, 'Embeddings: stop.tol of the `Trainer.fit` row '
                                '(checked every step).')
+flags.register_validator('fit_tol', lambda v: v > 0, message='--fit_tol must be > 0')
 _OUT = flags.DEFINE_string('out', 'benchmarks/results/solvers.json', 'JSON output.')
 
 import numpy as np  # noqa: E402
