@@ -31,16 +31,9 @@ import numpy as np  # noqa: E402
 
 
 def trainer_for(dataset, lams):
-  from configs import default
-  from hinge_jax import sweep
-  from hinge_jax.train import Trainer
-  c = default.get_config()
-  c.loss.name, c.reg.name, c.reg.regularize_bias = 'softmax_cross_entropy', 'l2', False
-  c.optimizer.name, c.batch_size, c.init_scale = 'lbfgs', 0, 0.0
-  c.num_steps = c.eval_every_steps = _MAX.value
-  c.stop.tol, c.stop.check_every = _TOL.value, 1
-  members = [sweep.member_config(c, {'reg.strength': float(lam)}) for lam in lams]
-  return Trainer.create(c, dataset, members)
+  from hinge_jax.convergence import StopRule
+  return dataclasses.replace(solvers.hinge_jax_trainer(dataset, lams, _MAX.value),
+                             stop=StopRule(tol=_TOL.value, check_every=1))
 
 
 def main(argv):
